@@ -1,0 +1,149 @@
+"""The build, as a library call: `build(spec_path) -> BuildResult`. Raises DistillcError; never exits."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillc import __version__
+from distillc.artifacts import read_json, write_json
+from distillc.errors import GateFailed
+from distillc.events import Sink, null_sink
+from distillc.graph import STAGES
+from distillc.runner import StageRecord, run_stages
+from distillc.spec import SpecIR, load_spec
+
+
+@dataclass
+class BuildResult:
+    spec: SpecIR
+    build_dir: Path
+    stages: list[StageRecord] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    package_dir: Path | None = None
+
+    def stage(self, name: str) -> StageRecord:
+        return next(s for s in self.stages if s.name == name)
+
+    @property
+    def ran(self) -> list[str]:
+        """Stages that did work in this build (cache misses)."""
+        return [s.name for s in self.stages if s.status == "miss"]
+
+
+def default_build_dir(spec: SpecIR) -> Path:
+    return Path("build") / spec.name
+
+
+def build(
+    spec_path: str | Path,
+    out: str | Path | None = None,
+    until: str | None = None,
+    force: tuple[str, ...] = (),
+    emit: Sink = null_sink,
+) -> BuildResult:
+    spec = load_spec(spec_path)
+    build_dir = Path(out) if out else default_build_dir(spec)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = build_dir / "manifest.json"
+    previous = {s["name"]: s for s in read_json(manifest_path).get("stages", [])} if manifest_path.exists() else {}
+    result = BuildResult(spec, build_dir)
+    started = time.time()
+    status = "failed"
+    try:
+        for record in run_stages(STAGES, spec, build_dir, emit, previous, until, force):
+            result.stages.append(record)
+            _write_manifest(result, started, "running")
+            if record.name == "evaluate":
+                _check_quality_gate(result)
+        if result.stages[-1].name == "package":
+            result.package_dir = _materialize_package(result.stage("package").artifact / "package", build_dir)
+        status = "succeeded"
+    except GateFailed:
+        status = "failed_gate"
+        raise
+    finally:
+        result.report = _report(result, status)
+        write_json(build_dir / "report.json", result.report)
+        _write_manifest(result, started, status)
+    return result
+
+
+def _check_quality_gate(result: BuildResult) -> None:
+    summary = result.stage("evaluate").summary
+    minimum = result.spec.evaluation.min_score
+    if summary["score"] < minimum:
+        raise GateFailed(
+            "E501",
+            f"student {summary['metric']} {summary['score']:.3f} is below evaluation.min_score "
+            f"{minimum} on {summary['n']} held-out inputs",
+            help=f"see {result.build_dir / 'report.json'}; more inputs, more epochs or a larger student may help",
+        )
+
+
+def _materialize_package(source: Path, build_dir: Path) -> Path:
+    """Copy the package out of the cache, unless the copy there is already this package."""
+    target = build_dir / "package"
+    if (target / "manifest.json").exists() and (target / "manifest.json").read_bytes() == (
+        source / "manifest.json"
+    ).read_bytes():
+        return target
+    staging = build_dir / ".package.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.replace(target)
+    return target
+
+
+def _write_manifest(result: BuildResult, started: float, status: str) -> None:
+    stages = [
+        {
+            "name": s.name,
+            "key": s.key,
+            "status": s.status,
+            "reason": s.reason,
+            "seconds": round(s.seconds, 3),
+            "artifact": str(s.artifact.relative_to(result.build_dir)),
+            "digest": s.digest,
+            "components": s.components,
+            "outputs": s.files,
+        }
+        for s in result.stages
+    ]
+    write_json(
+        result.build_dir / "manifest.json",
+        {
+            "name": result.spec.name,
+            "spec": result.spec.spec_path,
+            "distillc_version": __version__,
+            "status": status,
+            "started": started,
+            "finished": time.time(),
+            "stages": stages,
+        },
+    )
+
+
+def _report(result: BuildResult, status: str) -> dict[str, Any]:
+    summaries = {s.name: s.summary for s in result.stages}
+    report: dict[str, Any] = {
+        "name": result.spec.name,
+        "status": status,
+        "timings_s": {s.name: round(s.seconds, 3) for s in result.stages},
+        "cache": {s.name: s.status for s in result.stages},
+    }
+    if "evaluate" in summaries:
+        ev = summaries["evaluate"]
+        report["evaluation"] = {
+            **ev,
+            "min_score": result.spec.evaluation.min_score,
+            "passed": ev["score"] >= result.spec.evaluation.min_score,
+        }
+    for name in ("inputs", "label", "split", "train", "export", "package"):
+        if name in summaries:
+            report[name] = summaries[name]
+    return report

@@ -1,0 +1,97 @@
+"""The `distillc` command: a thin layer over distillc.api that turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from distillc import __version__
+from distillc.errors import DistillcError, SpecError
+from distillc.events import sink_for
+from distillc.graph import STAGE_NAMES
+
+
+def _fail(error: DistillcError) -> None:
+    click.echo(error.render(), err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="distillc")
+def main() -> None:
+    """Compile a task spec into a distilled model and a ready-to-run inference package."""
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", help="Diagnostics format.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def validate(spec: Path, fmt: str, strict: bool) -> None:
+    """Check SPEC and print every problem at once (exit 1 on errors)."""
+    from distillc.spec import validate_file
+    from distillc.spec.diagnostics import render_all, to_json
+
+    resolved, diagnostics, source = validate_file(spec)
+    failed = resolved is None or (strict and bool(diagnostics))
+    if fmt == "json":
+        click.echo(to_json(diagnostics, source, str(spec)))
+    elif diagnostics:
+        click.echo(render_all(diagnostics, source, str(spec)), err=True)
+    if failed:
+        sys.exit(1)
+    if fmt == "text":
+        click.echo(f"{spec}: ok")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Build folder [build/<name>].")
+@click.option("--until", type=click.Choice(STAGE_NAMES), help="Stop after this stage.")
+@click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES), help="Re-run this stage even if cached.")
+@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default="auto")
+def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...], log_format: str) -> None:
+    """Build SPEC: inputs, label, split, train, evaluate, export, package."""
+    from distillc import api
+
+    try:
+        result = api.build(spec, out=out, until=until, force=force, emit=sink_for(log_format))
+    except SpecError as error:
+        click.echo(error.render(), err=True)
+        sys.exit(1)
+    except DistillcError as error:
+        _fail(error)
+    ran = ", ".join(result.ran) or "nothing (all cached)"
+    click.echo(f"built {result.spec.name} in {result.build_dir} (ran: {ran})")
+    evaluation = result.report.get("evaluation")
+    if evaluation:
+        click.echo(
+            f"{evaluation['metric']}: {evaluation['score']:.3f} on {evaluation['n']} held-out inputs "
+            f"(min_score {evaluation['min_score']})"
+        )
+    if result.package_dir:
+        click.echo(f"package: {result.package_dir}  (distillc serve {result.package_dir})")
+
+
+@main.command()
+@click.argument("package_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+def serve(package_dir: Path, host: str, port: int) -> None:
+    """Serve a built package over HTTP, with the runtime copy it ships."""
+    if not (package_dir / "package.json").is_file():
+        _fail(
+            DistillcError(
+                "E601",
+                f"{package_dir} is not a distillc package (no package.json)",
+                help="build one with `distillc build SPEC`; it lands in build/<name>/package",
+            )
+        )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_dir.resolve()), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "distillc_runtime", "serve", str(package_dir), "--host", host, "--port", str(port)]
+    try:
+        sys.exit(subprocess.call(command, env=env))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,57 @@
+"""Diagnostics in the style of ruff: `file:line:col: error[CODE] message`, source line, caret, help."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    message: str
+    start: int  # character offset into the source; line:col is derived only when rendering
+    end: int
+    severity: str = "error"  # error | warning
+    help: str | None = None
+
+
+def line_col(source: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    offset = max(0, min(offset, len(source)))
+    line = source.count("\n", 0, offset) + 1
+    col = offset - (source.rfind("\n", 0, offset) + 1) + 1
+    return line, col
+
+
+def render(diag: Diagnostic, source: str, filename: str) -> str:
+    line, col = line_col(source, diag.start)
+    lines = source.splitlines() or [""]
+    text = lines[line - 1] if line - 1 < len(lines) else ""
+    width = max(1, min(diag.end, diag.start + len(text) - col + 1) - diag.start)
+    gutter = " " * len(str(line))
+    out = [
+        f"{filename}:{line}:{col}: {diag.severity}[{diag.code}] {diag.message}",
+        f"{gutter} |",
+        f"{line} | {text}",
+        f"{gutter} | {' ' * (col - 1)}{'^' * width}",
+    ]
+    if diag.help:
+        out.append(f"{gutter} = help: {diag.help}")
+    return "\n".join(out)
+
+
+def sort_key(diag: Diagnostic) -> tuple[int, str]:
+    return (diag.start, diag.code)
+
+
+def render_all(diagnostics: list[Diagnostic], source: str, filename: str) -> str:
+    return "\n\n".join(render(d, source, filename) for d in sorted(diagnostics, key=sort_key))
+
+
+def to_json(diagnostics: list[Diagnostic], source: str, filename: str) -> str:
+    rows = []
+    for d in sorted(diagnostics, key=sort_key):
+        line, col = line_col(source, d.start)
+        rows.append({"file": filename, "line": line, "column": col, **asdict(d)})
+    return json.dumps(rows, indent=2)

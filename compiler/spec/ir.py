@@ -1,0 +1,105 @@
+"""The resolved spec: frozen, defaults applied, paths absolute, no Optionals the stages must guess at.
+
+Fields marked `nokey()` do not change a stage's output (where a file lives, how fast to call the
+teacher), so they stay out of cache keys: moving a spec or raising concurrency re-runs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def nokey(default: Any = dataclasses.MISSING) -> Any:
+    return field(default=default, metadata={"cache": False})
+
+
+@dataclass(frozen=True)
+class ExampleIR:
+    input: str
+    output: str  # canonical text form: labels as written, JSON compact
+
+
+@dataclass(frozen=True)
+class TaskIR:
+    instructions: str
+    examples: tuple[ExampleIR, ...]
+    output_type: str  # text | label | json
+    labels: tuple[str, ...]
+    json_schema: str  # canonical JSON text, "" when none
+
+
+@dataclass(frozen=True)
+class InputsIR:
+    path: str = nokey()
+    sha256: str = ""  # content of the source file: what matters, not where it lives
+    field: str = ""
+    limit: int = 0  # 0 = no limit
+    format: str = ""  # jsonl | csv | txt
+
+
+@dataclass(frozen=True)
+class TeacherIR:
+    provider: str
+    model: str
+    base_url: str
+    temperature: float
+    max_tokens: int
+    api_key_env: str = nokey()
+    max_concurrency: int = nokey()
+
+
+@dataclass(frozen=True)
+class StudentIR:
+    base_model: str
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    max_seq_len: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvaluationIR:
+    holdout: float
+    min_score: float = nokey()  # a gate, checked after evaluation; changing it re-runs nothing
+
+
+@dataclass(frozen=True)
+class DeployIR:
+    max_new_tokens: int
+    latency_p50_ms: float  # 0 = no budget
+    latency_p95_ms: float
+
+
+@dataclass(frozen=True)
+class SpecIR:
+    name: str
+    spec_path: str
+    task: TaskIR
+    inputs: InputsIR
+    teacher: TeacherIR
+    student: StudentIR
+    evaluation: EvaluationIR
+    deploy: DeployIR
+
+    def slice(self, dotted: str) -> Any:
+        """The part of the spec named by a dotted path, e.g. 'deploy.max_new_tokens'."""
+        value: Any = self
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        return value
+
+
+def cache_view(value: Any) -> Any:
+    """JSON-able form of an IR slice without the fields that cannot change a stage's output."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: cache_view(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.metadata.get("cache", True)
+        }
+    if isinstance(value, tuple | list):
+        return [cache_view(v) for v in value]
+    return value

@@ -1,0 +1,303 @@
+"""Read a spec file, collect every problem at once, and resolve it into the frozen IR."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+from distillc.errors import SpecError
+from distillc.spec import ir
+from distillc.spec.diagnostics import Diagnostic
+from distillc.spec.raw import RawSpec
+from distillc.spec.source import SourceMap, load_yaml
+from pydantic import BaseModel, ValidationError
+
+INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt"}
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_LIKE = re.compile(r"^(sk-|sk_|gsk_|hf_|xai-|AKIA)|^[A-Za-z0-9_\-]{32,}$")
+
+
+def load_spec(path: str | Path) -> ir.SpecIR:
+    """The resolved spec, or SpecError carrying every diagnostic (warnings never fail)."""
+    spec, diagnostics, source = validate_file(path)
+    if spec is None:
+        raise SpecError(diagnostics, source, str(path))
+    return spec
+
+
+def validate_file(path: str | Path) -> tuple[ir.SpecIR | None, list[Diagnostic], str]:
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Diagnostic("E101", f"cannot read spec: {exc}", 0, 0)], ""
+    data, smap, diags = load_yaml(source)
+    if data is None:
+        return None, diags, source
+    if not isinstance(data, dict):
+        diags.append(Diagnostic("E101", "the spec must be a mapping of keys to values", 0, len(source)))
+        return None, diags, source
+    try:
+        raw = RawSpec.model_validate(data)
+    except ValidationError as exc:
+        diags += _pydantic_diagnostics(exc, smap)
+        raw = None
+    if raw is not None:
+        diags += _semantic_checks(raw, smap, path.parent)
+    if raw is None or any(d.severity == "error" for d in diags):
+        return None, diags, source
+    return resolve(raw, path), diags, source
+
+
+def _pydantic_diagnostics(exc: ValidationError, smap: SourceMap) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    seen: set[tuple[Any, ...]] = set()
+    for err in exc.errors():
+        loc = _document_path(err["loc"], smap)
+        kind = err["type"]
+        where = " in " + ".".join(map(str, loc[:-1])) if len(loc) > 1 else " at top level"
+        if (loc, kind == "missing") in seen:
+            continue  # one message per place: a union reports each member's failure
+        seen.add((loc, kind == "missing"))
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            close = difflib.get_close_matches(key, _allowed_keys(loc[:-1]), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(_allowed_keys(loc[:-1]))
+            out.append(Diagnostic("E104", f"unknown key '{key}'{where}", *smap.key_span(loc), help=hint))
+        elif kind == "missing":
+            parent = loc[:-1]
+            span = smap.key_span(parent) if parent else (0, 0)
+            out.append(Diagnostic("E102", f"missing required key '{loc[-1]}'{where}", *span))
+        elif kind in {"literal_error", "string_pattern_mismatch"}:
+            out.append(Diagnostic("E103", f"invalid value for '{_dotted(loc)}': {err['msg']}", *smap.value_span(loc)))
+        elif kind.endswith("_type") or kind in {"model_type", "dict_type", "list_type"}:
+            out.append(Diagnostic("E101", f"wrong type for '{_dotted(loc)}': {err['msg']}", *smap.value_span(loc)))
+        else:
+            out.append(Diagnostic("E103", f"invalid value for '{_dotted(loc)}': {err['msg']}", *smap.value_span(loc)))
+    return out
+
+
+def _document_path(loc: tuple[Any, ...], smap: SourceMap) -> tuple[Any, ...]:
+    """Drop pydantic's union-member labels ('str', 'dict[str,any]') that are not part of the document."""
+    path: tuple[Any, ...] = ()
+    for part in loc:
+        candidate = (*path, part)
+        if candidate in smap.values or candidate in smap.keys or not isinstance(part, str) or "[" not in part:
+            if (
+                isinstance(part, str)
+                and part in {"str", "int", "float", "list", "dict"}
+                and path in smap.values
+                and candidate not in smap.values
+            ):
+                continue
+            path = candidate
+    return path
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+
+
+def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
+    model: Any = RawSpec
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _semantic_checks(raw: RawSpec, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    task = raw.task
+    labels = task.output.labels or []
+    if task.output.type == "label":
+        if len(labels) < 2:
+            out.append(
+                Diagnostic(
+                    "E110",
+                    "output type 'label' needs 'labels' with at least two entries",
+                    *smap.key_span(("task", "output")),
+                    help="e.g. labels: [positive, negative]",
+                )
+            )
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            out.append(
+                Diagnostic(
+                    "E110", f"duplicate labels: {', '.join(dupes)}", *smap.value_span(("task", "output", "labels"))
+                )
+            )
+    elif task.output.labels is not None:
+        out.append(
+            Diagnostic(
+                "E110",
+                f"'labels' only applies to output type 'label', not '{task.output.type}'",
+                *smap.key_span(("task", "output", "labels")),
+            )
+        )
+    for i, ex in enumerate(task.examples):
+        problem = _example_problem(ex.output, task.output.type, labels)
+        if problem:
+            out.append(
+                Diagnostic("E111", f"example {i + 1}: {problem}", *smap.value_span(("task", "examples", i, "output")))
+            )
+    if len(task.examples) < 3:
+        out.append(
+            Diagnostic(
+                "W120",
+                f"only {len(task.examples)} example(s); 3-5 give the teacher a clearer task",
+                *smap.key_span(("task", "examples")),
+                severity="warning",
+            )
+        )
+
+    source = raw.inputs.source
+    src_path = spec_dir / source.path
+    suffix = src_path.suffix.lower()
+    if suffix not in INPUT_FORMATS:
+        out.append(
+            Diagnostic(
+                "E114",
+                f"unsupported input file type '{suffix or source.path}'",
+                *smap.value_span(("inputs", "source", "path")),
+                help="use one of: " + ", ".join(INPUT_FORMATS),
+            )
+        )
+    elif not src_path.is_file():
+        out.append(
+            Diagnostic(
+                "E112",
+                f"input file not found: {src_path}",
+                *smap.value_span(("inputs", "source", "path")),
+                help="paths in a spec are relative to the spec file",
+            )
+        )
+    if suffix in {".jsonl", ".csv"} and not source.field:
+        out.append(
+            Diagnostic(
+                "E115",
+                f"'{suffix}' inputs need 'field': the key or column holding the input",
+                *smap.key_span(("inputs", "source")),
+            )
+        )
+
+    env = raw.teacher.api_key_env
+    if SECRET_LIKE.search(env) or not ENV_NAME.match(env):
+        # Never echo the value: it may be a real key pasted by mistake.
+        out.append(
+            Diagnostic(
+                "E113",
+                "'api_key_env' must be the NAME of an environment variable, and this value looks like a key",
+                *smap.value_span(("teacher", "api_key_env")),
+                help="put the key in a variable, e.g. OPENAI_API_KEY, and write its name here",
+            )
+        )
+    return out
+
+
+def _example_problem(output: Any, output_type: str, labels: list[str]) -> str | None:
+    if output_type == "label":
+        if not isinstance(output, str):
+            return "a label example's output must be a string"
+        if labels and output not in labels:
+            return f"output '{output}' is not one of the labels ({', '.join(labels)})"
+    elif output_type == "text" and not isinstance(output, str):
+        return "a text example's output must be a string"
+    elif output_type == "json" and isinstance(output, str):
+        try:
+            json.loads(output)
+        except ValueError:
+            return "a json example's output must be a mapping or valid JSON text"
+    return None
+
+
+def _canonical_output(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    return json.dumps(output, ensure_ascii=False, separators=(",", ":"))
+
+
+def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
+    """The only place raw becomes IR."""
+    spec_path = spec_path.resolve()
+    source = raw.inputs.source
+    src = (spec_path.parent / source.path).resolve()
+    t = raw.teacher
+    s = raw.student
+    return ir.SpecIR(
+        name=raw.name,
+        spec_path=str(spec_path),
+        task=ir.TaskIR(
+            instructions=raw.task.instructions.strip(),
+            examples=tuple(ir.ExampleIR(e.input, _canonical_output(e.output)) for e in raw.task.examples),
+            output_type=raw.task.output.type,
+            labels=tuple(raw.task.output.labels or ()),
+            json_schema=json.dumps(raw.task.output.json_schema, sort_keys=True) if raw.task.output.json_schema else "",
+        ),
+        inputs=ir.InputsIR(
+            path=str(src),
+            sha256=_file_sha256(src),
+            field=source.field or "",
+            limit=source.limit or 0,
+            format=INPUT_FORMATS[src.suffix.lower()],
+        ),
+        teacher=ir.TeacherIR(
+            provider=t.provider,
+            model=_resolve_model_ref(t.model, spec_path.parent) if t.provider == "local" else t.model,
+            base_url=t.base_url or "",
+            temperature=t.temperature,
+            max_tokens=t.max_tokens,
+            api_key_env=t.api_key_env,
+            max_concurrency=t.max_concurrency,
+        ),
+        student=ir.StudentIR(
+            base_model=_resolve_model_ref(s.base_model, spec_path.parent),
+            epochs=s.epochs,
+            learning_rate=s.learning_rate,
+            batch_size=s.batch_size,
+            max_seq_len=s.max_seq_len,
+            seed=s.seed,
+        ),
+        evaluation=ir.EvaluationIR(holdout=raw.evaluation.holdout, min_score=raw.evaluation.min_score),
+        deploy=ir.DeployIR(
+            max_new_tokens=raw.deploy.max_new_tokens,
+            latency_p50_ms=raw.deploy.latency_budget_ms.p50 or 0.0,
+            latency_p95_ms=raw.deploy.latency_budget_ms.p95 or 0.0,
+        ),
+    )
+
+
+def _resolve_model_ref(ref: str, spec_dir: Path) -> str:
+    """A path relative to the spec becomes absolute; an HF id or a built-in name stays as written."""
+    if ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or (spec_dir / ref).exists():
+        return str((spec_dir / Path(ref).expanduser()).resolve())
+    return ref
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,88 @@
+"""Load YAML keeping where every key and value came from, so errors can point at the exact spot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from distillc.spec.diagnostics import Diagnostic
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class SourceMap:
+    """Spans of values and of keys, by their path in the document (('teacher', 'model'), ...)."""
+
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def value_span(self, path: Path) -> tuple[int, int]:
+        """Span of the value at `path`, or of its nearest existing ancestor."""
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.values:
+                return self.values[path[:n]]
+        return (0, 0)
+
+    def key_span(self, path: Path) -> tuple[int, int]:
+        return self.keys.get(path) or self.value_span(path)
+
+
+def load_yaml(source: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
+    """Parse `source`; on a syntax error return (None, empty map, [diagnostic])."""
+    smap = SourceMap()
+    try:
+        node = yaml.compose(source, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = mark.index if mark else 0
+        msg = f"invalid YAML: {exc.problem or exc.context}"
+        return None, smap, [Diagnostic("E100", msg, at, at + 1)]
+    if node is None:
+        return None, smap, [Diagnostic("E101", "the spec is empty", 0, 1)]
+    diagnostics: list[Diagnostic] = []
+    data = _convert(node, (), smap, diagnostics)
+    return data, smap, diagnostics
+
+
+def _convert(node: yaml.Node, path: Path, smap: SourceMap, diags: list[Diagnostic]) -> Any:
+    smap.values[path] = (node.start_mark.index, node.end_mark.index)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node)
+            if not isinstance(key, str):
+                key = str(key)
+            if key in out:
+                span = (key_node.start_mark.index, key_node.end_mark.index)
+                diags.append(
+                    Diagnostic(
+                        "E105",
+                        f"duplicate key '{key}'",
+                        *span,
+                        help="each key may appear once; later values would be lost",
+                    )
+                )
+                continue
+            child = (*path, key)
+            smap.keys[child] = (key_node.start_mark.index, key_node.end_mark.index)
+            out[key] = _convert(value_node, child, smap, diags)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, (*path, i), smap, diags) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        return "<collection>"
+    return _construct(node)
+
+
+def _construct(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()

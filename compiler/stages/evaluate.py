@@ -1,0 +1,60 @@
+"""Score the trained student against the teacher on the held-out inputs (greedy, batch 1, as served)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distillc.artifacts import read_jsonl, write_jsonl
+from distillc.runner import StageContext
+from distillc.scoring import METRIC, agrees
+from distillc.student import load_prompt, prompt_text
+
+NAME = "evaluate"
+VERSION = 1
+READS = ("task", "deploy.max_new_tokens")
+NEEDS = ("split", "train")
+
+
+def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = train / "model"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompt = load_prompt(model_dir)
+    rows = read_jsonl(split / "holdout.jsonl")
+    predictions = []
+    with torch.inference_mode():
+        for row in rows:
+            ids = tokenizer(prompt_text(prompt, row["input"]), add_special_tokens=False, return_tensors="pt")
+            out = model.generate(
+                **ids,
+                max_new_tokens=ctx.spec.deploy.max_new_tokens,
+                do_sample=False,
+                eos_token_id=prompt["eos_token_ids"],
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            new = [t for t in out[0, ids["input_ids"].shape[1] :].tolist() if t not in prompt["eos_token_ids"]]
+            text = tokenizer.decode(new, skip_special_tokens=True).strip()
+            predictions.append(
+                {
+                    "id": row["id"],
+                    "input": row["input"],
+                    "expected": row["output"],
+                    "output": text,
+                    "output_ids": new,
+                    "agrees": agrees(ctx.spec.task, row["output"], text),
+                }
+            )
+    write_jsonl(ctx.workdir / "predictions.jsonl", predictions)
+    score = sum(p["agrees"] for p in predictions) / len(predictions)
+    ctx.log(f"{METRIC[ctx.spec.task.output_type]} {score:.3f} on {len(predictions)} held-out inputs")
+    misses = [{k: p[k] for k in ("input", "expected", "output")} for p in predictions if not p["agrees"]][:10]
+    return {
+        "metric": METRIC[ctx.spec.task.output_type],
+        "score": round(score, 6),
+        "n": len(predictions),
+        "disagreements": misses,
+    }

@@ -1,0 +1,85 @@
+"""Gather inputs from the spec's source file: one input per row, cleaned and deduplicated.
+
+A bad row is skipped and reported with its line number; it never stops the build.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from distillc.artifacts import write_jsonl
+from distillc.runner import StageContext
+
+NAME = "inputs"
+VERSION = 1
+READS = ("inputs",)
+NEEDS: tuple[str, ...] = ()
+MAX_CHARS = 20_000
+REPORTED_PROBLEMS = 20
+
+
+def input_id(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    source = ctx.spec.inputs
+    counts = {"read": 0, "kept": 0, "duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
+    problems: list[str] = []
+    seen: set[str] = set()
+    rows = []
+    for line, value, problem in _rows(Path(source.path), source.format, source.field):
+        counts["read"] += 1
+        if problem:
+            counts["invalid"] += 1
+            if len(problems) < REPORTED_PROBLEMS:
+                problems.append(f"{Path(source.path).name}:{line}: {problem}")
+            continue
+        text = " ".join(str(value).split()) if value is not None else ""
+        if not text:
+            counts["empty"] += 1
+        elif len(text) > MAX_CHARS:
+            counts["too_long"] += 1
+        elif text.lower() in seen:
+            counts["duplicates"] += 1
+        else:
+            seen.add(text.lower())
+            rows.append({"id": input_id(text), "input": text})
+            if source.limit and len(rows) >= source.limit:
+                break
+    counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", rows)
+    ctx.log(f"{counts['kept']} inputs kept of {counts['read']} read", **counts)
+    return {**counts, "problems": problems}
+
+
+def _rows(path: Path, fmt: str, field: str) -> Iterator[tuple[int, Any, str]]:
+    """(line number, value, problem) per row; problem is "" for a good row."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        if fmt == "txt":
+            for n, line in enumerate(f, 1):
+                yield n, line, ""
+        elif fmt == "jsonl":
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    yield n, None, f"invalid JSON ({exc.msg})"
+                    continue
+                if not isinstance(row, dict) or field not in row:
+                    yield n, None, f"no field '{field}'"
+                else:
+                    yield n, row[field], ""
+        else:
+            reader = csv.DictReader(f)
+            if field not in (reader.fieldnames or []):
+                yield 1, None, f"no column '{field}' (columns: {', '.join(reader.fieldnames or [])})"
+                return
+            for row in reader:
+                yield reader.line_num, row[field], ""

@@ -1,0 +1,106 @@
+"""Supervised fine-tuning of the student on the teacher's answers; loss on the answer tokens only.
+
+CUDA (bf16 autocast) when present, CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from distillc.artifacts import read_jsonl
+from distillc.models import load_causal_lm, pick_device
+from distillc.runner import StageContext
+from distillc.student import eos_ids, prompt_template, save_prompt
+
+NAME = "train"
+VERSION = 1
+READS = ("task", "student")
+NEEDS = ("split",)
+IGNORE = -100
+
+
+def encode(tokenizer: Any, prompt: str, target: str, eos: int, max_len: int) -> tuple[list[int], list[int], bool]:
+    """(input_ids, labels, truncated): the prompt is cut from the left when too long, the answer kept."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
+    truncated = len(prompt_ids) + len(target_ids) > max_len
+    if truncated:
+        target_ids = target_ids[: max_len - 1]
+        prompt_ids = prompt_ids[len(prompt_ids) - (max_len - len(target_ids)) :]
+    return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, truncated
+
+
+def run(ctx: StageContext, split: Path) -> dict[str, Any]:
+    import torch
+
+    cfg = ctx.spec.student
+    torch.manual_seed(cfg.seed)
+    device = pick_device()
+    model, tokenizer = load_causal_lm(cfg.base_model, device)
+    prefix, suffix = prompt_template(tokenizer, ctx.spec.task.instructions)
+    eos = eos_ids(tokenizer, model.config)
+    rows = read_jsonl(split / "train.jsonl")
+    encoded = [
+        encode(tokenizer, f"{prefix}{r['input']}{suffix}", r["output"], tokenizer.eos_token_id, cfg.max_seq_len)
+        for r in rows
+    ]
+    truncated = sum(1 for e in encoded if e[2])
+
+    model.train()
+    model.config.use_cache = False
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    steps = cfg.epochs * math.ceil(len(encoded) / cfg.batch_size)
+    warmup = max(1, steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+    epoch_losses, tokens, started = [], 0, time.perf_counter()
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(encoded), generator=generator).tolist()
+        total, batches = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            batch = [encoded[i] for i in order[start : start + cfg.batch_size]]
+            ids, labels, mask = _collate(batch, tokenizer.pad_token_id, device)
+            with autocast:
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total += float(loss)
+            batches += 1
+            tokens += int(mask.sum())
+        epoch_losses.append(round(total / max(1, batches), 5))
+        ctx.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_losses[-1]:.4f}")
+    seconds = time.perf_counter() - started
+
+    out = ctx.workdir / "model"
+    model.config.use_cache = True
+    model.eval().to("cpu").save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    save_prompt(out, prefix, suffix, eos)
+    return {
+        "examples": len(encoded),
+        "truncated": truncated,
+        "epochs": cfg.epochs,
+        "epoch_loss": epoch_losses,
+        "device": device,
+        "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
+    }
+
+
+def _collate(batch: list[tuple[list[int], list[int], bool]], pad: int, device: str) -> tuple[Any, Any, Any]:
+    import torch
+
+    width = max(len(ids) for ids, _, _ in batch)
+    ids = [i + [pad] * (width - len(i)) for i, _, _ in batch]
+    labels = [lab + [IGNORE] * (width - len(lab)) for _, lab, _ in batch]
+    mask = [[1] * len(i) + [0] * (width - len(i)) for i, _, _ in batch]
+    as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long, device=device)  # noqa: E731
+    return as_tensor(ids), as_tensor(labels), as_tensor(mask)

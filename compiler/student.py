@@ -1,0 +1,53 @@
+"""How the student sees a task: the prompt text around each input, and the training target.
+
+The prompt is the model's own chat template rendered once around a placeholder; the text before
+and after it ships with the model, so training and serving format inputs identically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from distillc_runtime.prompt import PLACEHOLDER, render
+
+PROMPT_FILE = "prompt.json"
+
+
+def prompt_template(tokenizer: Any, instructions: str) -> tuple[str, str]:
+    """(prefix, suffix) so that prefix + input + suffix is the prompt the model answers."""
+    if getattr(tokenizer, "chat_template", None):
+        for messages in (
+            [{"role": "system", "content": instructions}, {"role": "user", "content": PLACEHOLDER}],
+            [{"role": "user", "content": f"{instructions}\n\n{PLACEHOLDER}"}],  # templates without a system role
+        ):
+            try:
+                text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except Exception:  # noqa: BLE001 - templates raise arbitrary errors for unsupported roles
+                continue
+            if isinstance(text, str) and text.count(PLACEHOLDER) == 1:
+                prefix, suffix = text.split(PLACEHOLDER)
+                return prefix, suffix
+    return f"{instructions}\n\nInput: ", "\nOutput: "
+
+
+def eos_ids(tokenizer: Any, model_config: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def save_prompt(model_dir: Path, prefix: str, suffix: str, eos: list[int]) -> None:
+    (model_dir / PROMPT_FILE).write_text(
+        json.dumps({"prompt_prefix": prefix, "prompt_suffix": suffix, "eos_token_ids": eos}, indent=2), encoding="utf-8"
+    )
+
+
+def load_prompt(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / PROMPT_FILE).read_text(encoding="utf-8"))
+
+
+def prompt_text(prompt: dict[str, Any], text: str) -> str:
+    return render(prompt["prompt_prefix"], prompt["prompt_suffix"], text)

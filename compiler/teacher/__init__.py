@@ -1,0 +1,1 @@
+"""Teacher clients (OpenAI-compatible HTTP, local transformers), their prompts and the response journal."""

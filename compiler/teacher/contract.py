@@ -1,0 +1,53 @@
+"""The output contract: a teacher answer becomes a training target, or a rejection with a reason.
+
+Invalid answers are never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from distillc.spec.ir import TaskIR
+
+_PUNCT = re.compile(r"[^\w\s-]+")
+
+
+def normalize_label(text: str) -> str:
+    return " ".join(_PUNCT.sub(" ", text).lower().split())
+
+
+def accept(task: TaskIR, answer: str) -> tuple[str | None, str]:
+    """(target, "") when the answer is valid, (None, reason) when it is not."""
+    text = answer.strip()
+    if not text:
+        return None, "empty answer"
+    if task.output_type == "label":
+        return match_label(task.labels, text)
+    if task.output_type == "json":
+        try:
+            value = json.loads(_strip_fence(text))
+        except ValueError as exc:
+            return None, f"not valid JSON: {exc}"
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")), ""
+    return text, ""
+
+
+def match_label(labels: tuple[str, ...], text: str) -> tuple[str | None, str]:
+    wanted = normalize_label(text)
+    by_norm = {normalize_label(label): label for label in labels}
+    if wanted in by_norm:
+        return by_norm[wanted], ""
+    words = f" {wanted} "
+    mentioned = [label for norm, label in by_norm.items() if f" {norm} " in words]
+    if len(mentioned) == 1:
+        return mentioned[0], ""
+    return None, f"answer is not one of the labels: {text[:200]!r}"
+
+
+def _strip_fence(text: str) -> str:
+    """Models often wrap JSON in a ```json fence; the content is what counts."""
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return text.strip()

@@ -1,0 +1,63 @@
+"""Append-only, fsync'd journal of paid teacher responses, keyed by the hash of the request.
+
+A response is on disk before it counts, so a crash loses nothing that was paid for: a re-run
+reads the journal and sends only what is missing. A torn last line (crash mid-write) is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def request_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        {"model": model, "messages": messages, "params": params},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        if path.exists():
+            with path.open("rb") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue  # torn write from a crash: that response is simply re-requested
+                    if isinstance(entry, dict) and "key" in entry:
+                        self.entries[entry["key"]] = entry
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    def append(self, key: str, text: str, usage: dict[str, int]) -> None:
+        entry = {"key": key, "text": text, "usage": usage}
+        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self.entries[key] = entry
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,81 @@
+"""Teacher over any OpenAI-compatible chat endpoint (OpenAI, vLLM, TGI, Ollama, llama.cpp server).
+
+Requests run concurrently, bounded by a semaphore so one slow request never stalls the rest;
+each answer is journaled the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from distillc.errors import DistillcError
+from distillc.events import Event, Sink
+from distillc.spec.ir import TeacherIR
+from distillc.teacher.journal import Journal
+
+Pending = list[tuple[str, list[dict[str, str]]]]
+
+
+def params(teacher: TeacherIR) -> dict[str, Any]:
+    return {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
+
+
+def api_key(teacher: TeacherIR) -> str:
+    key = os.environ.get(teacher.api_key_env, "")
+    if key:
+        return key
+    if teacher.base_url:
+        return "unused"  # self-hosted servers usually take no key
+    raise DistillcError(
+        "E401",
+        f"environment variable {teacher.api_key_env} is not set",
+        help=f"export {teacher.api_key_env}=... or point teacher.base_url at a local server",
+    )
+
+
+def complete(teacher: TeacherIR, pending: Pending, journal: Journal, emit: Sink) -> dict[str, str]:
+    """Send every pending request; journal each answer. Returns failures: request key -> reason."""
+    if not pending:
+        return {}
+    return asyncio.run(_complete(teacher, pending, journal, emit))
+
+
+async def _complete(teacher: TeacherIR, pending: Pending, journal: Journal, emit: Sink) -> dict[str, str]:
+    from openai import APIError, AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=teacher.base_url or None, api_key=api_key(teacher), max_retries=3, timeout=120)
+    gate = asyncio.Semaphore(teacher.max_concurrency)
+    failures: dict[str, str] = {}
+    done = 0
+
+    async def one(key: str, messages: list[dict[str, str]]) -> None:
+        nonlocal done
+        try:
+            async with gate:
+                response = await client.chat.completions.create(
+                    model=teacher.model, messages=messages, **params(teacher)
+                )  # type: ignore[arg-type]
+        except APIError as exc:
+            failures[key] = f"{type(exc).__name__}: {exc}"
+            return
+        text = response.choices[0].message.content or "" if response.choices else ""
+        usage = response.usage
+        journal.append(
+            key,
+            text,
+            {
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "completion_tokens": usage.completion_tokens if usage else 0,
+            },
+        )
+        done += 1
+        if done % 50 == 0 or done == len(pending):
+            emit(Event("progress", "label", f"{done}/{len(pending)} teacher answers", {"done": done}))
+
+    try:
+        await asyncio.gather(*(one(key, messages) for key, messages in pending))
+    finally:
+        await client.close()
+    return failures

@@ -1,0 +1,39 @@
+"""HTTP server for a distilled model: POST /v1/predict and GET /healthz."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distillc_runtime.generate import Generator
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_INPUT_CHARS = 20_000
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
+
+
+class PredictResponse(BaseModel):
+    output: str
+
+
+def create_app(package_dir: str | Path) -> FastAPI:
+    package = Path(package_dir)
+    info = json.loads((package / "package.json").read_text(encoding="utf-8"))
+    generator = Generator(package / "model")
+    app = FastAPI(title=info["name"], version=info.get("distillc_version", ""))
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "model": info["name"]}
+
+    @app.post("/v1/predict", response_model=PredictResponse)
+    def predict(request: PredictRequest) -> PredictResponse:
+        # A plain `def`: FastAPI runs it in a worker thread, and onnxruntime sessions are thread-safe.
+        return PredictResponse(output=generator.predict(request.input))
+
+    return app

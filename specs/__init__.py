@@ -1,0 +1,1 @@
+"""Runnable example specs (shipped as package data)."""

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import build_tiny_model
+
+POSITIVE = ["great", "wonderful", "excellent", "lovely", "superb", "fantastic", "brilliant", "pleasant"]
+NEGATIVE = ["awful", "terrible", "broken", "horrible", "useless", "poor", "dreadful", "disappointing"]
+THINGS = [
+    "battery",
+    "screen",
+    "service",
+    "delivery",
+    "price",
+    "sound",
+    "camera",
+    "fabric",
+    "manual",
+    "handle",
+    "kettle",
+    "staff",
+    "room",
+    "food",
+    "app",
+    "keyboard",
+]
+
+
+def sentiment(text: str) -> str:
+    """The test teacher's rule: deterministic, so the student can learn it."""
+    return "positive" if any(w in text.split() for w in POSITIVE) else "negative"
+
+
+def review_texts(n: int = 160, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    texts: list[str] = []
+    while len(texts) < n:
+        text = f"the {rng.choice(THINGS)} was {rng.choice(POSITIVE + NEGATIVE)}"
+        if rng.random() < 0.5:
+            text += f" and the {rng.choice(THINGS)} too"
+        if text not in texts:
+            texts.append(text)
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    corpus = review_texts(400, seed=1) + ["positive", "negative", "Classify the sentiment of the review."] * 20
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", corpus)
+
+
+def write_spec(
+    folder: Path,
+    *,
+    base_url: str,
+    student: str,
+    inputs: list[str] | None = None,
+    min_score: float = 0.5,
+    epochs: int = 30,
+    extra: str = "",
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data").mkdir(exist_ok=True)
+    rows = inputs if inputs is not None else review_texts()
+    (folder / "data" / "reviews.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in rows), encoding="utf-8"
+    )
+    spec = folder / "spec.yaml"
+    spec.write_text(
+        f"""\
+name: review-sentiment
+task:
+  instructions: "Classify the sentiment of the review."
+  examples:
+    - {{input: "the kettle was lovely", output: positive}}
+    - {{input: "the screen was broken", output: negative}}
+    - {{input: "the staff was superb and the room too", output: positive}}
+  output: {{type: label, labels: [positive, negative]}}
+inputs:
+  source: {{path: data/reviews.jsonl, field: text}}
+teacher:
+  provider: openai
+  model: test-teacher
+  base_url: {base_url}
+  api_key_env: DISTILLC_TEST_KEY
+  max_concurrency: 4
+student:
+  base_model: {student}
+  epochs: {epochs}
+  learning_rate: 3.0e-3
+  batch_size: 8
+  max_seq_len: 64
+evaluation: {{holdout: 0.15, min_score: {min_score}}}
+deploy: {{max_new_tokens: 8}}
+{extra}""",
+        encoding="utf-8",
+    )
+    return spec
