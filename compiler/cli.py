@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from distillc import __version__
 from distillc.errors import DistillcError, SpecError
 from distillc.events import sink_for

@@ -52,6 +52,11 @@ def load_causal_lm(ref: str, device: str = "cpu") -> tuple[Any, Any]:
             help="use a local directory, a .gguf file, or 'smollm2-135m-instruct' "
             "(no model hub is reached when offline)",
         ) from None
+    if gguf:
+        # GGUF weights are dequantized to float32 on load: from here on it is a plain model, and must save as one.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(Generator(args.package_dir / "model").predict(args.text))
         return 0
     import uvicorn
+
     from distillc_runtime.server import create_app
 
     uvicorn.run(create_app(args.package_dir), host=args.host, port=args.port, log_level="info")

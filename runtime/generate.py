@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from distillc_runtime.prompt import render
 from tokenizers import Tokenizer
+
+from distillc_runtime.prompt import render
 
 ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distillc_runtime.generate import Generator
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
+
+from distillc_runtime.generate import Generator
 
 MAX_INPUT_CHARS = 20_000
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -14,8 +15,9 @@ Answer = Callable[[str], str]
 class FakeTeacher:
     """Answers each chat request with `answer(last user message)`; `requests` counts what was received."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, delay_s: float = 0.0) -> None:
         self.answer = answer
+        self.delay_s = delay_s
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -51,7 +53,12 @@ class FakeTeacher:
                     teacher.requests += 1
                     teacher.bodies.append(body)
                 user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
-                text = teacher.answer(user)
+                time.sleep(teacher.delay_s)
+                try:
+                    text = teacher.answer(user)
+                except Exception as exc:  # an injected fault: the answer function raised
+                    self._send(500, json.dumps({"error": {"message": str(exc)}}).encode())
+                    return
                 payload = json.dumps(
                     {
                         "id": "chatcmpl-test",
@@ -68,7 +75,10 @@ class FakeTeacher:
                         },
                     }
                 ).encode()
-                self.send_response(200)
+                self._send(200, payload)
+
+            def _send(self, status: int, payload: bytes) -> None:
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()

@@ -14,6 +14,7 @@ class Diagnostic:
     end: int
     severity: str = "error"  # error | warning
     help: str | None = None
+    mask: bool = False  # the spanned text may be a secret: never print it
 
 
 def line_col(source: str, offset: int) -> tuple[int, int]:
@@ -29,6 +30,9 @@ def render(diag: Diagnostic, source: str, filename: str) -> str:
     lines = source.splitlines() or [""]
     text = lines[line - 1] if line - 1 < len(lines) else ""
     width = max(1, min(diag.end, diag.start + len(text) - col + 1) - diag.start)
+    if diag.mask:
+        text = text[: col - 1] + "*" * 4 + text[col - 1 + width :]
+        width = 4
     gutter = " " * len(str(line))
     out = [
         f"{filename}:{line}:{col}: {diag.severity}[{diag.code}] {diag.message}",

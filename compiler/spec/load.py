@@ -10,12 +10,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from distillc.errors import SpecError
 from distillc.spec import ir
-from distillc.spec.diagnostics import Diagnostic
-from distillc.spec.raw import RawSpec
+from distillc.spec.diagnostics import Diagnostic, sort_key
+from distillc.spec.raw import Inputs, RawSpec, Task, Teacher
 from distillc.spec.source import SourceMap, load_yaml
-from pydantic import BaseModel, ValidationError
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -47,8 +48,8 @@ def validate_file(path: str | Path) -> tuple[ir.SpecIR | None, list[Diagnostic],
     except ValidationError as exc:
         diags += _pydantic_diagnostics(exc, smap)
         raw = None
-    if raw is not None:
-        diags += _semantic_checks(raw, smap, path.parent)
+    diags += _semantic_checks(data, smap, path.parent)
+    diags.sort(key=sort_key)
     if raw is None or any(d.severity == "error" for d in diags):
         return None, diags, source
     return resolve(raw, path), diags, source
@@ -75,7 +76,7 @@ def _pydantic_diagnostics(exc: ValidationError, smap: SourceMap) -> list[Diagnos
             out.append(Diagnostic("E102", f"missing required key '{loc[-1]}'{where}", *span))
         elif kind in {"literal_error", "string_pattern_mismatch"}:
             out.append(Diagnostic("E103", f"invalid value for '{_dotted(loc)}': {err['msg']}", *smap.value_span(loc)))
-        elif kind.endswith("_type") or kind in {"model_type", "dict_type", "list_type"}:
+        elif kind.endswith(("_type", "_parsing")):
             out.append(Diagnostic("E101", f"wrong type for '{_dotted(loc)}': {err['msg']}", *smap.value_span(loc)))
         else:
             out.append(Diagnostic("E103", f"invalid value for '{_dotted(loc)}': {err['msg']}", *smap.value_span(loc)))
@@ -127,9 +128,25 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _semantic_checks(raw: RawSpec, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    """Cross-field rules, per section: a section that parsed is checked even when another did not."""
     out: list[Diagnostic] = []
-    task = raw.task
+    checks: dict[str, tuple[type[BaseModel], Any]] = {
+        "task": (Task, _check_task),
+        "inputs": (Inputs, _check_inputs),
+        "teacher": (Teacher, _check_teacher),
+    }
+    for key, (model, check) in checks.items():
+        try:
+            section = model.model_validate(data.get(key))
+        except ValidationError:
+            continue  # already reported by the schema pass
+        out += check(section, smap, spec_dir)
+    return out
+
+
+def _check_task(task: Task, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
     labels = task.output.labels or []
     if task.output.type == "label":
         if len(labels) < 2:
@@ -171,8 +188,12 @@ def _semantic_checks(raw: RawSpec, smap: SourceMap, spec_dir: Path) -> list[Diag
                 severity="warning",
             )
         )
+    return out
 
-    source = raw.inputs.source
+
+def _check_inputs(inputs: Inputs, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    source = inputs.source
     src_path = spec_dir / source.path
     suffix = src_path.suffix.lower()
     if suffix not in INPUT_FORMATS:
@@ -201,8 +222,12 @@ def _semantic_checks(raw: RawSpec, smap: SourceMap, spec_dir: Path) -> list[Diag
                 *smap.key_span(("inputs", "source")),
             )
         )
+    return out
 
-    env = raw.teacher.api_key_env
+
+def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    env = teacher.api_key_env
     if SECRET_LIKE.search(env) or not ENV_NAME.match(env):
         # Never echo the value: it may be a real key pasted by mistake.
         out.append(
@@ -211,6 +236,7 @@ def _semantic_checks(raw: RawSpec, smap: SourceMap, spec_dir: Path) -> list[Diag
                 "'api_key_env' must be the NAME of an environment variable, and this value looks like a key",
                 *smap.value_span(("teacher", "api_key_env")),
                 help="put the key in a variable, e.g. OPENAI_API_KEY, and write its name here",
+                mask=True,
             )
         )
     return out

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
 from distillc.spec.diagnostics import Diagnostic
 
 Path = tuple[str | int, ...]

@@ -73,7 +73,7 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            total += float(loss)
+            total += loss.detach().item()
             batches += 1
             tokens += int(mask.sum())
         epoch_losses.append(round(total / max(1, batches), 5))

@@ -39,6 +39,7 @@ class Journal:
                     if isinstance(entry, dict) and "key" in entry:
                         self.entries[entry["key"]] = entry
         path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(path)
         self._file = path.open("ab")
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -61,3 +62,13 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a crash left unfinished, so the next append starts on a line of its own."""
+    if not path.exists():
+        return
+    with path.open("r+b") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)

@@ -48,32 +48,43 @@ def complete(teacher: TeacherIR, task: TaskIR, pending: Pending, journal: Journa
 def _score_labels(
     model: Any, tokenizer: Any, prompts: list[str], teacher: TeacherIR, task: TaskIR
 ) -> list[tuple[str, dict[str, int]]]:
-    import torch
-
+    """Pick, per prompt, the label whose tokens (and end of turn) are most likely after it."""
     eos = tokenizer.eos_token_id
     label_ids = [tokenizer(label, add_special_tokens=False)["input_ids"] + [eos] for label in task.labels]
-    rows, spans = [], []
-    for prompt in prompts:
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        for ids in label_ids:
-            spans.append((len(prompt_ids), len(ids)))
-            rows.append(prompt_ids + ids)
-    width = max(map(len, rows))
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
-    logprobs = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
-    scores = []
-    for row, (start, length) in enumerate(spans):
-        targets = input_ids[row, start : start + length]
-        scores.append(float(logprobs[row, start - 1 : start + length - 1].gather(1, targets[:, None]).sum()))
+    prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     out = []
-    n = len(task.labels)
-    for i in range(len(prompts)):
-        best = max(range(n), key=lambda j, i=i: scores[i * n + j])
-        usage = {"prompt_tokens": spans[i * n][0], "completion_tokens": len(label_ids[best])}
-        out.append((task.labels[best], usage))
+    for ids, scores in zip(
+        prompt_ids, label_logprobs(model, tokenizer.pad_token_id, prompt_ids, label_ids), strict=True
+    ):
+        best = max(range(len(scores)), key=scores.__getitem__)
+        out.append((task.labels[best], {"prompt_tokens": len(ids), "completion_tokens": len(label_ids[best])}))
     return out
+
+
+def label_logprobs(model: Any, pad: int, prompt_ids: list[list[int]], label_ids: list[list[int]]) -> list[list[float]]:
+    """log p(label | prompt) for every prompt and label, in one left-padded batch."""
+    import torch
+
+    rows = [p + ids for p in prompt_ids for ids in label_ids]
+    # Left padding puts every label at the end of its row, so only the last positions need logits:
+    # computing the vocabulary-wide logits of whole prompts would dominate the cost.
+    width = max(map(len, rows))
+    keep = max(map(len, label_ids)) + 1
+    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=model.device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=model.device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    n = len(label_ids)
+    scores = []
+    for i in range(len(prompt_ids)):
+        row = []
+        for j, ids in enumerate(label_ids):
+            targets = torch.tensor(ids, device=model.device)
+            window = logprobs[i * n + j, keep - len(ids) - 1 : keep - 1]
+            row.append(float(window.gather(1, targets[:, None]).sum()))
+        scores.append(row)
+    return scores
 
 
 def _generate(

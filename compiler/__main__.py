@@ -1,0 +1,3 @@
+from distillc.cli import main
+
+main()

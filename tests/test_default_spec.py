@@ -1,0 +1,40 @@
+"""The README's main job: the embedded default spec, a real model as teacher and student, offline on the CPU."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import distillc, read_json
+
+SPEC = Path(__file__).parent.parent / "specs" / "review-sentiment.yaml"
+
+
+@pytest.mark.slow
+def test_default_spec_builds_and_serves(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    result = distillc("build", str(SPEC), "--out", str(out), "--log-format", "json", timeout=3000)
+    build_seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = read_json(out / "report.json")
+    assert report["status"] == "succeeded"
+    assert report["label"]["labeled"] + report["label"]["rejected"] == report["inputs"]["kept"] == 124
+    assert report["evaluation"]["score"] >= report["evaluation"]["min_score"]
+    assert report["export"]["parity_mismatches"] == 0
+
+    from distillc_runtime.generate import Generator
+
+    generator = Generator(out / "package" / "model")
+    assert generator.predict("Absolutely love it, works perfectly and arrived early.") in {"positive", "negative"}
+
+    started = time.perf_counter()
+    again = distillc("build", str(SPEC), "--out", str(out))
+    noop_seconds = time.perf_counter() - started
+    assert again.returncode == 0 and "nothing (all cached)" in again.stdout
+    print(
+        f"\ndefault spec: build {build_seconds:.1f}s, no-op rebuild {noop_seconds:.1f}s, "
+        f"timings {report['timings_s']}, score {report['evaluation']['score']}"
+    )

@@ -1,0 +1,129 @@
+"""End to end through the CLI: a real teacher over HTTP, a tiny real student, the package served over HTTP."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+from tests.helpers import distillc, free_port, http, read_json, wait_healthy
+
+STAGES = ["inputs", "label", "split", "train", "evaluate", "export", "package"]
+FORBIDDEN = {"torch", "transformers", "peft", "accelerate", "distillc"}
+
+
+def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
+    inputs = review_texts()
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(tmp_path / "project", base_url=teacher.base_url, student=str(tiny_model), inputs=inputs)
+        out = tmp_path / "out"
+
+        first = distillc("build", str(spec), "--out", str(out))
+        assert first.returncode == 0, first.stderr
+        assert teacher.requests == len(inputs)
+        manifest = read_json(out / "manifest.json")
+        assert [s["name"] for s in manifest["stages"]] == STAGES
+        assert all(s["status"] == "miss" for s in manifest["stages"])
+        report = read_json(out / "report.json")
+        assert report["status"] == "succeeded"
+        assert report["evaluation"]["metric"] == "accuracy"
+        assert report["evaluation"]["score"] >= 0.9  # the rule is learnable; a broken trainer scores ~0.5
+        assert report["export"]["parity_mismatches"] == 0
+        assert report["label"]["labeled"] == len(inputs)
+
+        # Nothing changed: no stage runs, no teacher request is sent.
+        second = distillc("build", str(spec), "--out", str(out))
+        assert second.returncode == 0, second.stderr
+        assert "ran: nothing (all cached)" in second.stdout
+        assert teacher.requests == len(inputs)
+        assert all(s["status"] == "hit" for s in read_json(out / "manifest.json")["stages"])
+
+        # Only student.epochs changes: train and later stages re-run, the teacher is not asked again.
+        spec.write_text(spec.read_text().replace("epochs: 30", "epochs: 31"))
+        third = distillc("build", str(spec), "--out", str(out))
+        assert third.returncode == 0, third.stderr
+        assert teacher.requests == len(inputs)
+        stages = {s["name"]: s for s in read_json(out / "manifest.json")["stages"]}
+        assert [n for n in STAGES if stages[n]["status"] == "miss"] == ["train", "evaluate", "export", "package"]
+        assert stages["train"]["reason"] == "changed: spec.student"
+
+    package = out / "package"
+    _assert_package_files(package)
+    _assert_runtime_imports_no_torch(package)
+    predictions = [row for row in _jsonl(out / stages["evaluate"]["artifact"] / "predictions.jsonl")]
+    _serve_and_query(package, predictions)
+
+
+def _assert_package_files(package: Path) -> None:
+    for name in (
+        "Dockerfile",
+        "README.md",
+        "requirements.txt",
+        "package.json",
+        "manifest.json",
+        "model/model.onnx",
+        "model/tokenizer.json",
+        "model/generation.json",
+        "distillc_runtime/server.py",
+    ):
+        assert (package / name).is_file(), name
+    requirements = (package / "requirements.txt").read_text()
+    assert "onnxruntime" in requirements
+    assert not any(f in requirements for f in ("torch", "transformers"))
+    files = read_json(package / "manifest.json")["files"]
+    for rel, digest in files.items():
+        assert hashlib.sha256((package / rel).read_bytes()).hexdigest() == digest, rel
+    on_disk = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()}
+    assert on_disk - set(files) == {"manifest.json"}
+
+
+def _assert_runtime_imports_no_torch(package: Path) -> None:
+    for source in (package / "distillc_runtime").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            assert not {n.split(".")[0] for n in names} & FORBIDDEN, (source, names)
+    probe = (
+        "import sys; import distillc_runtime.server, distillc_runtime.generate; "
+        f"bad = {sorted(FORBIDDEN)!r}; print([m for m in bad if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=package, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def _serve_and_query(package: Path, predictions: list[dict]) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "distillc", "serve", str(package), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{base}/healthz", server)
+        assert http("GET", f"{base}/healthz") == (200, {"status": "ok", "model": "review-sentiment"})
+        for row in predictions:
+            # What ships answers exactly as the evaluated student did.
+            assert http("POST", f"{base}/v1/predict", {"input": row["input"]}) == (200, {"output": row["output"]})
+        status, body = http("POST", f"{base}/v1/predict", {"input": "the kettle was superb"})
+        assert (status, body) == (200, {"output": "positive"})
+        assert http("POST", f"{base}/v1/predict", {"text": "wrong field"})[0] == 422
+        assert http("POST", f"{base}/v1/predict", {"input": ""})[0] == 422
+        assert http("POST", f"{base}/v1/predict", raw=b"{not json")[0] == 422
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,100 @@
+"""ONNX export with a key/value cache: same logits and same greedy tokens as the PyTorch model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distillc.stages.export import export_onnx
+from distillc.student import eos_ids, prompt_template, save_prompt
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoConfig, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("onnx")
+    export_onnx(tiny_model, out / "model.onnx")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    prefix, suffix = prompt_template(tokenizer, "Classify the sentiment of the review.")
+    save_prompt(out, prefix, suffix, eos_ids(tokenizer, AutoConfig.from_pretrained(tiny_model)))
+    (out / "tokenizer.json").write_bytes((tiny_model / "tokenizer.json").read_bytes())
+    generation = json.loads((out / "prompt.json").read_text())
+    (out / "generation.json").write_text(json.dumps({**generation, "max_new_tokens": 12}))
+    return out
+
+
+def test_prompt_template_uses_the_chat_template(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    prefix, suffix = prompt_template(AutoTokenizer.from_pretrained(tiny_model), "Do it.")
+    assert (prefix, suffix) == ("<|system|>Do it.</s><|user|>", "</s><|assistant|>")
+
+
+def test_logits_match_pytorch_with_and_without_past(tiny_model: Path, exported: Path) -> None:
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    session = ort.InferenceSession(str(exported / "model.onnx"))
+    names = [o.name for o in session.get_outputs()]
+    ids = np.array([[5, 17, 42, 9, 33, 2, 11]], dtype=np.int64)
+    past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in session.get_inputs()[3:]}
+    prefill = dict(
+        zip(
+            names,
+            session.run(
+                None,
+                {
+                    "input_ids": ids[:, :6],
+                    "attention_mask": np.ones((1, 6), np.int64),
+                    "position_ids": np.arange(6)[None],
+                    **past,
+                },
+            ),
+            strict=True,
+        )
+    )
+    step_past = {n.replace("present.", "past."): v for n, v in prefill.items() if n.startswith("present.")}
+    step = session.run(
+        ["logits"],
+        {
+            "input_ids": ids[:, 6:],
+            "attention_mask": np.ones((1, 7), np.int64),
+            "position_ids": np.array([[6]]),
+            **step_past,
+        },
+    )[0]
+    with torch.no_grad():
+        reference = model(torch.from_numpy(ids)).logits.numpy()
+    assert np.abs(prefill["logits"] - reference[:, :6]).max() < 1e-4
+    assert np.abs(step[:, -1] - reference[:, 6]).max() < 1e-4
+
+
+def test_greedy_generation_matches_transformers(tiny_model: Path, exported: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distillc_runtime.generate import Generator
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    generator = Generator(exported)
+    for text in ("the kettle was lovely", "the app was useless and the room too", "price"):
+        prompt = generator.prompt_ids(text)
+        assert prompt == tokenizer(generator.prefix + text + generator.suffix, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = model.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=12,
+                do_sample=False,
+                eos_token_id=sorted(generator.eos_ids),
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        expected = [t for t in out[0, len(prompt) :].tolist() if t not in generator.eos_ids]
+        assert generator.generate_ids(prompt) == expected
+        assert len(generator.generate_ids(prompt, max_new_tokens=3)) <= 3

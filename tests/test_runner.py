@@ -1,0 +1,93 @@
+"""The stage runner: content-addressed keys, hits and misses with reasons, atomic commits."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distillc.events import null_sink
+from distillc.runner import StageContext, run_stages
+from distillc.spec import load_spec
+from tests.test_spec import VALID, write
+
+calls: list[str] = []
+
+
+def make_stage(name: str, reads: tuple[str, ...], needs: tuple[str, ...], fail: bool = False) -> types.ModuleType:
+    stage = types.ModuleType(name)
+    stage.NAME, stage.VERSION, stage.READS, stage.NEEDS = name, 1, reads, needs
+
+    def run(ctx: StageContext, **artifacts: Path) -> dict[str, Any]:
+        calls.append(name)
+        (ctx.workdir / "out.txt").write_text(f"{name}:{ctx.spec.slice(reads[0]) if reads else ''}")
+        if fail:
+            raise RuntimeError("boom")
+        return {"inputs": sorted(artifacts)}
+
+    stage.run = run
+    return stage
+
+
+def graph() -> tuple[types.ModuleType, ...]:
+    return (
+        make_stage("a", ("teacher.model",), ()),
+        make_stage("b", ("student",), ("a",)),
+        make_stage("c", ("deploy",), ("b",)),
+    )
+
+
+def records(spec_path: Path, build: Path, stages: tuple[types.ModuleType, ...], **kw: Any) -> dict[str, Any]:
+    calls.clear()
+    return {r.name: r for r in run_stages(stages, load_spec(spec_path), build, null_sink, **kw)}
+
+
+def test_second_run_is_all_hits(tmp_path: Path) -> None:
+    spec = write(tmp_path, VALID)
+    first = records(spec, tmp_path / "build", graph())
+    assert calls == ["a", "b", "c"]
+    assert {r.status for r in first.values()} == {"miss"}
+    second = records(spec, tmp_path / "build", graph())
+    assert calls == []
+    assert {r.status for r in second.values()} == {"hit"}
+    assert second["c"].key == first["c"].key
+    assert second["b"].summary == {"inputs": ["a"]}
+
+
+def test_change_reruns_the_stage_and_its_dependents_and_says_why(tmp_path: Path) -> None:
+    spec = write(tmp_path, VALID)
+    first = records(spec, tmp_path / "build", graph())
+    previous = {name: {"components": r.components} for name, r in first.items()}
+    spec.write_text(spec.read_text().replace("base_model: smollm2-135m-instruct", "base_model: other"))
+    second = records(spec, tmp_path / "build", graph(), previous=previous)
+    assert calls == ["b", "c"]
+    assert second["b"].reason == "changed: spec.student"
+    assert second["c"].reason == "changed: artifact.b"
+
+
+def test_fields_that_cannot_change_outputs_do_not_invalidate(tmp_path: Path) -> None:
+    spec = write(tmp_path, VALID)
+    records(spec, tmp_path / "build", graph())
+    spec.write_text(spec.read_text().replace("{model: gpt-4o-mini}", "{model: gpt-4o-mini, max_concurrency: 64}"))
+    records(spec, tmp_path / "build", graph())
+    assert calls == []
+
+
+def test_failed_stage_commits_nothing_and_keeps_earlier_work(tmp_path: Path) -> None:
+    spec = write(tmp_path, VALID)
+    failing = (graph()[0], make_stage("b", ("student",), ("a",), fail=True))
+    with pytest.raises(RuntimeError):
+        records(spec, tmp_path / "build", failing)
+    assert not list((tmp_path / "build" / "cache" / "b").iterdir())  # no half-written artifact, no temp dir
+    records(spec, tmp_path / "build", graph())
+    assert calls == ["b", "c"]  # stage a was kept
+
+
+def test_until_and_force(tmp_path: Path) -> None:
+    spec = write(tmp_path, VALID)
+    assert list(records(spec, tmp_path / "build", graph(), until="b")) == ["a", "b"]
+    forced = records(spec, tmp_path / "build", graph(), force=("a",))
+    assert calls == ["a", "c"]  # a re-ran; same output, so b stays cached
+    assert forced["a"].reason == "forced"

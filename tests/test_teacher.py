@@ -1,0 +1,166 @@
+"""Teacher labeling: journaled answers, resume after failures and kills, the output contract, local scoring."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distillc import api
+from distillc.errors import DistillcError
+from distillc.spec.ir import TaskIR
+from distillc.teacher.contract import accept
+from distillc.teacher.journal import Journal, request_key
+from tests.conftest import review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+from tests.helpers import read_json
+
+
+def label_task(labels: tuple[str, ...] = ("positive", "negative")) -> TaskIR:
+    return TaskIR("Classify.", (), "label", labels, "")
+
+
+def test_journal_survives_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    with Journal(path) as journal:
+        journal.append("k1", "positive", {"prompt_tokens": 3, "completion_tokens": 1})
+    with path.open("ab") as f:
+        f.write(b'{"key": "k2", "text": "nega')  # a crash mid-write
+    reopened = Journal(path)
+    assert reopened.get("k1")["text"] == "positive"
+    assert reopened.get("k2") is None
+    reopened.append("k2", "negative", {})
+    reopened.close()
+    assert Journal(path).get("k2")["text"] == "negative"
+
+
+def test_request_key_depends_on_model_messages_and_params() -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    base = request_key("m", messages, {"temperature": 0})
+    assert base == request_key("m", [dict(m) for m in messages], {"temperature": 0})
+    assert base != request_key("m2", messages, {"temperature": 0})
+    assert base != request_key("m", messages, {"temperature": 1})
+    assert base != request_key("m", [{"role": "user", "content": "hi!"}], {"temperature": 0})
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("positive", "positive"),
+        ("  Positive.", "positive"),
+        ("NEGATIVE!", "negative"),
+        ("The sentiment is negative.", "negative"),
+        ("positive or negative", None),
+        ("neutral", None),
+        ("", None),
+    ],
+)
+def test_label_contract(answer: str, expected: str | None) -> None:
+    target, reason = accept(label_task(), answer)
+    assert target == expected
+    assert bool(reason) == (expected is None)
+
+
+def test_json_contract_accepts_fenced_json_and_rejects_prose() -> None:
+    task = TaskIR("Extract.", (), "json", (), "")
+    assert accept(task, '```json\n{"a": 1}\n```') == ('{"a":1}', "")
+    assert accept(task, "sure! a is 1")[0] is None
+
+
+def test_invalid_answers_are_rejected_not_trained_on(tmp_path: Path, tiny_model: Path) -> None:
+    texts = review_texts(40)
+    answer = lambda t: "no idea" if "battery" in t else sentiment(t)  # noqa: E731
+    with FakeTeacher(answer) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        result = api.build(spec, out=tmp_path / "out", until="label")
+    summary = result.stage("label").summary
+    bad = sum("battery" in t for t in texts)
+    assert bad > 0
+    assert (summary["labeled"], summary["rejected"]) == (len(texts) - bad, bad)
+    rejected = (result.stage("label").artifact / "rejected.jsonl").read_text()
+    assert "no idea" in rejected and "not one of the labels" in rejected
+
+
+def test_failed_requests_keep_paid_answers_and_rerun_sends_only_the_missing(tmp_path: Path, tiny_model: Path) -> None:
+    texts = review_texts(30)
+    broken = {"on": True}
+
+    def flaky(text: str) -> str:
+        if broken["on"] and "camera" in text:
+            raise RuntimeError("injected failure")
+        return sentiment(text)
+
+    failing = sum("camera" in t for t in texts)
+    assert failing > 0
+    with FakeTeacher(flaky) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        with pytest.raises(DistillcError) as caught:
+            api.build(spec, out=tmp_path / "out", until="label")
+        assert caught.value.code == "E402"
+        assert f"{failing} of {len(texts)} teacher requests failed" in caught.value.message
+        sent_first = teacher.requests
+        broken["on"] = False
+        result = api.build(spec, out=tmp_path / "out", until="label")
+        assert teacher.requests - sent_first == failing  # the paid answers came from the journal
+        assert result.stage("label").summary["labeled"] == len(texts)
+
+
+def test_sigkill_during_labeling_loses_nothing_paid_for(tmp_path: Path, tiny_model: Path) -> None:
+    texts = review_texts(60)
+    with FakeTeacher(sentiment, delay_s=0.05) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        out = tmp_path / "out"
+        command = [sys.executable, "-m", "distillc", "build", str(spec), "--out", str(out), "--until", "label"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while teacher.requests < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        sent_before_kill = teacher.requests
+        journaled = len(Journal(out / "journal" / "teacher.jsonl").entries)
+        assert 0 < journaled < len(texts)
+        assert subprocess.run(command, capture_output=True).returncode == 0
+        resent = teacher.requests - sent_before_kill
+        # Only what was not journaled is sent again; at most max_concurrency answers were in flight.
+        assert resent == len(texts) - journaled
+        assert sent_before_kill - journaled <= 4
+    labeled = read_json(out / "report.json")["label"]["labeled"]
+    assert labeled == len(texts)
+
+
+def test_missing_api_key_is_a_clear_error_before_any_request(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_spec(tmp_path, base_url="", student=str(tiny_model), inputs=review_texts(10))
+    spec.write_text(spec.read_text().replace("  base_url: \n", ""))
+    monkeypatch.delenv("DISTILLC_TEST_KEY", raising=False)
+    with pytest.raises(DistillcError) as caught:
+        api.build(spec, out=tmp_path / "out")
+    assert caught.value.code == "E401"
+    assert "DISTILLC_TEST_KEY is not set" in caught.value.message
+
+
+def test_local_teacher_scores_labels_like_an_unpadded_forward(tiny_model: Path) -> None:
+    """Batched, left-padded, last-positions-only scoring equals scoring each row on its own."""
+    import torch
+
+    from distillc.models import load_causal_lm
+    from distillc.teacher.local import label_logprobs
+
+    model, tokenizer = load_causal_lm(str(tiny_model))
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompts = [encode(p) for p in ("the kettle was lovely", "the screen was broken and the app too", "x")]
+    labels = [encode(label) + [tokenizer.eos_token_id] for label in ("positive", "negative", "mixed feelings")]
+    with torch.inference_mode():
+        batched = label_logprobs(model, tokenizer.pad_token_id, prompts, labels)
+        for prompt, row in zip(prompts, batched, strict=True):
+            for ids, score in zip(labels, row, strict=True):
+                logp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0], -1)
+                alone = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(ids))
+                assert score == pytest.approx(alone, abs=1e-4)
