@@ -27,7 +27,7 @@ class TextSink:
         self.stream = stream
 
     def __call__(self, event: Event) -> None:
-        prefix = {"warning": "warning: ", "stage_done": "  done "}.get(event.kind, "")
+        prefix = {"warning": "warning: ", "stage_done": "done: "}.get(event.kind, "")
         print(f"[{event.stage}] {prefix}{event.message}", file=self.stream, flush=True)
 
 

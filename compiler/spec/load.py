@@ -59,9 +59,9 @@ def _pydantic_diagnostics(exc: ValidationError, smap: SourceMap) -> list[Diagnos
     out: list[Diagnostic] = []
     seen: set[tuple[Any, ...]] = set()
     for err in exc.errors():
-        loc = _document_path(err["loc"], smap)
         kind = err["type"]
-        where = " in " + ".".join(map(str, loc[:-1])) if len(loc) > 1 else " at top level"
+        loc = _document_path(err["loc"], smap, kind == "missing")
+        where = f" in {_dotted(loc[:-1])}" if len(loc) > 1 else " at top level"
         if (loc, kind == "missing") in seen:
             continue  # one message per place: a union reports each member's failure
         seen.add((loc, kind == "missing"))
@@ -83,19 +83,16 @@ def _pydantic_diagnostics(exc: ValidationError, smap: SourceMap) -> list[Diagnos
     return out
 
 
-def _document_path(loc: tuple[Any, ...], smap: SourceMap) -> tuple[Any, ...]:
-    """Drop pydantic's union-member labels ('str', 'dict[str,any]') that are not part of the document."""
+def _document_path(loc: tuple[Any, ...], smap: SourceMap, missing: bool) -> tuple[Any, ...]:
+    """The part of pydantic's location that names places in the document.
+
+    Union errors add member labels ('str', 'dict[str,any]') that are not keys; a missing key is the
+    one part that is not in the document yet still belongs in the path.
+    """
     path: tuple[Any, ...] = ()
-    for part in loc:
+    for i, part in enumerate(loc):
         candidate = (*path, part)
-        if candidate in smap.values or candidate in smap.keys or not isinstance(part, str) or "[" not in part:
-            if (
-                isinstance(part, str)
-                and part in {"str", "int", "float", "list", "dict"}
-                and path in smap.values
-                and candidate not in smap.values
-            ):
-                continue
+        if candidate in smap.values or candidate in smap.keys or (missing and i == len(loc) - 1):
             path = candidate
     return path
 

@@ -72,10 +72,12 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
     write_jsonl(ctx.workdir / "labeled.jsonl", labeled)
     write_jsonl(ctx.workdir / "rejected.jsonl", rejected)
     if not labeled:
+        first = rejected[0]
         raise DistillcError(
             "E403",
-            f"the teacher gave no valid answer for any of {len(items)} inputs",
-            help="see rejected.jsonl in the label stage's cache for the raw answers",
+            f"the teacher gave no valid answer for any of {len(items)} inputs "
+            f"(first: {first['answer'][:200]!r}: {first['reason']})",
+            help="the answers are journaled and will not be paid for again; check the teacher and the task",
         )
     ctx.log(f"{len(labeled)} labeled, {len(rejected)} rejected")
     return {

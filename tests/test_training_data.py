@@ -1,0 +1,105 @@
+"""Split, training targets and scoring: the data the student learns from and is judged on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distillc import api
+from distillc.artifacts import read_jsonl
+from distillc.errors import DistillcError
+from distillc.scoring import agrees
+from distillc.spec.ir import TaskIR
+from distillc.stages.train import IGNORE, encode
+from distillc.teacher.journal import Journal
+from tests.conftest import review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+
+
+def split_ids(build: Path, result: api.BuildResult) -> tuple[set[str], set[str]]:
+    artifact = result.stage("split").artifact
+    return (
+        {r["id"] for r in read_jsonl(artifact / "train.jsonl")},
+        {r["id"] for r in read_jsonl(artifact / "holdout.jsonl")},
+    )
+
+
+def test_split_is_disjoint_sized_and_stable_as_data_grows(tmp_path: Path, tiny_model: Path) -> None:
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(tmp_path / "a", base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(100))
+        train, holdout = split_ids(tmp_path, api.build(spec, out=tmp_path / "a" / "out", until="split"))
+        assert not train & holdout and len(train) + len(holdout) == 100
+        assert 8 <= len(holdout) <= 22  # about 15% of 100
+        grown = write_spec(
+            tmp_path / "b",
+            base_url=teacher.base_url,
+            student=str(tiny_model),
+            inputs=review_texts(100) + review_texts(40, seed=7),
+        )
+        train2, holdout2 = split_ids(tmp_path, api.build(grown, out=tmp_path / "b" / "out", until="split"))
+    # An input never moves from training to held-out (or back) because other inputs were added.
+    assert train <= train2 and holdout <= holdout2
+
+
+class WordTokenizer:
+    """Whitespace tokenizer: enough to check which tokens carry loss."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [len(word) for word in text.split()]}
+
+
+def test_loss_is_on_the_answer_and_end_of_turn_only() -> None:
+    ids, labels, truncated = encode(WordTokenizer(), "aa bbb cccc", "d ee", eos=99, max_len=64)
+    assert ids == [2, 3, 4, 1, 2, 99]
+    assert labels == [IGNORE, IGNORE, IGNORE, 1, 2, 99]
+    assert not truncated
+
+
+def test_long_prompts_lose_their_start_not_the_answer() -> None:
+    ids, labels, truncated = encode(WordTokenizer(), "a bb ccc dddd eeeee", "ff", eos=99, max_len=4)
+    assert truncated
+    assert ids == [4, 5, 2, 99]
+    assert labels == [IGNORE, IGNORE, 2, 99]
+
+
+def test_agreement_rules_per_output_type() -> None:
+    label = TaskIR("", (), "label", ("positive", "negative"), "")
+    assert agrees(label, "positive", "Positive.")
+    assert not agrees(label, "positive", "positive or negative")
+    json_task = TaskIR("", (), "json", (), "")
+    assert agrees(json_task, '{"a":1,"b":[2]}', '{"b": [2], "a": 1}')
+    assert not agrees(json_task, '{"a":1}', "{a: 1}")
+    text = TaskIR("", (), "text", (), "")
+    assert agrees(text, "Hello world", " Hello world\n")
+    assert not agrees(text, "Hello world", "hello world")
+
+
+def test_local_teacher_generates_for_text_tasks(tmp_path: Path, tiny_model: Path) -> None:
+    """Generation path of the local teacher: every answer journaled, then judged by the output contract.
+
+    The random-init model answers with special tokens only, which decode to nothing: every answer is
+    rejected as empty, the stage fails with the first answer in its message, and nothing is asked twice.
+    """
+    texts = review_texts(12)
+    spec = write_spec(tmp_path, base_url="", student=str(tiny_model), inputs=texts)
+    text = (
+        spec.read_text()
+        .replace("output: {type: label, labels: [positive, negative]}", "output: {type: text}")
+        .replace("provider: openai\n  model: test-teacher", f"provider: local\n  model: {tiny_model}")
+        .replace("  base_url: \n", "")
+        .replace("  max_concurrency: 4\n", "  max_tokens: 6\n")
+    )
+    spec.write_text(text)
+    with pytest.raises(DistillcError) as caught:
+        api.build(spec, out=tmp_path / "out", until="label")
+    assert caught.value.code == "E403"
+    assert "(first: '': empty answer)" in caught.value.message
+    journal = Journal(tmp_path / "out" / "journal" / "teacher.jsonl")
+    assert len(journal.entries) == len(texts)
+    assert all(e["usage"]["completion_tokens"] == 6 for e in journal.entries.values())
+    journal.close()
+    with pytest.raises(DistillcError):
+        api.build(spec, out=tmp_path / "out", until="label")
+    lines = (tmp_path / "out" / "journal" / "teacher.jsonl").read_text().splitlines()
+    assert len(lines) == len(texts)  # no answer was generated (and appended) a second time
