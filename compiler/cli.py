@@ -24,6 +24,8 @@ def _fail(error: DistillcError) -> None:
 @click.version_option(__version__, prog_name="distillc")
 def main() -> None:
     """Compile a task spec into a distilled model and a ready-to-run inference package."""
+    # Libraries' own progress bars would interleave with distillc's events; read when tqdm is first imported.
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @main.command()
@@ -64,6 +66,12 @@ def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...
         sys.exit(1)
     except DistillcError as error:
         _fail(error)
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted: finished stages stay cached and teacher answers journaled; run the same command to resume",
+            err=True,
+        )
+        sys.exit(130)
     ran = ", ".join(result.ran) or "nothing (all cached)"
     click.echo(f"built {result.spec.name} in {result.build_dir} (ran: {ran})")
     evaluation = result.report.get("evaluation")

@@ -44,6 +44,5 @@ def null_sink(event: Event) -> None:
 
 
 def sink_for(log_format: str, stream: TextIO = sys.stderr) -> Sink:
-    if log_format == "json" or (log_format == "auto" and not stream.isatty()):
-        return JsonSink(stream) if log_format == "json" else TextSink(stream)
-    return TextSink(stream)
+    """`json` for machines; `text` (and `auto`) for people and CI logs."""
+    return JsonSink(stream) if log_format == "json" else TextSink(stream)

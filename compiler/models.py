@@ -35,11 +35,20 @@ def locate(ref: str) -> tuple[str, str | None]:
     return ref, None
 
 
+def quiet_transformers() -> None:
+    """Keep library chatter (progress bars, advice) out of distillc's own event stream."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def load_causal_lm(ref: str, device: str = "cpu") -> tuple[Any, Any]:
     """(model in eval mode, tokenizer with a pad token) for `ref`, in float32 on `device`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     where, gguf = locate(ref)
     kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
     try:

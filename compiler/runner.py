@@ -122,8 +122,9 @@ def _run_one(
     done: dict[str, StageRecord],
     reason: str,
 ) -> StageRecord:
+    for stale in final.parent.glob(f".tmp-{key[:24]}-*"):  # left by a killed build
+        shutil.rmtree(stale, ignore_errors=True)
     workdir = final.with_name(f".tmp-{key[:24]}-{os.getpid()}")
-    shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     ctx = StageContext(spec, workdir, build_dir, emit, stage.NAME)
     started = time.perf_counter()

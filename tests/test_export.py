@@ -98,3 +98,22 @@ def test_greedy_generation_matches_transformers(tiny_model: Path, exported: Path
         expected = [t for t in out[0, len(prompt) :].tolist() if t not in generator.eos_ids]
         assert generator.generate_ids(prompt) == expected
         assert len(generator.generate_ids(prompt, max_new_tokens=3)) <= 3
+
+
+def test_export_failure_is_one_clear_error_with_the_log_kept(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from distillc.errors import DistillcError
+
+    def broken_export(*args: object, **kwargs: object) -> None:
+        print("[torch.onnx] Obtain model graph...")
+        raise RuntimeError("Unsupported operator aten::mystery\nlong internal detail")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    with pytest.raises(DistillcError) as caught:
+        export_onnx(tiny_model, tmp_path / "model.onnx", tmp_path / "logs" / "export.log")
+    assert caught.value.code == "E311"
+    assert caught.value.message == "ONNX export of llama failed: Unsupported operator aten::mystery"
+    assert "Obtain model graph" in (tmp_path / "logs" / "export.log").read_text()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 import typing
@@ -12,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from distillc.artifacts import file_sha256
 from distillc.errors import SpecError
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, sort_key
@@ -280,7 +280,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
         ),
         inputs=ir.InputsIR(
             path=str(src),
-            sha256=_file_sha256(src),
+            sha256=file_sha256(src),
             field=source.field or "",
             limit=source.limit or 0,
             format=INPUT_FORMATS[src.suffix.lower()],
@@ -316,11 +316,3 @@ def _resolve_model_ref(ref: str, spec_dir: Path) -> str:
     if ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or (spec_dir / ref).exists():
         return str((spec_dir / Path(ref).expanduser()).resolve())
     return ref
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from distillc.artifacts import read_jsonl, write_jsonl
+from distillc.models import quiet_transformers
 from distillc.runner import StageContext
 from distillc.scoring import METRIC, agrees
 from distillc.student import load_prompt, prompt_text
@@ -19,6 +20,8 @@ NEEDS = ("split", "train")
 def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
 
     model_dir = train / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

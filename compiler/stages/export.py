@@ -7,15 +7,21 @@ The exported model must give the same greedy tokens as the PyTorch student on ev
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import shutil
 import statistics
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.errors import DistillcError
+from distillc.models import quiet_transformers
 from distillc.runner import StageContext
 from distillc.student import load_prompt
 
@@ -29,7 +35,7 @@ def run(ctx: StageContext, train: Path, evaluate: Path) -> dict[str, Any]:
     out = ctx.workdir / "model"
     out.mkdir()
     started = time.perf_counter()
-    layers = export_onnx(train / "model", out / "model.onnx")
+    layers = export_onnx(train / "model", out / "model.onnx", ctx.build_dir / "logs" / "export.log")
     export_seconds = time.perf_counter() - started
     shutil.copy2(train / "model" / "tokenizer.json", out / "tokenizer.json")
     prompt = load_prompt(train / "model")
@@ -58,10 +64,15 @@ def run(ctx: StageContext, train: Path, evaluate: Path) -> dict[str, Any]:
     }
 
 
-def export_onnx(model_dir: Path, target: Path) -> int:
-    """Write `target` (plus external data when large); returns the number of decoder layers."""
+def export_onnx(model_dir: Path, target: Path, log_path: Path | None = None) -> int:
+    """Write `target` (and its external weights file); returns the number of decoder layers.
+
+    The exporter's own progress lines and warnings go to `log_path`, not to the user's terminal.
+    """
     import torch
     from transformers import AutoModelForCausalLM, DynamicCache
+
+    quiet_transformers()
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     config = model.config
@@ -105,18 +116,43 @@ def export_onnx(model_dir: Path, target: Path) -> int:
         "position_ids": {0: b, 1: s},
         "past": tuple({0: b, 2: p} for _ in past_names),
     }
-    with torch.no_grad():
-        torch.onnx.export(
-            Decoder(),
-            example,
-            str(target),
-            dynamo=True,
-            dynamic_shapes=dynamic,
-            input_names=["input_ids", "attention_mask", "position_ids", *past_names],
-            output_names=["logits", *[n.replace("past.", "present.") for n in past_names]],
-            verbose=False,
-        )
+    log = io.StringIO()
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(log), _quiet_exporter_logs():
+            torch.onnx.export(
+                Decoder(),
+                example,
+                str(target),
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                input_names=["input_ids", "attention_mask", "position_ids", *past_names],
+                output_names=["logits", *[n.replace("past.", "present.") for n in past_names]],
+                verbose=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the user needs one message
+        raise DistillcError(
+            "E311",
+            f"ONNX export of {config.model_type} failed: {str(exc).strip().splitlines()[0][:300]}",
+            help=f"the exporter's log is in {log_path}" if log_path else None,
+        ) from None
+    finally:
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(log.getvalue(), encoding="utf-8")
     return n_layers
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def check_parity(model_dir: Path, predictions: list[dict[str, Any]]) -> dict[str, Any]:

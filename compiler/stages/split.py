@@ -16,7 +16,7 @@ from distillc.errors import DistillcError
 from distillc.runner import StageContext
 
 NAME = "split"
-VERSION = 1
+VERSION = 2
 READS = ("evaluation",)
 NEEDS = ("label",)
 
