@@ -109,6 +109,7 @@ def _write_manifest(result: BuildResult, started: float, status: str) -> None:
             "seconds": round(s.seconds, 3),
             "artifact": str(s.artifact.relative_to(result.build_dir)),
             "digest": s.digest,
+            "inputs": {k.removeprefix("artifact."): v for k, v in s.components.items() if k.startswith("artifact.")},
             "components": s.components,
             "outputs": s.files,
         }

@@ -28,6 +28,10 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
         manifest = read_json(out / "manifest.json")
         assert [s["name"] for s in manifest["stages"]] == STAGES
         assert all(s["status"] == "miss" for s in manifest["stages"])
+        by_name = {s["name"]: s for s in manifest["stages"]}
+        assert by_name["train"]["inputs"] == {"split": by_name["split"]["digest"]}
+        assert "model/model.safetensors" in by_name["train"]["outputs"]
+        assert by_name["train"]["seconds"] > 0
         report = read_json(out / "report.json")
         assert report["status"] == "succeeded"
         assert report["evaluation"]["metric"] == "accuracy"

@@ -148,3 +148,12 @@ def test_validate_cli_exit_codes_and_json(tmp_path: Path) -> None:
     [row] = json.loads(result.stdout)
     assert (row["line"], row["column"], row["code"]) == (11, 21, "E104")
     assert "Traceback" not in result.stderr
+
+
+def test_unreadable_spec_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    result = distillc("build", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"{tmp_path / 'nope.yaml'}: error[E101] cannot read spec: [Errno 2] No such file or directory: "
+        f"'{tmp_path / 'nope.yaml'}'"
+    )

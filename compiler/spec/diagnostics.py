@@ -26,6 +26,8 @@ def line_col(source: str, offset: int) -> tuple[int, int]:
 
 
 def render(diag: Diagnostic, source: str, filename: str) -> str:
+    if not source:  # the file could not be read: there is no line to point at
+        return f"{filename}: {diag.severity}[{diag.code}] {diag.message}"
     line, col = line_col(source, diag.start)
     lines = source.splitlines() or [""]
     text = lines[line - 1] if line - 1 < len(lines) else ""
