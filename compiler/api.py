@@ -38,6 +38,12 @@ def default_build_dir(spec: SpecIR) -> Path:
     return Path("build") / spec.name
 
 
+def previous_stages(build_dir: Path) -> dict[str, dict[str, Any]]:
+    """The last build's stage table, from its manifest, to explain what changed since."""
+    manifest = build_dir / "manifest.json"
+    return {s["name"]: s for s in read_json(manifest).get("stages", [])} if manifest.exists() else {}
+
+
 def build(
     spec_path: str | Path,
     out: str | Path | None = None,
@@ -48,8 +54,7 @@ def build(
     spec = load_spec(spec_path)
     build_dir = Path(out) if out else default_build_dir(spec)
     build_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = build_dir / "manifest.json"
-    previous = {s["name"]: s for s in read_json(manifest_path).get("stages", [])} if manifest_path.exists() else {}
+    previous = previous_stages(build_dir)
     result = BuildResult(spec, build_dir)
     started = time.time()
     status = "failed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,52 @@ def validate(spec: Path, fmt: str, strict: bool) -> None:
         sys.exit(1)
     if fmt == "text":
         click.echo(f"{spec}: ok")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--task", type=click.Choice(["label", "json", "text"]), default="label", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing spec.yaml.")
+def init(folder: Path, task: str, force: bool) -> None:
+    """Write a commented, valid spec and a small inputs file into FOLDER."""
+    from distillc.scaffold import init as scaffold
+
+    try:
+        written = scaffold(folder, task, force)
+    except DistillcError as error:
+        _fail(error)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"next: distillc validate {written[0]}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Build folder [build/<name>].")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def plan(spec: Path, out: Path | None, fmt: str) -> None:
+    """Show what `build` would run and what the teacher would cost; sends nothing, trains nothing."""
+    from distillc.plan import plan as make_plan
+    from distillc.plan import render
+
+    try:
+        result = make_plan(spec, out)
+    except SpecError as error:
+        click.echo(error.render(), err=True)
+        sys.exit(1)
+    except DistillcError as error:
+        _fail(error)
+    click.echo(json.dumps(result.as_dict(), indent=2) if fmt == "json" else render(result))
+    if result.over_budget:
+        sys.exit(1)
+
+
+@main.command()
+def schema() -> None:
+    """Print the spec's JSON Schema (for editors: `# yaml-language-server: $schema=...`)."""
+    from distillc.spec.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
 
 
 @main.command()

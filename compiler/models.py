@@ -43,6 +43,18 @@ def quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
+def load_tokenizer(ref: str) -> Any:
+    """The tokenizer alone (for counting tokens), from the same references as load_causal_lm."""
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    where, gguf = locate(ref)
+    try:
+        return AutoTokenizer.from_pretrained(where, **({"gguf_file": gguf} if gguf else {}))
+    except (OSError, ValueError) as exc:
+        raise DistillcError("E302", f"cannot load the tokenizer of '{ref}': {str(exc).splitlines()[0]}") from None
+
+
 def load_causal_lm(ref: str, device: str = "cpu") -> tuple[Any, Any]:
     """(model in eval mode, tokenizer with a pad token) for `ref`, in float32 on `device`."""
     import torch

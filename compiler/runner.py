@@ -75,23 +75,9 @@ def run_stages(
             raise DistillcError("E201", f"unknown stage '{name}'", help="stages: " + ", ".join(names))
     done: dict[str, StageRecord] = {}
     for stage in stages:
-        components = stage_components(stage, spec, done)
-        key = canonical_sha256({"stage": stage.NAME, **components})
-        final = build_dir / "cache" / stage.NAME / key[:24]
-        if (final / META).exists() and stage.NAME not in force:
-            meta = read_json(final / META)
-            record = StageRecord(
-                stage.NAME,
-                key,
-                "hit",
-                "",
-                0.0,
-                final,
-                meta["digest"],
-                components,
-                meta.get("summary", {}),
-                meta.get("files", {}),
-            )
+        key, final, components, cached = _lookup(stage, spec, build_dir, done)
+        if cached and stage.NAME not in force:
+            record = cached
             emit(Event("stage_done", stage.NAME, "cached", {"key": key, "status": "hit"}))
         else:
             reason = "forced" if stage.NAME in force else miss_reason(components, (previous or {}).get(stage.NAME))
@@ -102,6 +88,51 @@ def run_stages(
         yield record
         if until == stage.NAME:
             return
+
+
+def plan_stages(
+    stages: tuple[ModuleType, ...], spec: SpecIR, build_dir: Path, previous: dict[str, dict[str, Any]] | None = None
+) -> list[tuple[str, str, str]]:
+    """(stage, "cached" | "to run", why) for each stage, without running any."""
+    done: dict[str, StageRecord] = {}
+    rows = []
+    for stage in stages:
+        waiting = [name for name in stage.NEEDS if name not in done]
+        if waiting:
+            rows.append((stage.NAME, "to run", f"after {', '.join(waiting)}"))
+            continue
+        _, _, components, cached = _lookup(stage, spec, build_dir, done)
+        if cached:
+            done[stage.NAME] = cached
+            rows.append((stage.NAME, "cached", ""))
+        else:
+            rows.append((stage.NAME, "to run", miss_reason(components, (previous or {}).get(stage.NAME))))
+    return rows
+
+
+def _lookup(
+    stage: ModuleType, spec: SpecIR, build_dir: Path, done: dict[str, StageRecord]
+) -> tuple[str, Path, dict[str, str], StageRecord | None]:
+    """The stage's key, artifact folder and key parts, and its record when the artifact is cached."""
+    components = stage_components(stage, spec, done)
+    key = canonical_sha256({"stage": stage.NAME, **components})
+    final = build_dir / "cache" / stage.NAME / key[:24]
+    if not (final / META).exists():
+        return key, final, components, None
+    meta = read_json(final / META)
+    record = StageRecord(
+        stage.NAME,
+        key,
+        "hit",
+        "",
+        0.0,
+        final,
+        meta["digest"],
+        components,
+        meta.get("summary", {}),
+        meta.get("files", {}),
+    )
+    return key, final, components, record
 
 
 def miss_reason(components: dict[str, str], previous: dict[str, Any] | None) -> str:

@@ -48,6 +48,10 @@ class TeacherIR:
     max_tokens: int
     api_key_env: str = nokey()
     max_concurrency: int = nokey()
+    timeout_s: float = nokey()
+    max_retries: int = nokey()
+    price_input_per_1m: float = nokey()
+    price_output_per_1m: float = nokey()
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class StudentIR:
 @dataclass(frozen=True)
 class EvaluationIR:
     holdout: float
+    metric: str  # accuracy | macro_f1 | exact_match ("auto" resolved by output type)
     min_score: float = nokey()  # a gate, checked after evaluation; changing it re-runs nothing
 
 
@@ -71,6 +76,12 @@ class DeployIR:
     max_new_tokens: int
     latency_p50_ms: float  # 0 = no budget
     latency_p95_ms: float
+    port: int
+
+
+@dataclass(frozen=True)
+class BudgetIR:
+    max_usd: float = nokey()  # 0 = no budget; a limit on spending, not an input to any stage
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class SpecIR:
     student: StudentIR
     evaluation: EvaluationIR
     deploy: DeployIR
+    budget: BudgetIR
 
     def slice(self, dotted: str) -> Any:
         """The part of the spec named by a dotted path, e.g. 'deploy.max_new_tokens'."""

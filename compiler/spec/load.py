@@ -15,9 +15,11 @@ from distillc.artifacts import file_sha256
 from distillc.errors import SpecError
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, sort_key
-from distillc.spec.raw import Inputs, RawSpec, Task, Teacher
+from distillc.spec.raw import Budget, Evaluation, Inputs, RawSpec, Task, Teacher
 from distillc.spec.source import SourceMap, load_yaml
 
+DEFAULT_METRIC = {"label": "accuracy", "text": "exact_match", "json": "exact_match"}
+LABEL_METRICS = {"accuracy", "macro_f1"}
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_LIKE = re.compile(r"^(sk-|sk_|gsk_|hf_|xai-|AKIA)|^[A-Za-z0-9_\-]{32,}$")
@@ -133,12 +135,42 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
         "inputs": (Inputs, _check_inputs),
         "teacher": (Teacher, _check_teacher),
     }
+    sections: dict[str, Any] = {}
     for key, (model, check) in checks.items():
         try:
-            section = model.model_validate(data.get(key))
+            sections[key] = model.model_validate(data.get(key))
         except ValidationError:
             continue  # already reported by the schema pass
-        out += check(section, smap, spec_dir)
+        out += check(sections[key], smap, spec_dir)
+    try:
+        evaluation = Evaluation.model_validate(data.get("evaluation") or {})
+        budget = Budget.model_validate(data.get("budget") or {})
+    except ValidationError:
+        return out
+    task, teacher = sections.get("task"), sections.get("teacher")
+    if task is not None and evaluation.metric in LABEL_METRICS and task.output.type != "label":
+        out.append(
+            Diagnostic(
+                "E116",
+                f"metric '{evaluation.metric}' needs output type 'label', not '{task.output.type}'",
+                *smap.value_span(("evaluation", "metric")),
+                help="use 'exact_match', or 'auto'",
+            )
+        )
+    if (
+        teacher is not None
+        and budget.max_usd
+        and not (teacher.price_per_1m_tokens.input or teacher.price_per_1m_tokens.output)
+    ):
+        out.append(
+            Diagnostic(
+                "W122",
+                "budget.max_usd is set but the teacher has no price, so nothing counts against it",
+                *smap.key_span(("budget", "max_usd")),
+                severity="warning",
+                help="set teacher.price_per_1m_tokens: {input: ..., output: ...}",
+            )
+        )
     return out
 
 
@@ -170,8 +202,33 @@ def _check_task(task: Task, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]
                 *smap.key_span(("task", "output", "labels")),
             )
         )
+    schema = task.output.json_schema
+    validator = None
+    if schema is not None and task.output.type != "json":
+        out.append(
+            Diagnostic(
+                "E117",
+                f"'schema' only applies to output type 'json', not '{task.output.type}'",
+                *smap.key_span(("task", "output", "schema")),
+            )
+        )
+    elif schema is not None:
+        import jsonschema
+
+        try:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            validator = cls(schema)
+        except jsonschema.SchemaError as exc:
+            out.append(
+                Diagnostic(
+                    "E118",
+                    f"'schema' is not a valid JSON Schema: {exc.message}",
+                    *smap.value_span(("task", "output", "schema", *exc.path)),
+                )
+            )
     for i, ex in enumerate(task.examples):
-        problem = _example_problem(ex.output, task.output.type, labels)
+        problem = _example_problem(ex.output, task.output.type, labels, validator)
         if problem:
             out.append(
                 Diagnostic("E111", f"example {i + 1}: {problem}", *smap.value_span(("task", "examples", i, "output")))
@@ -224,6 +281,14 @@ def _check_inputs(inputs: Inputs, smap: SourceMap, spec_dir: Path) -> list[Diagn
 
 def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
     out: list[Diagnostic] = []
+    if teacher.provider == "local" and teacher.base_url:
+        out.append(
+            Diagnostic(
+                "E119",
+                "'base_url' applies to provider 'openai' only; a 'local' teacher runs in this process",
+                *smap.key_span(("teacher", "base_url")),
+            )
+        )
     env = teacher.api_key_env
     if SECRET_LIKE.search(env) or not ENV_NAME.match(env):
         # Never echo the value: it may be a real key pasted by mistake.
@@ -239,7 +304,7 @@ def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Di
     return out
 
 
-def _example_problem(output: Any, output_type: str, labels: list[str]) -> str | None:
+def _example_problem(output: Any, output_type: str, labels: list[str], validator: Any = None) -> str | None:
     if output_type == "label":
         if not isinstance(output, str):
             return "a label example's output must be a string"
@@ -247,11 +312,17 @@ def _example_problem(output: Any, output_type: str, labels: list[str]) -> str | 
             return f"output '{output}' is not one of the labels ({', '.join(labels)})"
     elif output_type == "text" and not isinstance(output, str):
         return "a text example's output must be a string"
-    elif output_type == "json" and isinstance(output, str):
-        try:
-            json.loads(output)
-        except ValueError:
-            return "a json example's output must be a mapping or valid JSON text"
+    elif output_type == "json":
+        if isinstance(output, str):
+            try:
+                output = json.loads(output)
+            except ValueError:
+                return "a json example's output must be a mapping or valid JSON text"
+        if validator is not None:
+            errors = sorted(validator.iter_errors(output), key=lambda e: list(e.path))
+            if errors:
+                where = "/".join(map(str, errors[0].path)) or "the output"
+                return f"output does not match the schema at {where}: {errors[0].message}"
     return None
 
 
@@ -293,6 +364,10 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             max_tokens=t.max_tokens,
             api_key_env=t.api_key_env,
             max_concurrency=t.max_concurrency,
+            timeout_s=t.timeout_s,
+            max_retries=t.max_retries,
+            price_input_per_1m=t.price_per_1m_tokens.input,
+            price_output_per_1m=t.price_per_1m_tokens.output,
         ),
         student=ir.StudentIR(
             base_model=_resolve_model_ref(s.base_model, spec_path.parent),
@@ -302,12 +377,18 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             max_seq_len=s.max_seq_len,
             seed=s.seed,
         ),
-        evaluation=ir.EvaluationIR(holdout=raw.evaluation.holdout, min_score=raw.evaluation.min_score),
+        evaluation=ir.EvaluationIR(
+            holdout=raw.evaluation.holdout,
+            metric=DEFAULT_METRIC[raw.task.output.type] if raw.evaluation.metric == "auto" else raw.evaluation.metric,
+            min_score=raw.evaluation.min_score,
+        ),
         deploy=ir.DeployIR(
             max_new_tokens=raw.deploy.max_new_tokens,
             latency_p50_ms=raw.deploy.latency_budget_ms.p50 or 0.0,
             latency_p95_ms=raw.deploy.latency_budget_ms.p95 or 0.0,
+            port=raw.deploy.port,
         ),
+        budget=ir.BudgetIR(max_usd=raw.budget.max_usd or 0.0),
     )
 
 

@@ -1,4 +1,8 @@
-"""The raw spec: mirrors the YAML exactly. Unknown keys are errors. Defaults live here, in one place."""
+"""The raw spec: mirrors the YAML exactly. Unknown keys are errors.
+
+Every default and every field's documentation lives here, in one place: `distillc schema` publishes
+them to editors, and the resolver (load.py) copies them into the IR.
+"""
 
 from __future__ import annotations
 
@@ -12,54 +16,77 @@ class Strict(BaseModel):
 
 
 class Example(Strict):
-    input: str = Field(min_length=1)
-    output: str | dict[str, Any] | list[Any]
+    input: str = Field(min_length=1, description="An input as the task will see it.")
+    output: str | dict[str, Any] | list[Any] = Field(
+        description="The answer the teacher should give: a label, text, or JSON (a mapping, list or JSON text)."
+    )
 
 
 class Output(Strict):
-    type: Literal["text", "label", "json"] = "text"
-    labels: list[str] | None = None
-    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    type: Literal["text", "label", "json"] = Field(default="text", description="What an answer is.")
+    labels: list[str] | None = Field(default=None, description="The label set; required for type 'label'.")
+    json_schema: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="JSON Schema every answer must satisfy (type 'json' only)."
+    )
 
 
 class Task(Strict):
-    instructions: str = Field(min_length=1)
-    examples: list[Example] = Field(min_length=1, max_length=20)
-    output: Output = Output()
+    instructions: str = Field(min_length=1, description="What to do with each input, as told to the teacher.")
+    examples: list[Example] = Field(min_length=1, max_length=20, description="Few-shot examples; 3-5 work best.")
+    output: Output = Field(default_factory=Output)
 
 
 class Source(Strict):
-    path: str = Field(min_length=1)
-    field: str | None = None  # the column/key holding the input; required for .jsonl and .csv
-    limit: int | None = Field(default=None, ge=1)
+    path: str = Field(min_length=1, description="Inputs file (.jsonl, .csv, .txt), relative to the spec file.")
+    field: str | None = Field(default=None, description="Key (.jsonl) or column (.csv) holding the input text.")
+    limit: int | None = Field(default=None, ge=1, description="Use at most this many inputs.")
 
 
 class Inputs(Strict):
     source: Source
 
 
+class Price(Strict):
+    input: float = Field(default=0.0, ge=0, description="US dollars per 1M prompt tokens.")
+    output: float = Field(default=0.0, ge=0, description="US dollars per 1M completion tokens.")
+
+
 class Teacher(Strict):
-    provider: Literal["openai", "local"] = "openai"
-    model: str = Field(min_length=1)
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    provider: Literal["openai", "local"] = Field(
+        default="openai", description="'openai': any OpenAI-compatible endpoint; 'local': transformers, in process."
+    )
+    model: str = Field(
+        min_length=1, description="Model name at the endpoint; for 'local' a directory, a .gguf file or a built-in."
+    )
+    base_url: str | None = Field(default=None, description="Endpoint, e.g. http://127.0.0.1:8000/v1; none = OpenAI.")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="NAME of the variable that holds the API key.")
     temperature: float = Field(default=0.0, ge=0, le=2)
-    max_tokens: int = Field(default=256, ge=1, le=32768)
-    max_concurrency: int = Field(default=8, ge=1, le=1024)
+    max_tokens: int = Field(default=256, ge=1, le=32768, description="Longest answer the teacher may give.")
+    max_concurrency: int = Field(default=8, ge=1, le=1024, description="Requests in flight at once.")
+    timeout_s: float = Field(default=120.0, gt=0, le=3600, description="Seconds before one request is abandoned.")
+    max_retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed request, with backoff.")
+    price_per_1m_tokens: Price = Field(default_factory=Price, description="For cost estimates and the budget.")
 
 
 class Student(Strict):
-    base_model: str = Field(min_length=1)
+    base_model: str = Field(min_length=1, description="HF id, local directory, .gguf file or a built-in name.")
     epochs: int = Field(default=3, ge=1, le=1000)
     learning_rate: float = Field(default=5e-5, gt=0, le=1)
     batch_size: int = Field(default=8, ge=1, le=4096)
-    max_seq_len: int = Field(default=256, ge=8, le=131072)
+    max_seq_len: int = Field(
+        default=256, ge=8, le=131072, description="Prompt + answer tokens; longer prompts are cut."
+    )
     seed: int = 0
 
 
 class Evaluation(Strict):
-    holdout: float = Field(default=0.15, gt=0, lt=0.5)
-    min_score: float = Field(default=0.8, ge=0, le=1)
+    holdout: float = Field(default=0.15, gt=0, lt=0.5, description="Share of inputs held out from training.")
+    metric: Literal["auto", "accuracy", "macro_f1", "exact_match"] = Field(
+        default="auto", description="auto: accuracy for labels, exact_match for text and json."
+    )
+    min_score: float = Field(
+        default=0.8, ge=0, le=1, description="Below this student-vs-teacher score the build fails."
+    )
 
 
 class LatencyBudget(Strict):
@@ -68,15 +95,23 @@ class LatencyBudget(Strict):
 
 
 class Deploy(Strict):
-    max_new_tokens: int = Field(default=32, ge=1, le=8192)
-    latency_budget_ms: LatencyBudget = LatencyBudget()
+    max_new_tokens: int = Field(default=32, ge=1, le=8192, description="Longest answer the student may give.")
+    latency_budget_ms: LatencyBudget = Field(default_factory=LatencyBudget)
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the package's server listens on.")
+
+
+class Budget(Strict):
+    max_usd: float | None = Field(default=None, gt=0, description="Refuse to spend more than this on the teacher.")
 
 
 class RawSpec(Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, title="distillc spec")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64, description="Names the build folder.")
     task: Task
     inputs: Inputs
     teacher: Teacher
     student: Student
-    evaluation: Evaluation = Evaluation()
-    deploy: Deploy = Deploy()
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    deploy: Deploy = Field(default_factory=Deploy)
+    budget: Budget = Field(default_factory=Budget)

@@ -8,12 +8,12 @@ from typing import Any
 from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.models import quiet_transformers
 from distillc.runner import StageContext
-from distillc.scoring import METRIC, agrees
+from distillc.scoring import agrees, score
 from distillc.student import load_prompt, prompt_text
 
 NAME = "evaluate"
 VERSION = 1
-READS = ("task", "deploy.max_new_tokens")
+READS = ("task", "evaluation.metric", "deploy.max_new_tokens")
 NEEDS = ("split", "train")
 
 
@@ -52,12 +52,8 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
                 }
             )
     write_jsonl(ctx.workdir / "predictions.jsonl", predictions)
-    score = sum(p["agrees"] for p in predictions) / len(predictions)
-    ctx.log(f"{METRIC[ctx.spec.task.output_type]} {score:.3f} on {len(predictions)} held-out inputs")
+    metric = ctx.spec.evaluation.metric
+    value = score(ctx.spec.task, metric, [(p["expected"], p["output"]) for p in predictions])
+    ctx.log(f"{metric} {value:.3f} on {len(predictions)} held-out inputs")
     misses = [{k: p[k] for k in ("input", "expected", "output")} for p in predictions if not p["agrees"]][:10]
-    return {
-        "metric": METRIC[ctx.spec.task.output_type],
-        "score": round(score, 6),
-        "n": len(predictions),
-        "disagreements": misses,
-    }
+    return {"metric": metric, "score": round(value, 6), "n": len(predictions), "disagreements": misses}

@@ -11,8 +11,10 @@ from typing import Any
 from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.errors import DistillcError
 from distillc.runner import StageContext
+from distillc.spec.ir import SpecIR
 from distillc.teacher import local, openai_client
 from distillc.teacher.contract import accept
+from distillc.teacher.cost import Budget, TokenCounter, estimate, has_price, request_estimator, usd
 from distillc.teacher.journal import Journal, request_key
 from distillc.teacher.prompts import label_messages
 
@@ -26,30 +28,51 @@ def journal_path(build_dir: Path) -> Path:
     return build_dir / "journal" / "teacher.jsonl"
 
 
-def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
-    spec = ctx.spec
+Request = tuple[str, list[dict[str, str]]]  # (journal key, chat messages)
+
+
+def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]:
+    """One chat request per input, keyed by what the answer depends on (model, messages, parameters)."""
     teacher = spec.teacher
-    items = read_jsonl(inputs / "inputs.jsonl")
     if teacher.provider == "local":
-        params = local.params(teacher, spec.task)
-        model_id = f"local:{teacher.model}"
+        params, model_id = local.params(teacher, spec.task), f"local:{teacher.model}"
     else:
-        params = openai_client.params(teacher)
-        model_id = teacher.model
+        params, model_id = openai_client.params(teacher), teacher.model
     requests = []
     for item in items:
         messages = label_messages(spec.task, item["input"])
         requests.append((request_key(model_id, messages, params), messages))
+    return requests
+
+
+def unanswered(requests: list[Request], journal: Journal) -> list[Request]:
+    return list({key: (key, m) for key, m in requests if journal.get(key) is None}.values())
+
+
+def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
+    spec = ctx.spec
+    teacher = spec.teacher
+    items = read_jsonl(inputs / "inputs.jsonl")
+    requests = teacher_requests(spec, items)
 
     with Journal(journal_path(ctx.build_dir)) as journal:
-        pending = list({key: (key, m) for key, m in requests if journal.get(key) is None}.values())
+        pending = unanswered(requests, journal)
         ctx.log(f"{len(items) - len(pending)} answers from the journal, {len(pending)} to request")
         if teacher.provider == "local":
             failures = local.complete(teacher, spec.task, pending, journal, ctx.emit)
         else:
-            failures = openai_client.complete(teacher, pending, journal, ctx.emit)
+            budget = _budget(spec, pending)
+            failures = openai_client.complete(teacher, pending, journal, ctx.emit, budget)
         answers = dict(journal.entries)
 
+    unsent = [key for key, reason in failures.items() if reason == openai_client.OVER_BUDGET]
+    if unsent:
+        raise DistillcError(
+            "E503",
+            f"budget.max_usd ${spec.budget.max_usd:g} reached: {len(unsent)} of {len(pending)} teacher "
+            "requests were not sent",
+            help="the answers received are journaled; raise budget.max_usd and re-run to send only the rest",
+        )
     if failures:
         first = next(iter(failures.values()))
         raise DistillcError(
@@ -81,6 +104,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         )
     ctx.log(f"{len(labeled)} labeled, {len(rejected)} rejected")
     return {
+        "usd": round(usd(teacher, usage["prompt_tokens"], usage["completion_tokens"]), 6),
         "labeled": len(labeled),
         "rejected": len(rejected),
         "requests_sent": len(pending),
@@ -94,3 +118,19 @@ def _distribution(rows: list[dict[str, Any]]) -> dict[str, int]:
     for row in rows:
         counts[row["output"]] = counts.get(row["output"], 0) + 1
     return dict(sorted(counts.items()))
+
+
+def _budget(spec: SpecIR, pending: list[Request]) -> openai_client.Spending | None:
+    """Refuse up front when the estimate is over budget; otherwise a guard for while spending."""
+    if not (spec.budget.max_usd and has_price(spec.teacher) and pending):
+        return None
+    counter = TokenCounter(spec)
+    planned = estimate(spec, counter, [m for _, m in pending])
+    if planned.usd > spec.budget.max_usd:
+        raise DistillcError(
+            "E502",
+            f"labeling {planned.requests} inputs is estimated at ${planned.usd:.4f}, over budget.max_usd "
+            f"${spec.budget.max_usd:g}; nothing was sent",
+            help="raise budget.max_usd, or lower inputs.source.limit",
+        )
+    return openai_client.Spending(Budget(spec.teacher, spec.budget.max_usd), request_estimator(spec, counter))

@@ -18,7 +18,6 @@ NAME = "package"
 VERSION = 1
 READS = ("name", "task", "deploy", "student.base_model")
 NEEDS = ("export", "evaluate")
-PORT = 8080
 RUNTIME_REQUIREMENTS = ("numpy", "onnxruntime", "tokenizers", "fastapi", "uvicorn", "pydantic")
 
 
@@ -57,7 +56,7 @@ def run(ctx: StageContext, export: Path, evaluate: Path) -> dict[str, Any]:
         "student": {"base_model": spec.student.base_model},
         "evaluation": {"metric": evaluation["metric"], "score": evaluation["score"], "n": evaluation["n"]},
         "deploy": {
-            "port": PORT,
+            "port": spec.deploy.port,
             "max_new_tokens": spec.deploy.max_new_tokens,
             "latency_budget_ms": {"p50": spec.deploy.latency_p50_ms or None, "p95": spec.deploy.latency_p95_ms or None},
         },
@@ -69,7 +68,7 @@ def run(ctx: StageContext, export: Path, evaluate: Path) -> dict[str, Any]:
     values = dict(
         name=spec.name,
         distillc_version=__version__,
-        port=PORT,
+        port=spec.deploy.port,
         python_version=".".join(platform.python_version_tuple()[:2]),
     )
     (out / "Dockerfile").write_text(render("Dockerfile.j2", **values), encoding="utf-8")

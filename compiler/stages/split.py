@@ -17,7 +17,7 @@ from distillc.runner import StageContext
 
 NAME = "split"
 VERSION = 2
-READS = ("evaluation",)
+READS = ("evaluation.holdout",)
 NEEDS = ("label",)
 
 

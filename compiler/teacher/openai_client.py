@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from distillc.errors import DistillcError
 from distillc.events import Event, Sink
 from distillc.spec.ir import TeacherIR
+from distillc.teacher.cost import Budget
 from distillc.teacher.journal import Journal
 
-Pending = list[tuple[str, list[dict[str, str]]]]
+Messages = list[dict[str, str]]
+Pending = list[tuple[str, Messages]]
+OVER_BUDGET = "not sent: budget reached"
+
+
+@dataclass
+class Spending:
+    """The budget guard and what one request is expected to cost."""
+
+    budget: Budget
+    estimate_usd: Callable[[Messages], float]
 
 
 def params(teacher: TeacherIR) -> dict[str, Any]:
@@ -35,41 +48,56 @@ def api_key(teacher: TeacherIR) -> str:
     )
 
 
-def complete(teacher: TeacherIR, pending: Pending, journal: Journal, emit: Sink) -> dict[str, str]:
+def complete(
+    teacher: TeacherIR, pending: Pending, journal: Journal, emit: Sink, spending: Spending | None = None
+) -> dict[str, str]:
     """Send every pending request; journal each answer. Returns failures: request key -> reason."""
     if not pending:
         return {}
-    return asyncio.run(_complete(teacher, pending, journal, emit))
+    return asyncio.run(_complete(teacher, pending, journal, emit, spending))
 
 
-async def _complete(teacher: TeacherIR, pending: Pending, journal: Journal, emit: Sink) -> dict[str, str]:
+async def _complete(
+    teacher: TeacherIR, pending: Pending, journal: Journal, emit: Sink, spending: Spending | None
+) -> dict[str, str]:
     from openai import APIError, AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=teacher.base_url or None, api_key=api_key(teacher), max_retries=3, timeout=120)
+    client = AsyncOpenAI(
+        base_url=teacher.base_url or None,
+        api_key=api_key(teacher),
+        max_retries=teacher.max_retries,
+        timeout=teacher.timeout_s,
+    )
     gate = asyncio.Semaphore(teacher.max_concurrency)
     failures: dict[str, str] = {}
     done = 0
 
-    async def one(key: str, messages: list[dict[str, str]]) -> None:
+    async def one(key: str, messages: Messages) -> None:
         nonlocal done
-        try:
-            async with gate:
+        async with gate:
+            cost = spending.estimate_usd(messages) if spending else 0.0
+            if spending and not spending.budget.reserve(cost):
+                failures[key] = OVER_BUDGET
+                return
+            try:
                 response = await client.chat.completions.create(
-                    model=teacher.model, messages=messages, **params(teacher)
-                )  # type: ignore[arg-type]
-        except APIError as exc:
-            failures[key] = f"{type(exc).__name__}: {exc}"
-            return
+                    model=teacher.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    **params(teacher),
+                )
+            except APIError as exc:
+                if spending:
+                    spending.budget.release(cost)
+                failures[key] = f"{type(exc).__name__}: {exc}"
+                return
         text = response.choices[0].message.content or "" if response.choices else ""
-        usage = response.usage
-        journal.append(
-            key,
-            text,
-            {
-                "prompt_tokens": usage.prompt_tokens if usage else 0,
-                "completion_tokens": usage.completion_tokens if usage else 0,
-            },
-        )
+        usage = {
+            "prompt_tokens": response.usage.prompt_tokens if response.usage else 0,
+            "completion_tokens": response.usage.completion_tokens if response.usage else 0,
+        }
+        journal.append(key, text, usage)
+        if spending:
+            spending.budget.settle(cost, usage)
         done += 1
         if done % 50 == 0 or done == len(pending):
             emit(Event("progress", "label", f"{done}/{len(pending)} teacher answers", {"done": done}))

@@ -1,0 +1,95 @@
+"""`distillc plan`: what a build would do and what the teacher would cost, before anything is spent.
+
+Nothing is sent to the teacher and nothing is trained. The inputs stage runs (it only reads the
+source file) so that the requests to price are the real ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillc.api import default_build_dir, previous_stages
+from distillc.artifacts import read_jsonl
+from distillc.events import Sink, null_sink
+from distillc.graph import STAGES
+from distillc.runner import plan_stages, run_stages
+from distillc.spec import SpecIR, load_spec
+from distillc.stages.label import journal_path, teacher_requests, unanswered
+from distillc.teacher.cost import Estimate, TokenCounter, estimate
+from distillc.teacher.journal import Journal
+
+
+@dataclass
+class Plan:
+    spec: SpecIR
+    build_dir: Path
+    stages: list[tuple[str, str, str]]  # (stage, "cached" | "to run", why)
+    teacher: Estimate | None = None  # None when labeling is cached
+    journaled: int = 0  # answers already paid for, not sent again
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def over_budget(self) -> bool:
+        limit = self.spec.budget.max_usd
+        return bool(limit and self.teacher and self.teacher.usd > limit)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "stages": [{"name": n, "status": s, "reason": r} for n, s, r in self.stages],
+            "teacher": self.teacher.as_dict() if self.teacher else None,
+            "journaled": self.journaled,
+            "budget_usd": self.spec.budget.max_usd or None,
+            "over_budget": self.over_budget,
+        }
+
+
+def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null_sink) -> Plan:
+    spec = load_spec(spec_path)
+    build_dir = Path(out) if out else default_build_dir(spec)
+    previous = previous_stages(build_dir)
+    [inputs] = run_stages(STAGES, spec, build_dir, emit, previous, until="inputs")
+    rows = plan_stages(STAGES, spec, build_dir, previous)
+    result = Plan(spec, build_dir, rows)
+    if dict((n, s) for n, s, _ in rows)["label"] == "cached":
+        return result
+    requests = teacher_requests(spec, read_jsonl(inputs.artifact / "inputs.jsonl"))
+    path = journal_path(build_dir)
+    if path.exists():
+        with Journal(path) as journal:
+            pending = unanswered(requests, journal)
+    else:
+        pending = requests
+    result.journaled = len(requests) - len(pending)
+    result.teacher = estimate(spec, TokenCounter(spec), [m for _, m in pending])
+    return result
+
+
+def render(p: Plan) -> str:
+    width = max(len(n) for n, _, _ in p.stages)
+    lines = [f"plan for {p.spec.name} ({p.build_dir})", ""]
+    lines += [f"  {n:<{width}}  {s:<7} {r}".rstrip() for n, s, r in p.stages]
+    lines.append("")
+    t = p.teacher
+    teacher = p.spec.teacher
+    if t is None:
+        lines.append("teacher: labels cached, nothing to send")
+    else:
+        lines.append(
+            f"teacher: {t.requests} requests to send to {teacher.model}"
+            + (f" ({p.journaled} already answered in the journal)" if p.journaled else "")
+        )
+        lines.append(f"tokens:  ~{t.input_tokens:,} input + ~{t.output_tokens:,} output (counted with {t.tokenizer})")
+        if teacher.price_input_per_1m or teacher.price_output_per_1m:
+            lines.append(
+                f"cost:    ~${t.usd:.4f} at ${teacher.price_input_per_1m:g} / ${teacher.price_output_per_1m:g}"
+                " per 1M input / output tokens"
+            )
+        else:
+            lines.append("cost:    no price set (teacher.price_per_1m_tokens)")
+    if p.spec.budget.max_usd:
+        verdict = "OVER BUDGET: build would refuse" if p.over_budget else "within budget"
+        lines.append(f"budget:  ${p.spec.budget.max_usd:g}, {verdict}")
+    return "\n".join(lines)

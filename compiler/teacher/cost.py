@@ -1,0 +1,123 @@
+"""Teacher tokens and dollars: estimated before spending (plan, budget check) and counted while spending.
+
+Token counts come from the teacher's own tokenizer for a local teacher. For an endpoint, whose
+tokenizer is not at hand offline, the embedded model's tokenizer stands in (a BPE of similar
+granularity), with OpenAI's per-message chat overhead; without it, 4 characters count as a token.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from distillc.errors import DistillcError
+from distillc.spec.ir import SpecIR, TeacherIR
+
+Messages = list[dict[str, str]]
+PER_MESSAGE = 3  # OpenAI chat format: tokens around each message, and the same again to prime the reply
+
+
+def usd(teacher: TeacherIR, prompt_tokens: int, completion_tokens: int) -> float:
+    return (prompt_tokens * teacher.price_input_per_1m + completion_tokens * teacher.price_output_per_1m) / 1e6
+
+
+def has_price(teacher: TeacherIR) -> bool:
+    return bool(teacher.price_input_per_1m or teacher.price_output_per_1m)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    usd: float
+    tokenizer: str  # what counted the tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "usd": round(self.usd, 6),
+            "tokenizer": self.tokenizer,
+        }
+
+
+class TokenCounter:
+    """Counts the prompt tokens of a chat request and the tokens of an answer."""
+
+    def __init__(self, spec: SpecIR) -> None:
+        self.describe, self._tokenizer = _load_tokenizer(spec.teacher)
+        self._chat_template = spec.teacher.provider == "local" and self._tokenizer is not None
+
+    def text(self, text: str) -> int:
+        if self._tokenizer is None:
+            return max(1, round(len(text) / 4))
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt(self, messages: Messages) -> int:
+        if self._chat_template:
+            # Exactly what the local teacher feeds its model: the rendered template, tokenized as text.
+            return self.text(self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return sum(self.text(m["content"]) + PER_MESSAGE for m in messages) + PER_MESSAGE
+
+
+def _load_tokenizer(teacher: TeacherIR) -> tuple[str, Any]:
+    from distillc.models import load_tokenizer
+
+    ref = teacher.model if teacher.provider == "local" else "smollm2-135m-instruct"
+    try:
+        return (f"{ref} tokenizer", load_tokenizer(ref))
+    except DistillcError:
+        return ("4 characters per token", None)
+
+
+def answer_tokens(spec: SpecIR, counter: TokenCounter) -> int:
+    """Expected answer length: the examples' mean (plus an end token), capped by max_tokens."""
+    outputs = [counter.text(e.output) + 1 for e in spec.task.examples]
+    return min(spec.teacher.max_tokens, round(sum(outputs) / len(outputs)))
+
+
+def estimate(spec: SpecIR, counter: TokenCounter, requests: list[Messages]) -> Estimate:
+    """Tokens and dollars for sending `requests`."""
+    per_answer = answer_tokens(spec, counter)
+    input_tokens = sum(counter.prompt(m) for m in requests)
+    output_tokens = per_answer * len(requests)
+    return Estimate(
+        len(requests), input_tokens, output_tokens, usd(spec.teacher, input_tokens, output_tokens), counter.describe
+    )
+
+
+class Budget:
+    """Stops new requests before `max_usd` would be crossed: each request reserves its estimate first."""
+
+    def __init__(self, teacher: TeacherIR, max_usd: float) -> None:
+        self.teacher = teacher
+        self.max_usd = max_usd
+        self.spent = 0.0
+        self.reserved = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self, estimate_usd: float) -> bool:
+        with self._lock:
+            if self.max_usd and self.spent + self.reserved + estimate_usd > self.max_usd:
+                return False
+            self.reserved += estimate_usd
+            return True
+
+    def settle(self, estimate_usd: float, usage: dict[str, int]) -> None:
+        with self._lock:
+            self.reserved -= estimate_usd
+            self.spent += usd(self.teacher, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+
+    def release(self, estimate_usd: float) -> None:
+        with self._lock:
+            self.reserved -= estimate_usd
+
+
+def request_estimator(spec: SpecIR, counter: TokenCounter) -> Callable[[Messages], float]:
+    """Dollars one request is expected to cost: its prompt, and an answer as long as the examples'."""
+    per_answer = answer_tokens(spec, counter)
+    return lambda messages: usd(spec.teacher, counter.prompt(messages), per_answer)
