@@ -15,9 +15,10 @@ Answer = Callable[[str], str]
 class FakeTeacher:
     """Answers each chat request with `answer(last user message)`; `requests` counts what was received."""
 
-    def __init__(self, answer: Answer, delay_s: float = 0.0) -> None:
+    def __init__(self, answer: Answer, delay_s: float = 0.0, prompt_tokens: int | None = None) -> None:
         self.answer = answer
         self.delay_s = delay_s
+        self.prompt_tokens = prompt_tokens  # reported usage; by default, words in the messages
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -69,7 +70,8 @@ class FakeTeacher:
                             {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
                         ],
                         "usage": {
-                            "prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]),
+                            "prompt_tokens": teacher.prompt_tokens
+                            or sum(len(m["content"].split()) for m in body["messages"]),
                             "completion_tokens": len(text.split()),
                             "total_tokens": 0,
                         },

@@ -57,32 +57,67 @@ def validate_file(path: str | Path) -> tuple[ir.SpecIR | None, list[Diagnostic],
     return resolve(raw, path), diags, source
 
 
+EXPECTED = {
+    "model_type": "a mapping of keys to values",
+    "model_attributes_type": "a mapping of keys to values",
+    "dict_type": "a mapping of keys to values",
+    "list_type": "a list",
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+
 def _pydantic_diagnostics(exc: ValidationError, smap: SourceMap) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     seen: set[tuple[Any, ...]] = set()
-    for err in exc.errors():
+    errors = exc.errors()
+    # A misspelled key also makes its correct spelling "missing": report the typo once, with the fix.
+    suggested: set[tuple[Any, ...]] = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            loc = _document_path(err["loc"], smap, False)
+            close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(loc[:-1]), n=1, cutoff=0.6)
+            suggested.update((*loc[:-1], c) for c in close)
+    for err in errors:
         kind = err["type"]
         loc = _document_path(err["loc"], smap, kind == "missing")
         where = f" in {_dotted(loc[:-1])}" if len(loc) > 1 else " at top level"
-        if (loc, kind == "missing") in seen:
+        if (loc, kind == "missing") in seen or (kind == "missing" and loc in suggested):
             continue  # one message per place: a union reports each member's failure
         seen.add((loc, kind == "missing"))
         if kind == "extra_forbidden":
             key = str(loc[-1])
-            close = difflib.get_close_matches(key, _allowed_keys(loc[:-1]), n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(_allowed_keys(loc[:-1]))
+            allowed = _allowed_keys(loc[:-1])
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(allowed)
             out.append(Diagnostic("E104", f"unknown key '{key}'{where}", *smap.key_span(loc), help=hint))
         elif kind == "missing":
             parent = loc[:-1]
             span = smap.key_span(parent) if parent else (0, 0)
             out.append(Diagnostic("E102", f"missing required key '{loc[-1]}'{where}", *span))
-        elif kind in {"literal_error", "string_pattern_mismatch"}:
-            out.append(Diagnostic("E103", f"invalid value for '{_dotted(loc)}': {err['msg']}", *smap.value_span(loc)))
-        elif kind.endswith(("_type", "_parsing")):
-            out.append(Diagnostic("E101", f"wrong type for '{_dotted(loc)}': {err['msg']}", *smap.value_span(loc)))
+        elif kind in EXPECTED:
+            message = f"'{_dotted(loc)}' should be {EXPECTED[kind]}, not {_describe(err.get('input'))}"
+            out.append(Diagnostic("E101", message, *smap.value_span(loc)))
         else:
             out.append(Diagnostic("E103", f"invalid value for '{_dotted(loc)}': {err['msg']}", *smap.value_span(loc)))
     return out
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "empty"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _document_path(loc: tuple[Any, ...], smap: SourceMap, missing: bool) -> tuple[Any, ...]:
@@ -290,7 +325,16 @@ def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Di
             )
         )
     env = teacher.api_key_env
-    if SECRET_LIKE.search(env) or not ENV_NAME.match(env):
+    if not SECRET_LIKE.search(env) and not ENV_NAME.match(env):
+        out.append(
+            Diagnostic(
+                "E113",
+                f"'api_key_env' must be the name of an environment variable, not {env!r}",
+                *smap.value_span(("teacher", "api_key_env")),
+                help="letters, digits and underscores, e.g. OPENAI_API_KEY",
+            )
+        )
+    elif SECRET_LIKE.search(env):
         # Never echo the value: it may be a real key pasted by mistake.
         out.append(
             Diagnostic(

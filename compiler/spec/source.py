@@ -33,21 +33,43 @@ class SourceMap:
 def load_yaml(source: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
     """Parse `source`; on a syntax error return (None, empty map, [diagnostic])."""
     smap = SourceMap()
+    diagnostics: list[Diagnostic] = []
     try:
         node = yaml.compose(source, Loader=yaml.SafeLoader)
+        if node is None:
+            return None, smap, [Diagnostic("E101", "the spec is empty", 0, 1)]
+        data = _convert(node, (), smap, diagnostics, [MAX_NODES])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = mark.index if mark else 0
-        msg = f"invalid YAML: {exc.problem or exc.context}"
-        return None, smap, [Diagnostic("E100", msg, at, at + 1)]
-    if node is None:
-        return None, smap, [Diagnostic("E101", "the spec is empty", 0, 1)]
-    diagnostics: list[Diagnostic] = []
-    data = _convert(node, (), smap, diagnostics)
+        return None, smap, [Diagnostic("E100", f"invalid YAML: {exc.problem or exc.context}", at, at + 1)]
+    except yaml.reader.ReaderError as exc:
+        at = exc.position
+        message = f"invalid YAML: character U+{exc.character:04X} is not allowed in a YAML file"
+        return None, smap, [Diagnostic("E100", message, at, at + 1)]
+    except _TooLarge as exc:
+        at = exc.node.start_mark.index
+        help = "a spec is a small file; aliases that expand into huge or endless trees are refused"
+        return None, smap, [Diagnostic("E106", str(exc), at, at + 1, help=help)]
     return data, smap, diagnostics
 
 
-def _convert(node: yaml.Node, path: Path, smap: SourceMap, diags: list[Diagnostic]) -> Any:
+MAX_DEPTH = 32
+MAX_NODES = 100_000  # after alias expansion: stops "billion laughs" documents
+
+
+class _TooLarge(Exception):
+    def __init__(self, message: str, node: yaml.Node) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+def _convert(node: yaml.Node, path: Path, smap: SourceMap, diags: list[Diagnostic], budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge(f"the spec expands to more than {MAX_NODES:,} values", node)
+    if len(path) > MAX_DEPTH:
+        raise _TooLarge(f"the spec nests deeper than {MAX_DEPTH} levels", node)
     smap.values[path] = (node.start_mark.index, node.end_mark.index)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -68,10 +90,10 @@ def _convert(node: yaml.Node, path: Path, smap: SourceMap, diags: list[Diagnosti
                 continue
             child = (*path, key)
             smap.keys[child] = (key_node.start_mark.index, key_node.end_mark.index)
-            out[key] = _convert(value_node, child, smap, diags)
+            out[key] = _convert(value_node, child, smap, diags, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), smap, diags) for i, item in enumerate(node.value)]
+        return [_convert(item, (*path, i), smap, diags, budget) for i, item in enumerate(node.value)]
     return _scalar(node)
 
 

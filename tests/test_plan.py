@@ -1,0 +1,92 @@
+"""`distillc plan` and the budget: numbers checked by hand, refusals before spending, a stop while spending."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distillc import api, models
+from distillc.errors import DistillcError
+from distillc.plan import plan, render
+from tests.conftest import review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+from tests.helpers import distillc
+
+SMALL = """\
+name: yes-no
+task:
+  instructions: Is it a yes?
+  examples:
+    - {input: yep, output: "yes"}
+  output: {type: label, labels: ["yes", "no"]}
+inputs:
+  source: {path: inputs.txt}
+teacher:
+  model: m
+  base_url: http://127.0.0.1:9/v1
+  price_per_1m_tokens: {input: 2.0, output: 8.0}
+student: {base_model: s}
+"""
+
+
+def test_plan_matches_a_hand_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the embedded tokenizer, an endpoint's tokens are estimated as 4 characters each.
+    monkeypatch.setattr(models, "EMBEDDED", {"smollm2-135m-instruct": ("no_such_module", "x.gguf")})
+    (tmp_path / "inputs.txt").write_text("sure thing\nno way at all\nabsolutely yes\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SMALL)
+    result = plan(spec, out=tmp_path / "out")
+    # Counted by hand, 4 characters a token (at least 1), 3 more per message, 3 to prime the answer:
+    # system "Is it a yes?\n\nAnswer with exactly one of these labels and nothing else: yes, no." 80 chars -> 20 + 3
+    # example "yep" -> 1 + 3, its answer "yes" -> 1 + 3, priming 3: 34 per request before the input.
+    # inputs "sure thing" 10 -> 2 + 3, "no way at all" 13 -> 3 + 3, "absolutely yes" 14 -> 4 + 3.
+    assert result.teacher is not None
+    assert result.teacher.requests == 3
+    assert result.teacher.input_tokens == 3 * 34 + 5 + 6 + 7 == 120
+    assert result.teacher.output_tokens == 3 * 2  # "yes" (1 token by the 4-char rule) + end
+    assert result.teacher.usd == pytest.approx((120 * 2.0 + 6 * 8.0) / 1e6)
+    assert result.teacher.tokenizer == "4 characters per token"
+    text = render(result)
+    assert "teacher: 3 requests to send to m" in text
+    assert "tokens:  ~120 input + ~6 output" in text
+    assert "label     to run  not built before" in text
+
+
+def test_plan_and_build_refuse_over_budget_before_sending(tmp_path: Path, tiny_model: Path) -> None:
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(20))
+        spec.write_text(
+            spec.read_text().replace(
+                "  max_concurrency: 4\n", "  max_concurrency: 4\n  price_per_1m_tokens: {input: 1000}\n"
+            )
+            + "budget: {max_usd: 0.01}\n"
+        )
+        result = distillc("plan", str(spec), "--out", str(tmp_path / "out"))
+        assert result.returncode == 1
+        assert "OVER BUDGET" in result.stdout
+        with pytest.raises(DistillcError) as caught:
+            api.build(spec, out=tmp_path / "out")
+        assert caught.value.code == "E502"
+        assert "nothing was sent" in caught.value.message
+        assert teacher.requests == 0
+
+
+def test_budget_stops_new_requests_and_keeps_what_was_paid(tmp_path: Path, tiny_model: Path) -> None:
+    texts = review_texts(20)
+    # The endpoint bills far more than estimated: 10,000 prompt tokens a request at $10 per 1M = $0.10 each.
+    with FakeTeacher(sentiment, prompt_tokens=10_000) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        base = spec.read_text().replace(
+            "  max_concurrency: 4\n", "  max_concurrency: 1\n  price_per_1m_tokens: {input: 10}\n"
+        )
+        spec.write_text(base + "budget: {max_usd: 0.35}\n")
+        with pytest.raises(DistillcError) as caught:
+            api.build(spec, out=tmp_path / "out", until="label")
+        assert caught.value.code == "E503"
+        assert teacher.requests == 4  # $0.40 spent: the 4th reservation fit, the 5th did not
+        assert f"{len(texts) - 4} of {len(texts)} teacher requests were not sent" in caught.value.message
+        spec.write_text(base + "budget: {max_usd: 5}\n")
+        result = api.build(spec, out=tmp_path / "out", until="label")
+        assert teacher.requests == len(texts)  # only the unsent ones went out
+        assert result.stage("label").summary["usd"] == pytest.approx(len(texts) * 0.1, rel=0.05)
