@@ -30,24 +30,29 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", help="Diagnostics format.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def validate(spec: Path, fmt: str, strict: bool) -> None:
-    """Check SPEC and print every problem at once (exit 1 on errors)."""
+def validate(specs: tuple[Path, ...], fmt: str, strict: bool) -> None:
+    """Check each SPEC and print every problem at once (exit 1 on errors)."""
     from distillc.spec import validate_file
     from distillc.spec.diagnostics import render_all, to_json
 
-    resolved, diagnostics, source = validate_file(spec)
-    failed = resolved is None or (strict and bool(diagnostics))
+    failed = False
+    rows: list[dict[str, object]] = []
+    for spec in specs:
+        resolved, diagnostics, source = validate_file(spec)
+        failed |= resolved is None or (strict and bool(diagnostics))
+        if fmt == "json":
+            rows += json.loads(to_json(diagnostics, source, str(spec)))
+        elif diagnostics:
+            click.echo(render_all(diagnostics, source, str(spec)), err=True)
+        if fmt == "text" and resolved is not None and not (strict and diagnostics):
+            click.echo(f"{spec}: ok")
     if fmt == "json":
-        click.echo(to_json(diagnostics, source, str(spec)))
-    elif diagnostics:
-        click.echo(render_all(diagnostics, source, str(spec)), err=True)
+        click.echo(json.dumps(rows, indent=2))
     if failed:
         sys.exit(1)
-    if fmt == "text":
-        click.echo(f"{spec}: ok")
 
 
 @main.command()

@@ -51,3 +51,20 @@ def test_schema_accepts_example_specs_and_rejects_unknown_keys() -> None:
         data["teacher"]["temprature"] = 0
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(data, schema)
+
+
+def test_pre_commit_hooks_run_validate_on_spec_files(tmp_path: Path) -> None:
+    import re
+
+    hooks = yaml.safe_load((SPECS.parent / ".pre-commit-hooks.yaml").read_text())
+    assert {h["id"] for h in hooks} == {"distillc-validate", "distillc-validate-strict"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")
+    for hook in hooks:
+        assert re.search(hook["files"], "specs/review-sentiment.yaml")
+        assert not re.search(hook["files"], ".github/workflows/ci.yaml")
+        program, *args = hook["entry"].split()
+        assert program == "distillc"
+        good = distillc(*args, str(SPECS / "review-sentiment.yaml"), str(SPECS / "review-sentiment.yaml"))
+        assert good.returncode == 0, good.stderr
+        assert distillc(*args, str(SPECS / "review-sentiment.yaml"), str(bad)).returncode == 1
