@@ -10,7 +10,8 @@ from tests.test_spec import VALID
 
 
 def gather(tmp_path: Path, filename: str, content: str, source: str) -> tuple[list[str], dict]:
-    (tmp_path / filename).write_text(content, encoding="utf-8")
+    if content:
+        (tmp_path / filename).write_text(content, encoding="utf-8")
     spec = tmp_path / "spec.yaml"
     spec.write_text(VALID.replace("source: {path: inputs.txt}", f"source: {source}"))
     result = api.build(spec, out=tmp_path / "out", until="inputs")
@@ -50,3 +51,15 @@ def test_editing_the_input_file_invalidates_the_stage(tmp_path: Path) -> None:
     gather(tmp_path, "t.txt", "alpha\n", "{path: t.txt}")
     inputs, _ = gather(tmp_path, "t.txt", "alpha\ngamma\n", "{path: t.txt}")
     assert inputs == ["alpha", "gamma"]
+
+
+def test_parquet_column_with_nulls_and_wrong_types(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "body": ["first", None, "second", "first"]}), tmp_path / "t.parquet")
+    inputs, summary = gather(tmp_path, "t.parquet", "", "{path: t.parquet, field: body}")
+    assert inputs == ["first", "second"]
+    assert (summary["empty"], summary["duplicates"]) == (1, 1)
+    _, summary = gather(tmp_path, "t.parquet", "", "{path: t.parquet, field: id}")
+    assert summary["problems"][0] == "t.parquet:1: column 'id' holds int, not text"

@@ -20,7 +20,7 @@ from distillc.spec.source import SourceMap, load_yaml
 
 DEFAULT_METRIC = {"label": "accuracy", "text": "exact_match", "json": "exact_match"}
 LABEL_METRICS = {"accuracy", "macro_f1"}
-INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt"}
+INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt", ".parquet": "parquet"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_LIKE = re.compile(r"^(sk-|sk_|gsk_|hf_|xai-|AKIA)|^[A-Za-z0-9_\-]{32,}$")
 
@@ -303,7 +303,7 @@ def _check_inputs(inputs: Inputs, smap: SourceMap, spec_dir: Path) -> list[Diagn
                 help="paths in a spec are relative to the spec file",
             )
         )
-    if suffix in {".jsonl", ".csv"} and not source.field:
+    if suffix in {".jsonl", ".csv", ".parquet"} and not source.field:
         out.append(
             Diagnostic(
                 "E115",

@@ -37,8 +37,12 @@ class Task(Strict):
 
 
 class Source(Strict):
-    path: str = Field(min_length=1, description="Inputs file (.jsonl, .csv, .txt), relative to the spec file.")
-    field: str | None = Field(default=None, description="Key (.jsonl) or column (.csv) holding the input text.")
+    path: str = Field(
+        min_length=1, description="Inputs file (.jsonl, .csv, .txt, .parquet), relative to the spec file."
+    )
+    field: str | None = Field(
+        default=None, description="Key (.jsonl) or column (.csv, .parquet) holding the input text."
+    )
     limit: int | None = Field(default=None, ge=1, description="Use at most this many inputs.")
 
 

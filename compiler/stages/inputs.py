@@ -1,4 +1,4 @@
-"""Gather inputs from the spec's source file: one input per row, cleaned and deduplicated.
+"""Gather inputs from the spec's source file (.jsonl, .csv, .txt, .parquet): one input per row, cleaned, deduplicated.
 
 A bad row is skipped and reported with its line number; it never stops the build.
 """
@@ -58,7 +58,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def _rows(path: Path, fmt: str, field: str) -> Iterator[tuple[int, Any, str]]:
-    """(line number, value, problem) per row; problem is "" for a good row."""
+    """(line or row number, value, problem) per row; problem is "" for a good row."""
+    if fmt == "parquet":
+        yield from _parquet_rows(path, field)
+        return
     with path.open(encoding="utf-8", errors="replace", newline="") as f:
         if fmt == "txt":
             for n, line in enumerate(f, 1):
@@ -83,3 +86,26 @@ def _rows(path: Path, fmt: str, field: str) -> Iterator[tuple[int, Any, str]]:
                 return
             for row in reader:
                 yield reader.line_num, row[field], ""
+
+
+def _parquet_rows(path: Path, field: str) -> Iterator[tuple[int, Any, str]]:
+    """Rows of one column, read in batches so a large file never sits in memory whole."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        yield 1, None, f"not a readable Parquet file ({exc})"
+        return
+    columns = table.schema_arrow.names
+    if field not in columns:
+        yield 1, None, f"no column '{field}' (columns: {', '.join(columns)})"
+        return
+    row = 0
+    for batch in table.iter_batches(columns=[field], batch_size=4096):
+        for value in batch.column(0).to_pylist():
+            row += 1
+            if value is not None and not isinstance(value, str):
+                yield row, None, f"column '{field}' holds {type(value).__name__}, not text"
+            else:
+                yield row, value, ""
