@@ -95,6 +95,8 @@ CASES: list[tuple[str, str, str]] = [
     ),
     ("few_examples_warning", '    - {input: "love it", output: other}\n', ""),
     ("budget_without_price_warning", "evaluation:", "budget: {max_usd: 5}\nevaluation:"),
+    ("lora_settings_without_lora", "  epochs: 3", "  epochs: 3\n  lora: {r: 8}"),
+    ("prune_zero_layers", "  epochs: 3", "  epochs: 3\n  prune: {keep_layers: 0}"),
     ("several_errors_sorted", "name: tickets", "name: Tickets\nextra: 1"),
 ]
 

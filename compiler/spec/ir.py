@@ -55,8 +55,19 @@ class TeacherIR:
 
 
 @dataclass(frozen=True)
+class LoraIR:
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...]  # empty = every linear layer
+
+
+@dataclass(frozen=True)
 class StudentIR:
     base_model: str
+    method: str  # full | lora
+    lora: LoraIR | None  # set exactly when method is lora
+    keep_layers: int  # 0 = no pruning
     epochs: int
     learning_rate: float
     batch_size: int

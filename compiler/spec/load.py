@@ -15,7 +15,7 @@ from distillc.artifacts import file_sha256
 from distillc.errors import SpecError
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, sort_key
-from distillc.spec.raw import Budget, Evaluation, Inputs, RawSpec, Task, Teacher
+from distillc.spec.raw import Budget, Evaluation, Inputs, Lora, RawSpec, Student, Task, Teacher
 from distillc.spec.source import SourceMap, load_yaml
 
 DEFAULT_METRIC = {"label": "accuracy", "text": "exact_match", "json": "exact_match"}
@@ -169,6 +169,7 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
         "task": (Task, _check_task),
         "inputs": (Inputs, _check_inputs),
         "teacher": (Teacher, _check_teacher),
+        "student": (Student, _check_student),
     }
     sections: dict[str, Any] = {}
     for key, (model, check) in checks.items():
@@ -314,6 +315,19 @@ def _check_inputs(inputs: Inputs, smap: SourceMap, spec_dir: Path) -> list[Diagn
     return out
 
 
+def _check_student(student: Student, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    if student.lora is not None and student.method != "lora":
+        return [
+            Diagnostic(
+                "E120",
+                f"'lora' settings apply to method 'lora', but method is '{student.method}'",
+                *smap.key_span(("student", "lora")),
+                help="add `method: lora`, or remove the lora settings",
+            )
+        ]
+    return []
+
+
 def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     if teacher.provider == "local" and teacher.base_url:
@@ -415,6 +429,9 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
         ),
         student=ir.StudentIR(
             base_model=_resolve_model_ref(s.base_model, spec_path.parent),
+            method=s.method,
+            lora=_lora(s.lora or Lora()) if s.method == "lora" else None,
+            keep_layers=s.prune.keep_layers if s.prune else 0,
             epochs=s.epochs,
             learning_rate=s.learning_rate,
             batch_size=s.batch_size,
@@ -434,6 +451,10 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
         ),
         budget=ir.BudgetIR(max_usd=raw.budget.max_usd or 0.0),
     )
+
+
+def _lora(lora: Lora) -> ir.LoraIR:
+    return ir.LoraIR(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules or ()))
 
 
 def _resolve_model_ref(ref: str, spec_dir: Path) -> str:

@@ -72,8 +72,28 @@ class Teacher(Strict):
     price_per_1m_tokens: Price = Field(default_factory=Price, description="For cost estimates and the budget.")
 
 
+class Lora(Strict):
+    r: int = Field(default=16, ge=1, le=1024, description="Rank of the low-rank update.")
+    alpha: float = Field(default=32.0, gt=0, description="Scaling of the update (alpha / r).")
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        default=None, description="Module names to adapt, e.g. [q_proj, v_proj]; default: every linear layer."
+    )
+
+
+class Prune(Strict):
+    keep_layers: int = Field(ge=1, description="Keep this many decoder layers, evenly spaced; the rest are dropped.")
+
+
 class Student(Strict):
     base_model: str = Field(min_length=1, description="HF id, local directory, .gguf file or a built-in name.")
+    method: Literal["full", "lora"] = Field(
+        default="full", description="full: train every weight; lora: train low-rank adapters, merged after training."
+    )
+    lora: Lora | None = Field(default=None, description="LoRA settings (method: lora).")
+    prune: Prune | None = Field(
+        default=None, description="Depth pruning before training: faster, usually less accurate. Measure it."
+    )
     epochs: int = Field(default=3, ge=1, le=1000)
     learning_rate: float = Field(default=5e-5, gt=0, le=1)
     batch_size: int = Field(default=8, ge=1, le=4096)

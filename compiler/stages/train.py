@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from distillc.artifacts import read_jsonl
+from distillc.errors import DistillcError
 from distillc.models import load_causal_lm, pick_device
 from distillc.runner import StageContext
+from distillc.spec.ir import LoraIR
 from distillc.student import eos_ids, prompt_template, save_prompt
 
 NAME = "train"
@@ -40,6 +42,11 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     device = pick_device()
     model, tokenizer = load_causal_lm(cfg.base_model, device)
+    total_layers = model.config.num_hidden_layers
+    kept = prune_layers(model, cfg.keep_layers) if cfg.keep_layers else list(range(total_layers))
+    if cfg.lora is not None:
+        model = add_lora(model, cfg.lora)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     prefix, suffix = prompt_template(tokenizer, ctx.spec.task.instructions)
     eos = eos_ids(tokenizer, model.config)
     rows = read_jsonl(split / "train.jsonl")
@@ -51,7 +58,7 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
 
     model.train()
     model.config.use_cache = False
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
     steps = cfg.epochs * math.ceil(len(encoded) / cfg.batch_size)
     warmup = max(1, steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -69,7 +76,7 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
             with autocast:
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -80,6 +87,8 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
         ctx.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_losses[-1]:.4f}")
     seconds = time.perf_counter() - started
 
+    if cfg.lora is not None:
+        model = model.merge_and_unload()  # a plain model again: exported and served like a full fine-tune
     out = ctx.workdir / "model"
     model.config.use_cache = True
     model.eval().to("cpu").save_pretrained(out)
@@ -91,8 +100,52 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
         "epochs": cfg.epochs,
         "epoch_loss": epoch_losses,
         "device": device,
+        "method": cfg.method,
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "layers": {"kept": kept, "of": total_layers},
         "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
     }
+
+
+def prune_layers(model: Any, keep: int) -> list[int]:
+    """Keep `keep` evenly spaced decoder layers (first and last included); returns their original indices."""
+    import torch
+
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        raise DistillcError("E320", f"student.prune needs a decoder with model.layers; {type(model).__name__} has none")
+    total = len(layers)
+    if keep >= total:
+        raise DistillcError(
+            "E320",
+            f"student.prune.keep_layers is {keep}, but the model has only {total} layers",
+            help=f"choose fewer than {total}, or remove prune",
+        )
+    kept = [0] if keep == 1 else sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+    model.model.layers = torch.nn.ModuleList(layers[i] for i in kept)
+    for new_index, layer in enumerate(model.model.layers):
+        if hasattr(getattr(layer, "self_attn", None), "layer_idx"):
+            layer.self_attn.layer_idx = new_index  # the KV cache is indexed by position in the new stack
+    model.config.num_hidden_layers = len(kept)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in kept]
+    return kept
+
+
+def add_lora(model: Any, lora: LoraIR) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules) or "all-linear",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # e.g. a target module name the model does not have
+        raise DistillcError("E321", f"cannot add LoRA adapters: {str(exc).splitlines()[0]}") from None
 
 
 def _collate(batch: list[tuple[list[int], list[int], bool]], pad: int, device: str) -> tuple[Any, Any, Any]:
