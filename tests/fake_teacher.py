@@ -21,6 +21,7 @@ class FakeTeacher:
         self.prompt_tokens = prompt_tokens  # reported usage; by default, words in the messages
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -52,6 +53,7 @@ class FakeTeacher:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 with teacher._lock:
                     teacher.requests += 1
+                    teacher.arrivals.append(time.monotonic())
                     teacher.bodies.append(body)
                 user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
                 time.sleep(teacher.delay_s)

@@ -48,6 +48,8 @@ class TeacherIR:
     max_tokens: int
     api_key_env: str = nokey()
     max_concurrency: int = nokey()
+    requests_per_minute: int = nokey()  # 0 = no limit
+    tokens_per_minute: int = nokey()
     timeout_s: float = nokey()
     max_retries: int = nokey()
     price_input_per_1m: float = nokey()

@@ -422,6 +422,8 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             max_tokens=t.max_tokens,
             api_key_env=t.api_key_env,
             max_concurrency=t.max_concurrency,
+            requests_per_minute=t.requests_per_minute or 0,
+            tokens_per_minute=t.tokens_per_minute or 0,
             timeout_s=t.timeout_s,
             max_retries=t.max_retries,
             price_input_per_1m=t.price_per_1m_tokens.input,

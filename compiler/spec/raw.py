@@ -67,6 +67,10 @@ class Teacher(Strict):
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=256, ge=1, le=32768, description="Longest answer the teacher may give.")
     max_concurrency: int = Field(default=8, ge=1, le=1024, description="Requests in flight at once.")
+    requests_per_minute: int | None = Field(default=None, ge=1, description="Client-side request rate limit.")
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Client-side token rate limit (prompt + max_tokens per request)."
+    )
     timeout_s: float = Field(default=120.0, gt=0, le=3600, description="Seconds before one request is abandoned.")
     max_retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed request, with backoff.")
     price_per_1m_tokens: Price = Field(default_factory=Price, description="For cost estimates and the budget.")

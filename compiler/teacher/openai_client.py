@@ -17,6 +17,7 @@ from distillc.events import Event, Sink
 from distillc.spec.ir import TeacherIR
 from distillc.teacher.cost import Budget
 from distillc.teacher.journal import Journal
+from distillc.teacher.ratelimit import RateLimiter, request_tokens
 
 Messages = list[dict[str, str]]
 Pending = list[tuple[str, Messages]]
@@ -69,12 +70,14 @@ async def _complete(
         timeout=teacher.timeout_s,
     )
     gate = asyncio.Semaphore(teacher.max_concurrency)
+    limiter = RateLimiter(teacher.requests_per_minute, teacher.tokens_per_minute)
     failures: dict[str, str] = {}
     done = 0
 
     async def one(key: str, messages: Messages) -> None:
         nonlocal done
         async with gate:
+            await limiter.acquire(request_tokens(messages, teacher.max_tokens))
             cost = spending.estimate_usd(messages) if spending else 0.0
             if spending and not spending.budget.reserve(cost):
                 failures[key] = OVER_BUDGET
