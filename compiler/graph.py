@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distillc.stages import evaluate, export, inputs, label, package, split, train
+from distillc.stages import evaluate, export, inputs, label, package, split, train, verify
 
-STAGES = (inputs, label, split, train, evaluate, export, package)
+STAGES = (inputs, label, split, train, evaluate, export, verify, package)
 STAGE_NAMES = tuple(s.NAME for s in STAGES)

@@ -23,9 +23,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.package_dir} is not a distillc package (no package.json)", file=sys.stderr)
         return 2
     if args.command == "predict":
-        from distillc_runtime.generate import Generator
+        import json
 
-        print(Generator(args.package_dir / "model").predict(args.text))
+        from distillc_runtime.generate import Generator
+        from distillc_runtime.providers import providers_for
+
+        target = json.loads((args.package_dir / "package.json").read_text(encoding="utf-8")).get("target", "cpu")
+        print(Generator(args.package_dir / "model", providers=providers_for(target)).predict(args.text))
         return 0
     import uvicorn
 

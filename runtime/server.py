@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from distillc_runtime.generate import Generator
+from distillc_runtime.providers import providers_for
 
 MAX_INPUT_CHARS = 20_000
 
@@ -25,7 +26,7 @@ class PredictResponse(BaseModel):
 def create_app(package_dir: str | Path) -> FastAPI:
     package = Path(package_dir)
     info = json.loads((package / "package.json").read_text(encoding="utf-8"))
-    generator = Generator(package / "model")
+    generator = Generator(package / "model", providers=providers_for(info.get("target", "cpu")))
     app = FastAPI(title=info["name"], version=info.get("distillc_version", ""))
 
     @app.get("/healthz")

@@ -12,7 +12,7 @@ from tests.conftest import review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, free_port, http, read_json, wait_healthy
 
-STAGES = ["inputs", "label", "split", "train", "evaluate", "export", "package"]
+STAGES = ["inputs", "label", "split", "train", "evaluate", "export", "verify", "package"]
 FORBIDDEN = {"torch", "transformers", "peft", "accelerate", "distillc"}
 
 
@@ -52,7 +52,13 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
         assert third.returncode == 0, third.stderr
         assert teacher.requests == len(inputs)
         stages = {s["name"]: s for s in read_json(out / "manifest.json")["stages"]}
-        assert [n for n in STAGES if stages[n]["status"] == "miss"] == ["train", "evaluate", "export", "package"]
+        assert [n for n in STAGES if stages[n]["status"] == "miss"] == [
+            "train",
+            "evaluate",
+            "export",
+            "verify",
+            "package",
+        ]
         assert stages["train"]["reason"] == "changed: spec.student"
 
     package = out / "package"

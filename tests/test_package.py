@@ -6,7 +6,10 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from distillc.render import render
+from distillc.stages.package import image, requirements
 from tests.conftest import review_texts, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, read_json
@@ -14,18 +17,26 @@ from tests.helpers import distillc, read_json
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def test_dockerfile_matches_golden() -> None:
-    rendered = render(
-        "Dockerfile.j2", name="review-sentiment", distillc_version="0.0.0", port=8080, python_version="3.11"
-    )
-    golden = GOLDEN / "Dockerfile"
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_dockerfile_matches_golden(target: str) -> None:
+    base = {"base_image": "python:3.11-slim", "python": "python", "system_python": False}
+    values = base if target == "cpu" else image("cuda")
+    rendered = render("Dockerfile.j2", name="review-sentiment", distillc_version="0.0.0", port=8080, **values)
+    golden = GOLDEN / f"Dockerfile.{target}"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)
     assert rendered == golden.read_text()
 
 
+def test_cuda_packages_pin_the_gpu_build_of_the_same_onnxruntime() -> None:
+    cpu, cuda = requirements("cpu").splitlines(), requirements("cuda").splitlines()
+    [ort] = [line for line in cpu if line.startswith("onnxruntime")]
+    assert ort.replace("onnxruntime", "onnxruntime-gpu") in cuda
+    assert not any(line.startswith(("torch", "transformers")) for line in cpu + cuda)
+
+
 def test_dockerfile_layers_change_least_first() -> None:
-    lines = [line for line in (GOLDEN / "Dockerfile").read_text().splitlines() if line.startswith(("COPY", "RUN"))]
+    lines = [line for line in (GOLDEN / "Dockerfile.cpu").read_text().splitlines() if line.startswith(("COPY", "RUN"))]
     order = [line.split()[1] for line in lines if line.startswith("COPY")]
     assert order == ["requirements.txt", "distillc_runtime/", "package.json", "model/"]
 

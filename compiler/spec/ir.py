@@ -85,6 +85,12 @@ class EvaluationIR:
 
 
 @dataclass(frozen=True)
+class ExportIR:
+    quantization: tuple[str, ...]  # fp32 | int8 | int4, in the order given
+    target: str  # cpu | cuda
+
+
+@dataclass(frozen=True)
 class DeployIR:
     max_new_tokens: int
     latency_p50_ms: float  # 0 = no budget
@@ -106,6 +112,7 @@ class SpecIR:
     teacher: TeacherIR
     student: StudentIR
     evaluation: EvaluationIR
+    export: ExportIR
     deploy: DeployIR
     budget: BudgetIR
 

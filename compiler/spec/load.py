@@ -15,7 +15,7 @@ from distillc.artifacts import file_sha256
 from distillc.errors import SpecError
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, sort_key
-from distillc.spec.raw import Budget, Evaluation, Inputs, Lora, RawSpec, Student, Task, Teacher
+from distillc.spec.raw import Budget, Evaluation, Export, Inputs, Lora, RawSpec, Student, Task, Teacher
 from distillc.spec.source import SourceMap, load_yaml
 
 DEFAULT_METRIC = {"label": "accuracy", "text": "exact_match", "json": "exact_match"}
@@ -170,6 +170,7 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
         "inputs": (Inputs, _check_inputs),
         "teacher": (Teacher, _check_teacher),
         "student": (Student, _check_student),
+        "export": (Export, _check_export),
     }
     sections: dict[str, Any] = {}
     for key, (model, check) in checks.items():
@@ -328,6 +329,20 @@ def _check_student(student: Student, smap: SourceMap, spec_dir: Path) -> list[Di
     return []
 
 
+def _check_export(export: Export, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    variants = export.quantization
+    repeated = sorted({v for v in variants if variants.count(v) > 1})
+    if repeated:
+        return [
+            Diagnostic(
+                "E121",
+                f"quantization variant listed twice: {', '.join(repeated)}",
+                *smap.value_span(("export", "quantization")),
+            )
+        ]
+    return []
+
+
 def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     if teacher.provider == "local" and teacher.base_url:
@@ -445,6 +460,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             metric=DEFAULT_METRIC[raw.task.output.type] if raw.evaluation.metric == "auto" else raw.evaluation.metric,
             min_score=raw.evaluation.min_score,
         ),
+        export=ir.ExportIR(quantization=tuple(raw.export.quantization), target=raw.export.target),
         deploy=ir.DeployIR(
             max_new_tokens=raw.deploy.max_new_tokens,
             latency_p50_ms=raw.deploy.latency_budget_ms.p50 or 0.0,

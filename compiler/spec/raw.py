@@ -128,6 +128,18 @@ class Deploy(Strict):
     port: int = Field(default=8080, ge=1, le=65535, description="Port the package's server listens on.")
 
 
+class Export(Strict):
+    quantization: list[Literal["fp32", "int8", "int4"]] = Field(
+        default_factory=lambda: ["fp32"],
+        min_length=1,
+        description="Variants to try. Each is scored on the held-out inputs as shipped; the fastest that meets "
+        "evaluation.min_score (and the latency budget) ships.",
+    )
+    target: Literal["cpu", "cuda"] = Field(
+        default="cpu", description="Where the package runs: onnxruntime on CPU, or onnxruntime-gpu with CUDA."
+    )
+
+
 class Budget(Strict):
     max_usd: float | None = Field(default=None, gt=0, description="Refuse to spend more than this on the teacher.")
 
@@ -141,5 +153,6 @@ class RawSpec(Strict):
     teacher: Teacher
     student: Student
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    export: Export = Field(default_factory=Export)
     deploy: Deploy = Field(default_factory=Deploy)
     budget: Budget = Field(default_factory=Budget)

@@ -12,7 +12,7 @@ from distillc.scoring import agrees, score
 from distillc.student import load_prompt, prompt_text
 
 NAME = "evaluate"
-VERSION = 1
+VERSION = 2
 READS = ("task", "evaluation.metric", "deploy.max_new_tokens")
 NEEDS = ("split", "train")
 
@@ -53,7 +53,17 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
             )
     write_jsonl(ctx.workdir / "predictions.jsonl", predictions)
     metric = ctx.spec.evaluation.metric
-    value = score(ctx.spec.task, metric, [(p["expected"], p["output"]) for p in predictions])
+    pairs = [(p["expected"], p["output"]) for p in predictions]
+    value = score(ctx.spec.task, metric, pairs)
+    # Every metric that fits the task, whichever one gates: accuracy alone hides a majority-label student.
+    metrics = ("accuracy", "macro_f1") if ctx.spec.task.output_type == "label" else ("exact_match",)
+    scores = {m: round(score(ctx.spec.task, m, pairs), 6) for m in metrics}
     ctx.log(f"{metric} {value:.3f} on {len(predictions)} held-out inputs")
     misses = [{k: p[k] for k in ("input", "expected", "output")} for p in predictions if not p["agrees"]][:10]
-    return {"metric": metric, "score": round(value, 6), "n": len(predictions), "disagreements": misses}
+    return {
+        "metric": metric,
+        "score": round(value, 6),
+        "scores": scores,
+        "n": len(predictions),
+        "disagreements": misses,
+    }

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import shutil
-import statistics
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,19 +20,24 @@ from typing import Any
 
 from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.errors import DistillcError
+from distillc.latency import percentiles
 from distillc.models import quiet_transformers
 from distillc.runner import StageContext
 from distillc.student import load_prompt
 
 NAME = "export"
-VERSION = 1
-READS = ("deploy.max_new_tokens",)
+VERSION = 2
+READS = ("deploy.max_new_tokens", "export.quantization")
 NEEDS = ("train", "evaluate")
 
 
+def variant_dir(export_artifact: Path, variant: str) -> Path:
+    return export_artifact / "variants" / variant
+
+
 def run(ctx: StageContext, train: Path, evaluate: Path) -> dict[str, Any]:
-    out = ctx.workdir / "model"
-    out.mkdir()
+    out = variant_dir(ctx.workdir, "fp32")
+    out.mkdir(parents=True)
     started = time.perf_counter()
     layers = export_onnx(train / "model", out / "model.onnx", ctx.build_dir / "logs" / "export.log")
     export_seconds = time.perf_counter() - started
@@ -54,14 +58,72 @@ def run(ctx: StageContext, train: Path, evaluate: Path) -> dict[str, Any]:
             f"{len(parity['rows'])} held-out inputs (first: {first['input'][:80]!r}: "
             f"{first['torch']!r} vs {first['onnx']!r})",
         )
+    sizes = {"fp32": _size(out)}
+    for variant in ctx.spec.export.quantization:
+        if variant != "fp32":
+            target = variant_dir(ctx.workdir, variant)
+            quantize(out, target, variant, ctx.build_dir / "logs" / f"quantize-{variant}.log")
+            sizes[variant] = _size(target)
+            ctx.log(f"{variant}: {sizes[variant] / 1e6:.0f} MB (fp32: {sizes['fp32'] / 1e6:.0f} MB)")
     return {
         "layers": layers,
         "export_seconds": round(export_seconds, 2),
         "parity_checked": len(parity["rows"]),
         "parity_mismatches": 0,
         "latency_ms": parity["latency_ms"],
-        "onnx_bytes": sum(p.stat().st_size for p in out.iterdir()),
+        "variant_bytes": sizes,
     }
+
+
+def quantize(source: Path, target: Path, variant: str, log_path: Path) -> None:
+    """Weight-only quantization of the fp32 export: int8 (dynamic, per MatMul) or int4 (blockwise MatMulNBits).
+
+    Quantized variants are not expected to match fp32 token for token; the verify stage scores them as shipped.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    target.mkdir(parents=True)
+    for name in ("tokenizer.json", "generation.json"):
+        shutil.copy2(source / name, target / name)
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(log), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if variant == "int8":
+                quantize_dynamic(
+                    str(source / "model.onnx"),
+                    str(target / "model.onnx"),
+                    weight_type=QuantType.QInt8,
+                    use_external_data_format=True,
+                )
+            else:
+                quantizer = MatMulNBitsQuantizer(
+                    onnx.load(str(source / "model.onnx")), block_size=32, is_symmetric=True
+                )
+                quantizer.process()
+                quantizer.model.save_model_to_file(str(target / "model.onnx"), use_external_data_format=True)
+    except Exception as exc:  # noqa: BLE001 - the quantizers raise many types; the user needs one message
+        raise DistillcError(
+            "E312",
+            f"{variant} quantization failed: {str(exc).strip().splitlines()[0][:300]}",
+            help=f"remove {variant} from export.quantization; the quantizer's log is in {log_path}",
+        ) from None
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(log.getvalue(), encoding="utf-8")
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("model.onnx"))
 
 
 def export_onnx(model_dir: Path, target: Path, log_path: Path | None = None) -> int:
@@ -168,12 +230,4 @@ def check_parity(model_dir: Path, predictions: list[dict[str, Any]]) -> dict[str
         rows.append(
             {"id": p["id"], "input": p["input"], "torch": p["output_ids"], "onnx": ids, "same": ids == p["output_ids"]}
         )
-    return {"rows": rows, "latency_ms": _percentiles(latencies)}
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]  # noqa: E731
-    return {"p50": round(statistics.median(ordered), 2), "p95": round(pick(0.95), 2), "n": len(ordered)}
+    return {"rows": rows, "latency_ms": percentiles(latencies)}

@@ -59,7 +59,10 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         pending = unanswered(requests, journal)
         ctx.log(f"{len(items) - len(pending)} answers from the journal, {len(pending)} to request")
         if teacher.provider == "local":
-            failures = local.complete(teacher, spec.task, pending, journal, ctx.emit)
+            # A fixed sample of all inputs (by key, not by what is pending) calibrates label scores, so an
+            # interrupted and resumed run calibrates exactly as an uninterrupted one.
+            reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
+            failures = local.complete(teacher, spec.task, pending, journal, ctx.emit, reference)
         else:
             budget = _budget(spec, pending)
             failures = openai_client.complete(teacher, pending, journal, ctx.emit, budget)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 from importlib.metadata import PackageNotFoundError, version
@@ -13,11 +12,14 @@ from distillc import __version__
 from distillc.artifacts import read_json, tree_files, write_json
 from distillc.render import render
 from distillc.runner import META, StageContext
+from distillc.selection import choose_variant
+from distillc.stages.export import variant_dir
 
 NAME = "package"
 VERSION = 1
-READS = ("name", "task", "deploy", "student.base_model")
-NEEDS = ("export", "evaluate")
+READS = ("name", "task", "deploy", "student.base_model", "evaluation.min_score", "export")
+NEEDS = ("export", "verify")
+CUDA_IMAGE = "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"
 RUNTIME_REQUIREMENTS = ("numpy", "onnxruntime", "tokenizers", "fastapi", "uvicorn", "pydantic")
 
 
@@ -27,34 +29,48 @@ def runtime_dir() -> Path:
     return Path(distillc_runtime.__file__).parent
 
 
-def requirements() -> str:
+def requirements(target: str) -> str:
     """The runtime's dependencies, pinned to the versions the build verified the model with."""
     lines = []
     for name in RUNTIME_REQUIREMENTS:
         try:
-            lines.append(f"{name}=={version(name)}")
+            pinned = f"{name}=={version(name)}"
         except PackageNotFoundError:
-            lines.append(name)
+            pinned = name
+        if name == "onnxruntime" and target == "cuda":
+            pinned = pinned.replace("onnxruntime", "onnxruntime-gpu", 1)  # same release, CUDA build
+        lines.append(pinned)
     return "\n".join(lines) + "\n"
 
 
-def run(ctx: StageContext, export: Path, evaluate: Path) -> dict[str, Any]:
+def image(target: str) -> dict[str, Any]:
+    """Base image and Python for the Dockerfile: slim CPython for CPU; CUDA + cuDNN runtime for GPUs."""
+    if target == "cuda":
+        return {"base_image": CUDA_IMAGE, "python": "python3", "system_python": True}
+    python_version = ".".join(platform.python_version_tuple()[:2])
+    return {"base_image": f"python:{python_version}-slim", "python": "python", "system_python": False}
+
+
+def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
     spec = ctx.spec
+    verified = read_json(verify / META)["summary"]
+    chosen = choose_variant(spec, verified)
     out = ctx.workdir / "package"
-    _link_tree(export / "model", out / "model")
+    # Copies, not hard links: onnx refuses a weights file with several links.
+    shutil.copytree(variant_dir(export, chosen["name"]), out / "model")
     shutil.copytree(runtime_dir(), out / "distillc_runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    evaluation = read_json(evaluate / META)["summary"]
-    latency = read_json(export / META)["summary"].get("latency_ms") or {}
+    latency = {"p50": chosen["p50_ms"], "p95": chosen["p95_ms"], "measured_with": verified["measured_with"]}
     info = {
         "name": spec.name,
         "distillc_version": __version__,
+        "target": spec.export.target,
         "task": {
             "instructions": spec.task.instructions,
             "output_type": spec.task.output_type,
             "labels": list(spec.task.labels),
         },
-        "student": {"base_model": spec.student.base_model},
-        "evaluation": {"metric": evaluation["metric"], "score": evaluation["score"], "n": evaluation["n"]},
+        "student": {"base_model": spec.student.base_model, "variant": chosen["name"]},
+        "evaluation": {"metric": verified["metric"], "score": chosen["score"], "n": verified["n"]},
         "deploy": {
             "port": spec.deploy.port,
             "max_new_tokens": spec.deploy.max_new_tokens,
@@ -63,14 +79,9 @@ def run(ctx: StageContext, export: Path, evaluate: Path) -> dict[str, Any]:
         "latency_ms_at_build": latency,
     }
     write_json(out / "package.json", info)
-    (out / "requirements.txt").write_text(requirements(), encoding="utf-8")
+    (out / "requirements.txt").write_text(requirements(spec.export.target), encoding="utf-8")
     example = spec.task.examples[0]
-    values = dict(
-        name=spec.name,
-        distillc_version=__version__,
-        port=spec.deploy.port,
-        python_version=".".join(platform.python_version_tuple()[:2]),
-    )
+    values = dict(name=spec.name, distillc_version=__version__, port=spec.deploy.port, **image(spec.export.target))
     (out / "Dockerfile").write_text(render("Dockerfile.j2", **values), encoding="utf-8")
     (out / "README.md").write_text(
         render(
@@ -81,9 +92,11 @@ def run(ctx: StageContext, export: Path, evaluate: Path) -> dict[str, Any]:
             output_type=spec.task.output_type,
             labels=list(spec.task.labels),
             base_model=spec.student.base_model,
-            metric=evaluation["metric"],
-            score=evaluation["score"],
-            eval_n=evaluation["n"],
+            variant=chosen["name"],
+            target=spec.export.target,
+            metric=verified["metric"],
+            score=chosen["score"],
+            eval_n=verified["n"],
             latency=latency,
             example_input=example.input,
             example_output=example.output,
@@ -92,14 +105,8 @@ def run(ctx: StageContext, export: Path, evaluate: Path) -> dict[str, Any]:
     )
     files = tree_files(out)
     write_json(out / "manifest.json", {"name": spec.name, "files": files})
-    return {"files": len(files) + 1, "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())}
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    """Hard-link the (large, immutable) model files instead of copying them; copy where links fail."""
-    target.mkdir(parents=True)
-    for path in source.iterdir():
-        try:
-            os.link(path, target / path.name)
-        except OSError:
-            shutil.copy2(path, target / path.name)
+    return {
+        "variant": chosen["name"],
+        "files": len(files) + 1,
+        "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
+    }

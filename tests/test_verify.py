@@ -1,0 +1,73 @@
+"""Exported variants are scored as shipped, and the fastest one that meets the spec ships."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from distillc import api
+from distillc.errors import GateFailed
+from distillc.selection import choose_variant
+from distillc.spec import load_spec
+from tests.conftest import review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+from tests.test_spec import VALID, write
+
+
+def measured(*variants: tuple[str, float, float], on_target: bool = True) -> dict:
+    rows = [{"name": n, "score": s, "p50_ms": p95 / 2, "p95_ms": p95} for n, s, p95 in variants]
+    return {"variants": rows, "metric": "accuracy", "n": 20, "measured_on_target": on_target}
+
+
+def spec_with(tmp_path: Path, min_score: float = 0.8, p95: float = 0.0):  # noqa: ANN201
+    spec = load_spec(write(tmp_path, VALID))
+    return replace(
+        spec,
+        evaluation=replace(spec.evaluation, min_score=min_score),
+        deploy=replace(spec.deploy, latency_p95_ms=p95),
+    )
+
+
+def test_the_fastest_variant_that_meets_min_score_ships(tmp_path: Path) -> None:
+    verify = measured(("fp32", 0.95, 90.0), ("int8", 0.90, 60.0), ("int4", 0.70, 30.0))
+    assert choose_variant(spec_with(tmp_path), verify)["name"] == "int8"
+
+
+def test_quality_gate_names_every_variant_score(tmp_path: Path) -> None:
+    with pytest.raises(GateFailed) as caught:
+        choose_variant(spec_with(tmp_path, min_score=0.99), measured(("fp32", 0.95, 90.0), ("int8", 0.9, 60.0)))
+    assert caught.value.code == "E501"
+    assert "(accuracy: fp32 0.950, int8 0.900)" in caught.value.message
+
+
+def test_latency_budget_is_a_gate_when_measured_on_the_target(tmp_path: Path) -> None:
+    slow = measured(("fp32", 0.95, 90.0), ("int8", 0.90, 60.0))
+    with pytest.raises(GateFailed) as caught:
+        choose_variant(spec_with(tmp_path, p95=50.0), slow)
+    assert caught.value.code == "E504"
+    assert "fp32 p50 45.0 / p95 90.0 ms" in caught.value.message
+    assert choose_variant(spec_with(tmp_path, p95=70.0), slow)["name"] == "int8"
+    # Measured elsewhere (a GPU target built on a CPU machine): the numbers say nothing of the target.
+    elsewhere = measured(("fp32", 0.95, 90.0), on_target=False)
+    assert choose_variant(spec_with(tmp_path, p95=50.0), elsewhere)["name"] == "fp32"
+
+
+def test_int8_and_int4_variants_are_exported_scored_and_one_ships(tmp_path: Path, tiny_model: Path) -> None:
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(80))
+        spec.write_text(spec.read_text() + "export: {quantization: [fp32, int8, int4]}\n")
+        result = api.build(spec, out=tmp_path / "out")
+    verify = result.stage("verify").summary
+    assert [v["name"] for v in verify["variants"]] == ["fp32", "int8", "int4"]
+    assert verify["measured_on_target"] is True
+    sizes = result.stage("export").summary["variant_bytes"]
+    assert sizes["int8"] < sizes["fp32"] and sizes["int4"] < sizes["fp32"]
+    shipped = choose_variant(result.spec, verify)
+    package = json.loads((result.package_dir / "package.json").read_text())
+    assert package["student"]["variant"] == shipped["name"]
+    assert package["evaluation"]["score"] == shipped["score"]
+    fp32 = verify["variants"][0]
+    assert fp32["score"] == result.stage("evaluate").summary["score"]  # fp32 answers exactly as PyTorch did
