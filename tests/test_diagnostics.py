@@ -97,6 +97,13 @@ CASES: list[tuple[str, str, str]] = [
     ("budget_without_price_warning", "evaluation:", "budget: {max_usd: 5}\nevaluation:"),
     ("lora_settings_without_lora", "  epochs: 3", "  epochs: 3\n  lora: {r: 8}"),
     ("prune_zero_layers", "  epochs: 3", "  epochs: 3\n  prune: {keep_layers: 0}"),
+    (
+        "inputs_source_and_generate",
+        "{path: inputs.jsonl, field: text}",
+        "{path: inputs.jsonl, field: text}\n  generate: {count: 10}",
+    ),
+    ("inputs_neither", "  source: {path: inputs.jsonl, field: text}", "  generate_count: 10"),
+    ("generate_count_zero", "  source: {path: inputs.jsonl, field: text}", "  generate: {count: 0}"),
     ("several_errors_sorted", "name: tickets", "name: Tickets\nextra: 1"),
 ]
 

@@ -31,12 +31,30 @@ class TaskIR:
 
 
 @dataclass(frozen=True)
+class GenerateIR:
+    count: int
+    seed: int
+    guidance: str
+    per_request: int
+    max_requests: int
+    temperature: float
+    # What generated inputs depend on besides the settings above: the teacher, and the task it imitates.
+    teacher_provider: str
+    teacher_model: str
+    teacher_base_url: str
+    instructions: str
+    example_inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class InputsIR:
-    path: str = nokey()
+    mode: str  # source | generate
+    path: str = nokey("")
     sha256: str = ""  # content of the source file: what matters, not where it lives
     field: str = ""
     limit: int = 0  # 0 = no limit
-    format: str = ""  # jsonl | csv | txt
+    format: str = ""  # jsonl | csv | txt | parquet
+    generate: GenerateIR | None = None
 
 
 @dataclass(frozen=True)

@@ -283,6 +283,18 @@ def _check_task(task: Task, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]
 
 
 def _check_inputs(inputs: Inputs, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    if (inputs.source is None) == (inputs.generate is None):
+        both = inputs.source is not None
+        return [
+            Diagnostic(
+                "E122",
+                "inputs needs exactly one of 'source' and 'generate'" + (", not both" if both else ""),
+                *smap.key_span(("inputs",)),
+                help="source: {path: data.jsonl, field: text}  or  generate: {count: 500}",
+            )
+        ]
+    if inputs.source is None:
+        return []
     out: list[Diagnostic] = []
     source = inputs.source
     src_path = spec_dir / source.path
@@ -408,8 +420,6 @@ def _canonical_output(output: Any) -> str:
 def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
     """The only place raw becomes IR."""
     spec_path = spec_path.resolve()
-    source = raw.inputs.source
-    src = (spec_path.parent / source.path).resolve()
     t = raw.teacher
     s = raw.student
     return ir.SpecIR(
@@ -422,13 +432,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             labels=tuple(raw.task.output.labels or ()),
             json_schema=json.dumps(raw.task.output.json_schema, sort_keys=True) if raw.task.output.json_schema else "",
         ),
-        inputs=ir.InputsIR(
-            path=str(src),
-            sha256=file_sha256(src),
-            field=source.field or "",
-            limit=source.limit or 0,
-            format=INPUT_FORMATS[src.suffix.lower()],
-        ),
+        inputs=_inputs(raw, spec_path.parent),
         teacher=ir.TeacherIR(
             provider=t.provider,
             model=_resolve_model_ref(t.model, spec_path.parent) if t.provider == "local" else t.model,
@@ -468,6 +472,38 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             port=raw.deploy.port,
         ),
         budget=ir.BudgetIR(max_usd=raw.budget.max_usd or 0.0),
+    )
+
+
+def _inputs(raw: RawSpec, spec_dir: Path) -> ir.InputsIR:
+    source, generate = raw.inputs.source, raw.inputs.generate
+    if source is not None:
+        src = (spec_dir / source.path).resolve()
+        return ir.InputsIR(
+            mode="source",
+            path=str(src),
+            sha256=file_sha256(src),
+            field=source.field or "",
+            limit=source.limit or 0,
+            format=INPUT_FORMATS[src.suffix.lower()],
+        )
+    assert generate is not None  # exactly one of the two: checked before resolving
+    per_request = generate.per_request
+    return ir.InputsIR(
+        mode="generate",
+        generate=ir.GenerateIR(
+            count=generate.count,
+            seed=generate.seed,
+            guidance=(generate.guidance or "").strip(),
+            per_request=per_request,
+            max_requests=generate.max_requests or 3 * -(-generate.count // per_request),
+            temperature=generate.temperature,
+            teacher_provider=raw.teacher.provider,
+            teacher_model=raw.teacher.model,
+            teacher_base_url=raw.teacher.base_url or "",
+            instructions=raw.task.instructions.strip(),
+            example_inputs=tuple(e.input for e in raw.task.examples),
+        ),
     )
 
 

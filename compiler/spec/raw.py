@@ -46,8 +46,24 @@ class Source(Strict):
     limit: int | None = Field(default=None, ge=1, description="Use at most this many inputs.")
 
 
+class Generate(Strict):
+    count: int = Field(ge=1, le=1_000_000, description="How many distinct inputs to make.")
+    seed: int = Field(default=0, description="Fixes which examples each request shows, and local sampling.")
+    guidance: str | None = Field(
+        default=None, description="What the inputs should cover, e.g. topics, lengths, tones, languages."
+    )
+    per_request: int = Field(default=10, ge=1, le=100, description="Inputs asked for in one teacher request.")
+    max_requests: int | None = Field(
+        default=None, ge=1, description="Stop after this many requests even if count is not reached (default: 3x)."
+    )
+    temperature: float = Field(default=1.0, ge=0, le=2, description="Sampling temperature for generation.")
+
+
 class Inputs(Strict):
-    source: Source
+    source: Source | None = Field(default=None, description="Read inputs from a file (an existing system's export).")
+    generate: Generate | None = Field(
+        default=None, description="Have the teacher write inputs from the task's examples (few-shot)."
+    )
 
 
 class Price(Strict):

@@ -88,10 +88,9 @@ def quantize(source: Path, target: Path, variant: str, log_path: Path) -> None:
     for name in ("tokenizer.json", "generation.json"):
         shutil.copy2(source / name, target / name)
     log = io.StringIO()
-    handler = logging.StreamHandler(log)
     root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
+    handlers, level = root.handlers[:], root.level
+    root.handlers = [logging.StreamHandler(log)]  # onnxruntime's quantizers log to the root logger
     root.setLevel(logging.WARNING)
     try:
         with contextlib.redirect_stdout(log), warnings.catch_warnings():
@@ -116,7 +115,7 @@ def quantize(source: Path, target: Path, variant: str, log_path: Path) -> None:
             help=f"remove {variant} from export.quantization; the quantizer's log is in {log_path}",
         ) from None
     finally:
-        root.removeHandler(handler)
+        root.handlers = handlers
         root.setLevel(level)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(log.getvalue(), encoding="utf-8")

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from distillc.artifacts import write_jsonl
+from distillc.errors import DistillcError
+from distillc.events import Event
 from distillc.runner import StageContext
+from distillc.teacher.journal import Journal
 
 NAME = "inputs"
 VERSION = 1
@@ -28,6 +31,8 @@ def input_id(text: str) -> str:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
+    if ctx.spec.inputs.mode == "generate":
+        return _generate(ctx)
     source = ctx.spec.inputs
     counts = {"read": 0, "kept": 0, "duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
     problems: list[str] = []
@@ -109,3 +114,32 @@ def _parquet_rows(path: Path, field: str) -> Iterator[tuple[int, Any, str]]:
                 yield row, None, f"column '{field}' holds {type(value).__name__}, not text"
             else:
                 yield row, value, ""
+
+
+def _generate(ctx: StageContext) -> dict[str, Any]:
+    from distillc.stages.label import journal_path
+    from distillc.teacher.generation import generate
+
+    gen = ctx.spec.inputs.generate
+    assert gen is not None
+    with Journal(journal_path(ctx.build_dir)) as journal:
+        result = generate(ctx.spec, journal, ctx.emit)
+    if not result.inputs:
+        first = next(iter(result.failures.values()), "every answer was empty, unparseable or a duplicate")
+        raise DistillcError(
+            "E404",
+            f"the teacher produced no usable input in {result.requests} requests (first problem: {first})",
+            help="the answers are journaled; check the teacher, or loosen inputs.generate.guidance",
+        )
+    if len(result.inputs) < gen.count:
+        ctx.emit(
+            Event(
+                "warning",
+                NAME,
+                f"made {len(result.inputs)} of {gen.count} inputs within "
+                f"{gen.max_requests} requests (inputs.generate.max_requests)",
+            )
+        )
+    write_jsonl(ctx.workdir / "inputs.jsonl", ({"id": input_id(t), "input": t} for t in result.inputs))
+    ctx.log(f"{len(result.inputs)} inputs generated in {result.requests} requests")
+    return {**result.summary(), "kept": len(result.inputs), "failed_requests": len(result.failures)}

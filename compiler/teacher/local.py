@@ -10,6 +10,7 @@ generation, sorted by length to cut padding.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ def complete(
         return {}
     import torch
 
-    model, tokenizer = load_causal_lm(teacher.model, pick_device())
+    model, tokenizer = _loaded(teacher.model)
 
     def render(messages: Messages) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -60,6 +61,12 @@ def complete(
                 journal.append(key, text, usage)
             emit(Event("progress", "label", f"{min(start + BATCH, len(prompts))}/{len(prompts)} teacher answers"))
     return {}
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded(ref: str) -> tuple[Any, Any]:
+    """One load per process: generation calls in rounds, and loading a GGUF takes seconds."""
+    return load_causal_lm(ref, pick_device())
 
 
 def _encode(tokenizer: Any, prompts: list[str]) -> list[list[int]]:

@@ -1,0 +1,155 @@
+"""Write new inputs with the teacher: few-shot prompts from the task's examples, parsed, deduplicated.
+
+Requests go out in rounds of `max_concurrency`. Each request shows 3-5 examples, rotated and shuffled by
+the seed, plus up to two inputs generated earlier (as Self-Instruct does) so later rounds spread out.
+Every answer is journaled like labels: a re-run after a crash replays the same rounds from the journal
+and pays only for what was never answered.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from distillc.dedup import NearDuplicateIndex, distinct_ngram_ratio
+from distillc.events import Event, Sink
+from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
+from distillc.teacher import local, openai_client
+from distillc.teacher.journal import Journal, request_key
+
+MAX_CHARS = 2000
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
+
+
+@dataclass
+class Generated:
+    inputs: list[str] = field(default_factory=list)
+    requests: int = 0
+    sent: int = 0  # requests not found in the journal
+    proposed: int = 0  # candidate inputs parsed from answers
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    failures: dict[str, str] = field(default_factory=dict)  # request key -> reason
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "generated": len(self.inputs),
+            "requests": self.requests,
+            "requests_sent": self.sent,
+            "proposed": self.proposed,
+            "rejected": dict(sorted(self.rejected.items())),
+            "duplicate_rate": round(
+                sum(v for k, v in self.rejected.items() if "duplicate" in k or "example" in k) / max(1, self.proposed),
+                4,
+            ),
+            "distinct_1": distinct_ngram_ratio(self.inputs, 1),
+            "distinct_2": distinct_ngram_ratio(self.inputs, 2),
+        }
+
+
+def generation_teacher(spec: SpecIR) -> TeacherIR:
+    """The teacher, sampling for variety and allowed long enough answers for a batch of inputs."""
+    gen = spec.inputs.generate
+    assert gen is not None
+    room = min(4096, 100 * gen.per_request)  # about 100 tokens an input, with the JSON around them
+    return replace(spec.teacher, temperature=gen.temperature, max_tokens=max(spec.teacher.max_tokens, room))
+
+
+def messages(gen: GenerateIR, rng: random.Random, pool: list[str]) -> list[dict[str, str]]:
+    examples = list(gen.example_inputs)
+    rng.shuffle(examples)
+    shown = examples[: rng.randint(min(3, len(examples)), min(5, len(examples)))]
+    if pool:
+        shown += rng.sample(pool, k=min(2, len(pool)))
+        rng.shuffle(shown)
+    guidance = f"\n\nWhat the inputs should cover: {gen.guidance}" if gen.guidance else ""
+    listed = "\n".join(f"- {json.dumps(e, ensure_ascii=False)}" for e in shown)
+    return [
+        {
+            "role": "system",
+            "content": "You write realistic inputs for a text-processing task, the kind real users and systems "
+            f"produce.\n\nThe task: {gen.instructions}{guidance}",
+        },
+        {
+            "role": "user",
+            "content": f"Inputs of this kind look like:\n{listed}\n\nWrite {gen.per_request} new inputs. Make them "
+            "differ from these and from each other in topic, length, tone and wording, as natural as real "
+            "ones. Do not copy or paraphrase the examples, and do not answer the task. "
+            "Reply with a JSON array of strings and nothing else.",
+        },
+    ]
+
+
+def parse(answer: str) -> list[str]:
+    """Inputs from an answer: a JSON array of strings, or failing that one per line (bullets stripped)."""
+    text = answer.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    start, end = text.find("["), text.rfind("]")
+    if start != -1 and end > start:
+        try:
+            value = json.loads(text[start : end + 1])
+        except ValueError:
+            value = None
+        if isinstance(value, list):
+            return [str(v).strip() for v in value if isinstance(v, str | int | float) and str(v).strip()]
+    lines = [_BULLET.sub("", line).strip().strip('"').strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith(("[", "]", "```"))]
+
+
+def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
+    gen = spec.inputs.generate
+    assert gen is not None
+    teacher = generation_teacher(spec)
+    if teacher.provider == "local":
+        params, model_id = local.params(teacher, spec.task) | {"mode": "generate"}, f"local:{teacher.model}"
+    else:
+        params, model_id = openai_client.params(teacher), teacher.model
+    rng = random.Random(gen.seed)
+    index = NearDuplicateIndex()
+    examples = NearDuplicateIndex()
+    for example in gen.example_inputs:
+        examples.add(example)
+    result = Generated()
+    round_size = max(1, spec.teacher.max_concurrency)
+    while len(result.inputs) < gen.count and result.requests < gen.max_requests:
+        batch = []
+        for _ in range(min(round_size, gen.max_requests - result.requests)):
+            m = messages(gen, rng, result.inputs)
+            batch.append((request_key(model_id, m, params | {"round_seed": rng.random()}), m))
+        result.requests += len(batch)
+        pending = [(k, m) for k, m in batch if journal.get(k) is None]
+        result.sent += len(pending)
+        if teacher.provider == "local":
+            failures = local.complete(teacher, replace(spec.task, output_type="text"), pending, journal, emit)
+        else:
+            failures = openai_client.complete(teacher, pending, journal, emit)
+        result.failures.update(failures)
+        for key, _ in batch:
+            entry = journal.get(key)
+            if entry is None:
+                continue
+            for candidate in parse(entry["text"]):
+                result.proposed += 1
+                reason = _problem(candidate, index, examples)
+                if reason:
+                    result.reject(reason)
+                elif len(result.inputs) < gen.count:
+                    index.add(candidate)
+                    result.inputs.append(" ".join(candidate.split()))
+        emit(Event("progress", "inputs", f"{len(result.inputs)}/{gen.count} inputs after {result.requests} requests"))
+    return result
+
+
+def _problem(text: str, index: NearDuplicateIndex, examples: NearDuplicateIndex) -> str:
+    if len(text) > MAX_CHARS:
+        return "too long"
+    if examples.check(text):
+        return "too close to an example"
+    return index.check(text)

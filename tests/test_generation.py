@@ -1,0 +1,119 @@
+"""Generated inputs: few-shot prompts, robust parsing, deduplication, diversity figures, journaled replay."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from distillc import api
+from distillc.artifacts import read_jsonl
+from distillc.dedup import NearDuplicateIndex, distinct_ngram_ratio, normalize
+from distillc.errors import DistillcError
+from distillc.spec import load_spec
+from distillc.spec.ir import cache_view
+from distillc.teacher.generation import parse
+from tests.conftest import NEGATIVE, POSITIVE, THINGS, write_spec
+from tests.fake_teacher import FakeTeacher
+
+EXAMPLES = ["the kettle was lovely", "the screen was broken", "the staff was superb and the room too"]
+
+
+def writer(prompt: str) -> str:
+    """A teacher that writes reviews; some answers repeat themselves, copy an example, or come as a list."""
+    rng = random.Random(hashlib.sha256(prompt.encode()).hexdigest())
+    n = int(prompt.split("Write ")[1].split(" new inputs")[0])
+    reviews = [
+        f"{rng.choice(['honestly', 'wow', 'so', 'well'])} the {rng.choice(THINGS)} was "
+        f"{rng.choice(POSITIVE + NEGATIVE)} {rng.choice(['today', 'again', 'at first', 'for me'])} "
+        f"{rng.randint(1, 10_000)}"
+        for _ in range(n)
+    ]
+    reviews[-1] = reviews[0].upper() + "!"  # an exact duplicate once normalized
+    reviews[-2] = EXAMPLES[0]  # a copy of an example
+    if rng.random() < 0.3:
+        return "\n".join(f"{i + 1}. {r}" for i, r in enumerate(reviews))
+    return "```json\n" + json.dumps(reviews) + "\n```"
+
+
+def generation_spec(tmp_path: Path, base_url: str, tiny_model: Path, count: int = 40) -> Path:
+    spec = write_spec(tmp_path, base_url=base_url, student=str(tiny_model), inputs=[])
+    text = spec.read_text().replace(
+        "  source: {path: data/reviews.jsonl, field: text}",
+        f"  generate: {{count: {count}, per_request: 8, seed: 3, guidance: 'short reviews of household things'}}",
+    )
+    spec.write_text(text)
+    return spec
+
+
+def test_generated_inputs_are_deduplicated_measured_and_replayed_from_the_journal(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    with FakeTeacher(writer) as teacher:
+        spec = generation_spec(tmp_path, teacher.base_url, tiny_model)
+        result = api.build(spec, out=tmp_path / "out", until="inputs")
+        record = result.stage("inputs")
+        inputs = [r["input"] for r in read_jsonl(record.artifact / "inputs.jsonl")]
+        assert len(inputs) == 40
+        assert len({normalize(t) for t in inputs}) == 40
+        assert not {normalize(t) for t in inputs} & {normalize(e) for e in EXAMPLES}
+        summary = record.summary
+        assert summary["rejected"]["duplicate"] > 0 and summary["rejected"]["too close to an example"] > 0
+        assert 0 < summary["duplicate_rate"] < 1
+        assert summary["distinct_1"] > 0 and summary["distinct_2"] > summary["distinct_1"]
+        sent = teacher.requests
+        assert sent == summary["requests_sent"] == summary["requests"]
+        prompt = teacher.bodies[0]["messages"][1]["content"]
+        assert "Write 8 new inputs" in prompt and sum(e in prompt for e in EXAMPLES) >= 3
+        assert "short reviews of household things" in teacher.bodies[0]["messages"][0]["content"]
+
+        again = api.build(spec, out=tmp_path / "out", until="inputs", force=("inputs",))
+        assert teacher.requests == sent  # every answer came from the journal
+        replayed = [r["input"] for r in read_jsonl(again.stage("inputs").artifact / "inputs.jsonl")]
+        assert replayed == inputs
+
+
+def test_a_teacher_that_never_gives_usable_inputs_is_a_clear_error(tmp_path: Path, tiny_model: Path) -> None:
+    with FakeTeacher(lambda prompt: "[]") as teacher:
+        spec = generation_spec(tmp_path, teacher.base_url, tiny_model, count=5)
+        with pytest.raises(DistillcError) as caught:
+            api.build(spec, out=tmp_path / "out", until="inputs")
+    assert caught.value.code == "E404"
+    assert teacher.requests == 3  # the default cap: 3x the requests the count needs
+
+
+def test_the_generating_teacher_is_part_of_the_inputs_key(tmp_path: Path, tiny_model: Path) -> None:
+    spec = generation_spec(tmp_path, "http://127.0.0.1:9/v1", tiny_model)
+    before = cache_view(load_spec(spec).inputs)
+    spec.write_text(spec.read_text().replace("model: test-teacher", "model: another-teacher"))
+    assert cache_view(load_spec(spec).inputs) != before
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ('["one", "two"]', ["one", "two"]),
+        ('Sure! Here they are:\n```json\n["one", "two"]\n```', ["one", "two"]),
+        ("1. one\n2) two\n- three\n* four", ["one", "two", "three", "four"]),
+        ('["one", 2, null, ""]', ["one", "2"]),
+        ("", []),
+    ],
+)
+def test_parse_answers(answer: str, expected: list[str]) -> None:
+    assert parse(answer) == expected
+
+
+def test_near_duplicates_are_caught_and_different_texts_kept() -> None:
+    index = NearDuplicateIndex()
+    index.add("The battery died after two days of light use.")
+    assert index.check("the battery died after two days of light use!!") == "duplicate"
+    assert index.check("The battery died after 2 days of light use.") == "near-duplicate"
+    assert index.check("Great coffee: strong, smooth and never bitter.") == ""
+
+
+def test_distinct_ngram_ratio() -> None:
+    assert distinct_ngram_ratio(["a b", "a b"], 1) == 0.5
+    assert distinct_ngram_ratio(["a b c", "d e f"], 2) == 1.0
