@@ -6,6 +6,7 @@ source file) so that the requests to price are the real ones.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from distillc.graph import STAGES
 from distillc.runner import plan_stages, run_stages
 from distillc.spec import SpecIR, load_spec
 from distillc.stages.label import journal_path, teacher_requests, unanswered
-from distillc.teacher.cost import Estimate, TokenCounter, estimate
+from distillc.teacher.cost import Estimate, TokenCounter, estimate, usd
+from distillc.teacher.generation import messages as generation_messages
 from distillc.teacher.journal import Journal
+from distillc.teacher.prompts import label_messages
 
 
 @dataclass
@@ -50,11 +53,24 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     spec = load_spec(spec_path)
     build_dir = Path(out) if out else default_build_dir(spec)
     previous = previous_stages(build_dir)
-    [inputs] = run_stages(STAGES, spec, build_dir, emit, previous, until="inputs")
+    inputs = None
+    if spec.inputs.mode == "source":  # reading the source file is free: price the real requests
+        [inputs] = run_stages(STAGES, spec, build_dir, emit, previous, until="inputs")
     rows = plan_stages(STAGES, spec, build_dir, previous)
     result = Plan(spec, build_dir, rows)
-    if dict((n, s) for n, s, _ in rows)["label"] == "cached":
+    status = {name: state for name, state, _ in rows}
+    if status["label"] == "cached":
         return result
+    counter = TokenCounter(spec)
+    if status["inputs"] == "to run":  # inputs are to be generated: price generation and labeling unseen inputs
+        result.teacher = _generation_estimate(spec, counter)
+        result.notes.append(
+            f"inputs: {spec.inputs.generate.count} to generate; labeling them is priced with the task's "  # type: ignore[union-attr]
+            "example inputs standing in for the unseen ones"
+        )
+        return result
+    if inputs is None:  # generated inputs, cached: a hit, nothing is sent
+        [inputs] = run_stages(STAGES, spec, build_dir, emit, previous, until="inputs")
     requests = teacher_requests(spec, read_jsonl(inputs.artifact / "inputs.jsonl"))
     path = journal_path(build_dir)
     if path.exists():
@@ -63,8 +79,30 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     else:
         pending = requests
     result.journaled = len(requests) - len(pending)
-    result.teacher = estimate(spec, TokenCounter(spec), [m for _, m in pending])
+    result.teacher = estimate(spec, counter, [m for _, m in pending])
     return result
+
+
+def _generation_estimate(spec: SpecIR, counter: TokenCounter) -> Estimate:
+    """Requests to write `count` inputs (if none were rejected), then to label them."""
+    gen = spec.inputs.generate
+    assert gen is not None
+    rng = random.Random(gen.seed)
+    n_requests = min(gen.max_requests, -(-gen.count // gen.per_request))
+    writing = [generation_messages(gen, rng, []) for _ in range(n_requests)]
+    examples = [e.input for e in spec.task.examples]
+    per_input = round(sum(counter.text(e) for e in examples) / len(examples)) + 3  # quotes and comma in a list
+    labeling = [label_messages(spec.task, examples[i % len(examples)]) for i in range(gen.count)]
+    label_estimate = estimate(spec, counter, labeling)
+    input_tokens = sum(counter.prompt(m) for m in writing) + label_estimate.input_tokens
+    output_tokens = n_requests * gen.per_request * per_input + label_estimate.output_tokens
+    return Estimate(
+        n_requests + label_estimate.requests,
+        input_tokens,
+        output_tokens,
+        usd(spec.teacher, input_tokens, output_tokens),
+        counter.describe,
+    )
 
 
 def render(p: Plan) -> str:
@@ -89,6 +127,7 @@ def render(p: Plan) -> str:
             )
         else:
             lines.append("cost:    no price set (teacher.price_per_1m_tokens)")
+    lines += p.notes
     if p.spec.budget.max_usd:
         verdict = "OVER BUDGET: build would refuse" if p.over_budget else "within budget"
         lines.append(f"budget:  ${p.spec.budget.max_usd:g}, {verdict}")

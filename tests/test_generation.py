@@ -117,3 +117,26 @@ def test_near_duplicates_are_caught_and_different_texts_kept() -> None:
 def test_distinct_ngram_ratio() -> None:
     assert distinct_ngram_ratio(["a b", "a b"], 1) == 0.5
     assert distinct_ngram_ratio(["a b c", "d e f"], 2) == 1.0
+
+
+def test_plan_prices_generation_without_calling_the_teacher(tmp_path: Path, tiny_model: Path) -> None:
+    from distillc.plan import plan, render
+
+    with FakeTeacher(writer) as teacher:
+        spec = generation_spec(tmp_path, teacher.base_url, tiny_model, count=40)
+        spec.write_text(
+            spec.read_text().replace(
+                "  max_concurrency: 4\n", "  max_concurrency: 4\n  price_per_1m_tokens: {input: 1, output: 2}\n"
+            )
+        )
+        planned = plan(spec, out=tmp_path / "out")
+        assert teacher.requests == 0
+        assert planned.teacher is not None
+        assert planned.teacher.requests == 5 + 40  # ceil(40 / 8) writing requests, then 40 to label
+        assert planned.teacher.usd > 0
+        assert "inputs: 40 to generate" in render(planned)
+        api.build(spec, out=tmp_path / "out", until="inputs")
+        sent = teacher.requests
+        again = plan(spec, out=tmp_path / "out")  # inputs cached now: the real ones are priced
+        assert teacher.requests == sent
+        assert again.teacher is not None and again.teacher.requests == 40

@@ -26,7 +26,7 @@ def accept(task: TaskIR, answer: str) -> tuple[str | None, str]:
         return match_label(task.labels, text)
     if task.output_type == "json":
         try:
-            value = json.loads(_strip_fence(text))
+            value = json.loads(strip_fence(text))
         except ValueError as exc:
             return None, f"not valid JSON: {exc}"
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")), ""
@@ -45,7 +45,7 @@ def match_label(labels: tuple[str, ...], text: str) -> tuple[str | None, str]:
     return None, f"answer is not one of the labels: {text[:200]!r}"
 
 
-def _strip_fence(text: str) -> str:
+def strip_fence(text: str) -> str:
     """Models often wrap JSON in a ```json fence; the content is what counts."""
     if text.startswith("```"):
         text = text.split("\n", 1)[1] if "\n" in text else ""

@@ -18,6 +18,7 @@ from distillc.dedup import NearDuplicateIndex, distinct_ngram_ratio
 from distillc.events import Event, Sink
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
 from distillc.teacher import local, openai_client
+from distillc.teacher.contract import strip_fence
 from distillc.teacher.journal import Journal, request_key
 
 MAX_CHARS = 2000
@@ -87,10 +88,7 @@ def messages(gen: GenerateIR, rng: random.Random, pool: list[str]) -> list[dict[
 
 def parse(answer: str) -> list[str]:
     """Inputs from an answer: a JSON array of strings, or failing that one per line (bullets stripped)."""
-    text = answer.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
+    text = strip_fence(answer.strip())
     start, end = text.find("["), text.rfind("]")
     if start != -1 and end > start:
         try:
