@@ -59,34 +59,43 @@ class Generator:
 
     def generate_ids(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> list[int]:
         """Greedy continuation of `prompt_ids`, without the eos token."""
+        return self.generate_batch([prompt_ids], max_new_tokens)[0]
+
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int | None = None) -> list[list[int]]:
+        """Greedy continuations of several prompts at once (left-padded), each as if run alone."""
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=ONNX_TO_NUMPY[i.type]) for i in self.past_inputs}
-        ids = np.asarray([prompt_ids], dtype=np.int64)
-        total = ids.shape[1]
-        positions = np.arange(total, dtype=np.int64)[None, :]
-        out: list[int] = []
+        n, width = len(prompts), max(len(p) for p in prompts)
+        pad = min(self.eos_ids)
+        ids = np.asarray([[pad] * (width - len(p)) + p for p in prompts], dtype=np.int64)
+        mask = np.asarray([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=np.int64)
+        positions = np.clip(mask.cumsum(axis=1) - 1, 0, None)
+        past = {i.name: np.zeros((n, i.shape[1], 0, i.shape[3]), dtype=ONNX_TO_NUMPY[i.type]) for i in self.past_inputs}
+        outputs: list[list[int]] = [[] for _ in prompts]
+        done = [False] * n
         for _ in range(limit):
-            feed = {
-                "input_ids": ids,
-                "attention_mask": np.ones((1, total), dtype=np.int64),
-                "position_ids": positions,
-                **past,
-            }
+            feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **past}
             results = dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
-            token = int(np.argmax(results["logits"][0, -1]))
-            if token in self.eos_ids:
+            tokens = results["logits"][:, -1].argmax(axis=-1)
+            for row, token in enumerate(tokens.tolist()):
+                if done[row]:
+                    continue
+                if token in self.eos_ids:
+                    done[row] = True
+                else:
+                    outputs[row].append(token)
+            if all(done):
                 break
-            out.append(token)
             past = {
-                name.replace("present.", "past.", 1): value
-                for name, value in results.items()
-                if name.startswith("present.")
+                name.replace("present.", "past.", 1): v for name, v in results.items() if name.startswith("present.")
             }
-            ids = np.asarray([[token]], dtype=np.int64)
-            positions = np.asarray([[total]], dtype=np.int64)
-            total += 1
-        return out
+            ids = tokens.astype(np.int64)[:, None]
+            positions = mask.sum(axis=1, keepdims=True)  # each row's next position: the tokens it has so far
+            mask = np.concatenate([mask, np.ones((n, 1), dtype=np.int64)], axis=1)
+        return outputs
 
     def predict(self, text: str, max_new_tokens: int | None = None) -> str:
-        ids = self.generate_ids(self.prompt_ids(text), max_new_tokens)
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return self.predict_batch([text], max_new_tokens)[0]
+
+    def predict_batch(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
+        outputs = self.generate_batch([self.prompt_ids(t) for t in texts], max_new_tokens)
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]

@@ -6,6 +6,7 @@ import ast
 import hashlib
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.conftest import review_texts, sentiment, write_spec
@@ -123,6 +124,10 @@ def _serve_and_query(package: Path, predictions: list[dict]) -> None:
         for row in predictions:
             # What ships answers exactly as the evaluated student did.
             assert http("POST", f"{base}/v1/predict", {"input": row["input"]}) == (200, {"output": row["output"]})
+        # Concurrent requests are batched by the server; each still gets the answer it would get alone.
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda r: http("POST", f"{base}/v1/predict", {"input": r["input"]}), predictions))
+        assert answers == [(200, {"output": row["output"]}) for row in predictions]
         status, body = http("POST", f"{base}/v1/predict", {"input": "the kettle was superb"})
         assert (status, body) == (200, {"output": "positive"})
         assert http("POST", f"{base}/v1/predict", {"text": "wrong field"})[0] == 422

@@ -117,3 +117,15 @@ def test_export_failure_is_one_clear_error_with_the_log_kept(
     assert caught.value.code == "E311"
     assert caught.value.message == "ONNX export of llama failed: Unsupported operator aten::mystery"
     assert "Obtain model graph" in (tmp_path / "logs" / "export.log").read_text()
+
+
+def test_batched_generation_answers_each_prompt_as_if_alone(exported: Path) -> None:
+    from distillc_runtime.generate import Generator
+
+    generator = Generator(exported)
+    texts = ["x", "the kettle was lovely", "the app was useless and the room too and the price too", "price", "a b"]
+    prompts = [generator.prompt_ids(t) for t in texts]
+    assert len({len(p) for p in prompts}) > 1  # different lengths: the batch is padded
+    alone = [generator.generate_ids(p) for p in prompts]
+    assert generator.generate_batch(prompts) == alone
+    assert generator.predict_batch(texts) == [generator.predict(t) for t in texts]

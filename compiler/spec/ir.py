@@ -114,6 +114,7 @@ class DeployIR:
     latency_p50_ms: float  # 0 = no budget
     latency_p95_ms: float
     port: int
+    max_batch_size: int
 
 
 @dataclass(frozen=True)

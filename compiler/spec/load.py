@@ -470,6 +470,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             latency_p50_ms=raw.deploy.latency_budget_ms.p50 or 0.0,
             latency_p95_ms=raw.deploy.latency_budget_ms.p95 or 0.0,
             port=raw.deploy.port,
+            max_batch_size=raw.deploy.max_batch_size,
         ),
         budget=ir.BudgetIR(max_usd=raw.budget.max_usd or 0.0),
     )

@@ -142,6 +142,9 @@ class Deploy(Strict):
     max_new_tokens: int = Field(default=32, ge=1, le=8192, description="Longest answer the student may give.")
     latency_budget_ms: LatencyBudget = Field(default_factory=LatencyBudget)
     port: int = Field(default=8080, ge=1, le=65535, description="Port the package's server listens on.")
+    max_batch_size: int = Field(
+        default=8, ge=1, le=256, description="Concurrent requests answered in one batched generation (1: no batching)."
+    )
 
 
 class Export(Strict):
