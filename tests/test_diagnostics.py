@@ -104,6 +104,14 @@ CASES: list[tuple[str, str, str]] = [
     ),
     ("inputs_neither", "  source: {path: inputs.jsonl, field: text}", "  generate_count: 10"),
     ("generate_count_zero", "  source: {path: inputs.jsonl, field: text}", "  generate: {count: 0}"),
+    ("quantization_listed_twice", "evaluation:", "export: {quantization: [fp32, int8, fp32]}\nevaluation:"),
+    (
+        "alias_bomb",
+        "name: tickets",
+        "name: tickets\nx-a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\nx-b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "x-c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nx-d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "x-e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d]",
+    ),
     ("several_errors_sorted", "name: tickets", "name: Tickets\nextra: 1"),
 ]
 

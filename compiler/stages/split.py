@@ -25,9 +25,9 @@ def run(ctx: StageContext, label: Path) -> dict[str, Any]:
     rows = read_jsonl(label / "labeled.jsonl")
     if len(rows) < 4:
         raise DistillcError(
-            "E301",
+            "E303",
             f"only {len(rows)} labeled examples: too few to train and evaluate",
-            help="add inputs to the source file",
+            help="add inputs, or raise inputs.generate.count",
         )
     share = ctx.spec.evaluation.holdout
     holdout = [r for r in rows if _unit_hash(r["id"]) < share]
