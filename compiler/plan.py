@@ -1,7 +1,8 @@
 """`distillc plan`: what a build would do and what the teacher would cost, before anything is spent.
 
-Nothing is sent to the teacher and nothing is trained. The inputs stage runs (it only reads the
-source file) so that the requests to price are the real ones.
+Nothing is sent to the teacher and nothing is trained. With `inputs.source` the inputs stage runs (it
+only reads the file) so that the requests priced are the real ones; inputs still to be generated are
+priced from the generation prompts, with the task's example inputs standing in for the unseen ones.
 """
 
 from __future__ import annotations
