@@ -108,7 +108,7 @@ def schema() -> None:
 @click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES), help="Re-run this stage even if cached.")
 @click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default="auto")
 def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...], log_format: str) -> None:
-    """Build SPEC: inputs, label, split, train, evaluate, export, package."""
+    """Build SPEC: inputs, label, split, train, evaluate, export, verify, package."""
     from distillc import api
 
     try:
