@@ -164,3 +164,30 @@ def test_local_teacher_scores_labels_like_an_unpadded_forward(tiny_model: Path) 
                 logp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0], -1)
                 alone = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(ids))
                 assert score == pytest.approx(alone, abs=1e-4)
+
+
+def test_failures_within_max_failed_share_are_dead_lettered_and_the_build_goes_on(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    texts = review_texts(30)
+
+    def flaky(text: str) -> str:
+        if "camera" in text:
+            raise RuntimeError("injected failure")
+        return sentiment(text)
+
+    failing = sum("camera" in t for t in texts)
+    with FakeTeacher(flaky) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        spec.write_text(
+            spec.read_text().replace(
+                "  max_concurrency: 4\n", "  max_concurrency: 4\n  max_failed_share: 0.5\n  max_retries: 0\n"
+            )
+        )
+        result = api.build(spec, out=tmp_path / "out", until="split")
+    label = result.stage("label")
+    assert label.summary["failed"] == failing
+    assert label.summary["labeled"] == len(texts) - failing
+    assert "InternalServerError" in label.summary["failures"][0]["reason"]
+    dead = [line for line in (label.artifact / "dead_letter.jsonl").read_text().splitlines() if line]
+    assert len(dead) == failing and all("camera" in line for line in dead)

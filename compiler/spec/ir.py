@@ -64,6 +64,7 @@ class TeacherIR:
     base_url: str
     temperature: float
     max_tokens: int
+    max_failed_share: float  # in the key: changing it re-runs labeling, which retries what failed
     api_key_env: str = nokey()
     max_concurrency: int = nokey()
     requests_per_minute: int = nokey()  # 0 = no limit

@@ -443,6 +443,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             max_concurrency=t.max_concurrency,
             requests_per_minute=t.requests_per_minute or 0,
             tokens_per_minute=t.tokens_per_minute or 0,
+            max_failed_share=t.max_failed_share,
             timeout_s=t.timeout_s,
             max_retries=t.max_retries,
             price_input_per_1m=t.price_per_1m_tokens.input,

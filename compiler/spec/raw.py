@@ -87,6 +87,12 @@ class Teacher(Strict):
     tokens_per_minute: int | None = Field(
         default=None, ge=1, description="Client-side token rate limit (prompt + max_tokens per request)."
     )
+    max_failed_share: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Share of requests that may still fail after retries; they are listed, not trained on.",
+    )
     timeout_s: float = Field(default=120.0, gt=0, le=3600, description="Seconds before one request is abandoned.")
     max_retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed request, with backoff.")
     price_per_1m_tokens: Price = Field(default_factory=Price, description="For cost estimates and the budget.")

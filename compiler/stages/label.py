@@ -76,18 +76,22 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
             "requests were not sent",
             help="the answers received are journaled; raise budget.max_usd and re-run to send only the rest",
         )
-    if failures:
+    if len(failures) > teacher.max_failed_share * len(requests):
         first = next(iter(failures.values()))
         raise DistillcError(
             "E402",
-            f"{len(failures)} of {len(pending)} teacher requests failed (first: {first})",
+            f"{len(failures)} of {len(pending)} teacher requests failed (first: {first}), more than "
+            f"teacher.max_failed_share {teacher.max_failed_share:g} of {len(requests)}",
             help="the answers received are journaled; re-run to send only the missing ones",
         )
 
-    labeled, rejected = [], []
+    labeled, rejected, dead = [], [], []
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     for item, (key, _) in zip(items, requests, strict=True):
-        entry = answers[key]
+        entry = answers.get(key)
+        if entry is None:  # failed after every retry, within the share the spec tolerates
+            dead.append({**item, "reason": failures[key]})
+            continue
         for name in usage:
             usage[name] += int(entry.get("usage", {}).get(name, 0))
         target, reason = accept(spec.task, entry["text"])
@@ -97,6 +101,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
             labeled.append({**item, "output": target})
     write_jsonl(ctx.workdir / "labeled.jsonl", labeled)
     write_jsonl(ctx.workdir / "rejected.jsonl", rejected)
+    write_jsonl(ctx.workdir / "dead_letter.jsonl", dead)
     if not labeled:
         first = rejected[0]
         raise DistillcError(
@@ -105,8 +110,10 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
             f"(first: {first['answer'][:200]!r}: {first['reason']})",
             help="the answers are journaled and will not be paid for again; check the teacher and the task",
         )
-    ctx.log(f"{len(labeled)} labeled, {len(rejected)} rejected")
+    ctx.log(f"{len(labeled)} labeled, {len(rejected)} rejected, {len(dead)} failed")
     return {
+        "failed": len(dead),
+        "failures": [{"input": d["input"][:200], "reason": d["reason"][:300]} for d in dead[:10]],
         "usd": round(usd(teacher, usage["prompt_tokens"], usage["completion_tokens"]), 6),
         "labeled": len(labeled),
         "rejected": len(rejected),
