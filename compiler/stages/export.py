@@ -87,38 +87,23 @@ def quantize(source: Path, target: Path, variant: str, log_path: Path) -> None:
     target.mkdir(parents=True)
     for name in ("tokenizer.json", "generation.json"):
         shutil.copy2(source / name, target / name)
-    log = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    root.handlers = [logging.StreamHandler(log)]  # onnxruntime's quantizers log to the root logger
-    root.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(log), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if variant == "int8":
-                quantize_dynamic(
-                    str(source / "model.onnx"),
-                    str(target / "model.onnx"),
-                    weight_type=QuantType.QInt8,
-                    use_external_data_format=True,
-                )
-            else:
-                quantizer = MatMulNBitsQuantizer(
-                    onnx.load(str(source / "model.onnx")), block_size=32, is_symmetric=True
-                )
-                quantizer.process()
-                quantizer.model.save_model_to_file(str(target / "model.onnx"), use_external_data_format=True)
-    except Exception as exc:  # noqa: BLE001 - the quantizers raise many types; the user needs one message
-        raise DistillcError(
-            "E312",
-            f"{variant} quantization failed: {str(exc).strip().splitlines()[0][:300]}",
-            help=f"remove {variant} from export.quantization; the quantizer's log is in {log_path}",
-        ) from None
-    finally:
-        root.handlers = handlers
-        root.setLevel(level)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(log.getvalue(), encoding="utf-8")
+    failure = DistillcError(
+        "E312",
+        f"{variant} quantization failed",
+        help=f"remove {variant} from export.quantization; the quantizer's log is in {log_path}",
+    )
+    with library_output(log_path, failure):
+        if variant == "int8":
+            quantize_dynamic(
+                str(source / "model.onnx"),
+                str(target / "model.onnx"),
+                weight_type=QuantType.QInt8,
+                use_external_data_format=True,
+            )
+        else:
+            quantizer = MatMulNBitsQuantizer(onnx.load(str(source / "model.onnx")), block_size=32, is_symmetric=True)
+            quantizer.process()
+            quantizer.model.save_model_to_file(str(target / "model.onnx"), use_external_data_format=True)
 
 
 def _size(folder: Path) -> int:
@@ -177,43 +162,49 @@ def export_onnx(model_dir: Path, target: Path, log_path: Path | None = None) -> 
         "position_ids": {0: b, 1: s},
         "past": tuple({0: b, 2: p} for _ in past_names),
     }
-    log = io.StringIO()
-    try:
-        with torch.no_grad(), contextlib.redirect_stdout(log), _quiet_exporter_logs():
-            torch.onnx.export(
-                Decoder(),
-                example,
-                str(target),
-                dynamo=True,
-                dynamic_shapes=dynamic,
-                input_names=["input_ids", "attention_mask", "position_ids", *past_names],
-                output_names=["logits", *[n.replace("past.", "present.") for n in past_names]],
-                verbose=False,
-            )
-    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the user needs one message
-        raise DistillcError(
-            "E311",
-            f"ONNX export of {config.model_type} failed: {str(exc).strip().splitlines()[0][:300]}",
-            help=f"the exporter's log is in {log_path}" if log_path else None,
-        ) from None
-    finally:
-        if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.write_text(log.getvalue(), encoding="utf-8")
+    failure = DistillcError(
+        "E311",
+        f"ONNX export of {config.model_type} failed",
+        help=f"the exporter's log is in {log_path}" if log_path else None,
+    )
+    with torch.no_grad(), library_output(log_path, failure):
+        torch.onnx.export(
+            Decoder(),
+            example,
+            str(target),
+            dynamo=True,
+            dynamic_shapes=dynamic,
+            input_names=["input_ids", "attention_mask", "position_ids", *past_names],
+            output_names=["logits", *[n.replace("past.", "present.") for n in past_names]],
+            verbose=False,
+        )
     return n_layers
 
 
 @contextlib.contextmanager
-def _quiet_exporter_logs() -> Iterator[None]:
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def library_output(log_path: Path | None, failure: DistillcError) -> Iterator[None]:
+    """Send a library's prints, log records and warnings to `log_path` rather than the user's terminal,
+    and turn whatever it raises into `failure`, with the first line of the cause appended."""
+    log = io.StringIO()
+    root, exporter = logging.getLogger(), logging.getLogger("torch.onnx")
+    saved = root.handlers[:], root.level, exporter.level
+    root.handlers = [logging.StreamHandler(log)]  # onnxruntime's quantizers log to the root logger
+    root.setLevel(logging.WARNING)
+    exporter.setLevel(logging.ERROR)  # torch logs through handlers of its own
     try:
-        with warnings.catch_warnings():
+        with contextlib.redirect_stdout(log), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
+    except Exception as exc:  # noqa: BLE001 - these libraries raise many types; the user needs one message
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise DistillcError(failure.code, f"{failure.message}: {cause}", help=failure.help) from None
     finally:
-        logger.setLevel(level)
+        root.handlers, level, exporter_level = saved
+        root.setLevel(level)
+        exporter.setLevel(exporter_level)
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(log.getvalue(), encoding="utf-8")
 
 
 def check_parity(model_dir: Path, predictions: list[dict[str, Any]]) -> dict[str, Any]:
