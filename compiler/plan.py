@@ -18,10 +18,10 @@ from distillc.events import Sink, null_sink
 from distillc.graph import STAGES
 from distillc.runner import plan_stages, run_stages
 from distillc.spec import SpecIR, load_spec
-from distillc.stages.label import journal_path, teacher_requests, unanswered
+from distillc.stages.label import teacher_requests, unanswered
 from distillc.teacher.cost import Estimate, TokenCounter, estimate, usd
 from distillc.teacher.generation import messages as generation_messages
-from distillc.teacher.journal import Journal
+from distillc.teacher.journal import Journal, journal_path
 from distillc.teacher.prompts import label_messages
 
 

@@ -16,7 +16,7 @@ from distillc.artifacts import write_jsonl
 from distillc.errors import DistillcError
 from distillc.events import Event
 from distillc.runner import StageContext
-from distillc.teacher.journal import Journal
+from distillc.teacher.journal import Journal, journal_path
 
 NAME = "inputs"
 VERSION = 1
@@ -117,7 +117,6 @@ def _parquet_rows(path: Path, field: str) -> Iterator[tuple[int, Any, str]]:
 
 
 def _generate(ctx: StageContext) -> dict[str, Any]:
-    from distillc.stages.label import journal_path
     from distillc.teacher.generation import generate
 
     gen = ctx.spec.inputs.generate

@@ -12,10 +12,10 @@ from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.errors import DistillcError
 from distillc.runner import StageContext
 from distillc.spec.ir import SpecIR
-from distillc.teacher import local, openai_client
+from distillc.teacher import client, local, openai_client
 from distillc.teacher.contract import accept
 from distillc.teacher.cost import Budget, TokenCounter, estimate, has_price, request_estimator, usd
-from distillc.teacher.journal import Journal, request_key
+from distillc.teacher.journal import Journal, journal_path, request_key
 from distillc.teacher.prompts import label_messages
 
 NAME = "label"
@@ -24,20 +24,12 @@ READS = ("task", "teacher")
 NEEDS = ("inputs",)
 
 
-def journal_path(build_dir: Path) -> Path:
-    return build_dir / "journal" / "teacher.jsonl"
-
-
 Request = tuple[str, list[dict[str, str]]]  # (journal key, chat messages)
 
 
 def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]:
     """One chat request per input, keyed by what the answer depends on (model, messages, parameters)."""
-    teacher = spec.teacher
-    if teacher.provider == "local":
-        params, model_id = local.params(teacher, spec.task), f"local:{teacher.model}"
-    else:
-        params, model_id = openai_client.params(teacher), teacher.model
+    model_id, params = client.identity(spec.teacher, spec.task)
     requests = []
     for item in items:
         messages = label_messages(spec.task, item["input"])
@@ -58,14 +50,11 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
     with Journal(journal_path(ctx.build_dir)) as journal:
         pending = unanswered(requests, journal)
         ctx.log(f"{len(items) - len(pending)} answers from the journal, {len(pending)} to request")
-        if teacher.provider == "local":
-            # A fixed sample of all inputs (by key, not by what is pending) calibrates label scores, so an
-            # interrupted and resumed run calibrates exactly as an uninterrupted one.
-            reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
-            failures = local.complete(teacher, spec.task, pending, journal, ctx.emit, reference)
-        else:
-            budget = _budget(spec, pending)
-            failures = openai_client.complete(teacher, pending, journal, ctx.emit, budget)
+        # A fixed sample of all inputs (by key, not by what is pending) calibrates a local teacher's label
+        # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
+        reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
+        spending = _budget(spec, pending) if teacher.provider == "openai" else None
+        failures = client.complete(teacher, spec.task, pending, journal, ctx.emit, reference, spending)
         answers = dict(journal.entries)
 
     unsent = [key for key, reason in failures.items() if reason == openai_client.OVER_BUDGET]

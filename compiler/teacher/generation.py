@@ -17,7 +17,7 @@ from typing import Any
 from distillc.dedup import NearDuplicateIndex, distinct_ngram_ratio
 from distillc.events import Event, Sink
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
-from distillc.teacher import local, openai_client
+from distillc.teacher import client
 from distillc.teacher.contract import strip_fence
 from distillc.teacher.journal import Journal, request_key
 
@@ -105,10 +105,8 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
     gen = spec.inputs.generate
     assert gen is not None
     teacher = generation_teacher(spec)
-    if teacher.provider == "local":
-        params, model_id = local.params(teacher, spec.task) | {"mode": "generate"}, f"local:{teacher.model}"
-    else:
-        params, model_id = openai_client.params(teacher), teacher.model
+    task = replace(spec.task, output_type="text")  # free text answers: a local teacher generates
+    model_id, params = client.identity(teacher, task)
     rng = random.Random(gen.seed)
     index = NearDuplicateIndex()
     examples = NearDuplicateIndex()
@@ -124,11 +122,7 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
         result.requests += len(batch)
         pending = [(k, m) for k, m in batch if journal.get(k) is None]
         result.sent += len(pending)
-        if teacher.provider == "local":
-            failures = local.complete(teacher, replace(spec.task, output_type="text"), pending, journal, emit)
-        else:
-            failures = openai_client.complete(teacher, pending, journal, emit)
-        result.failures.update(failures)
+        result.failures.update(client.complete(teacher, task, pending, journal, emit))
         for key, _ in batch:
             entry = journal.get(key)
             if entry is None:

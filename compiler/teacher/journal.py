@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 
+def journal_path(build_dir: Path) -> Path:
+    """One journal per build folder: labels and generated inputs alike."""
+    return build_dir / "journal" / "teacher.jsonl"
+
+
 def request_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
     canonical = json.dumps(
         {"model": model, "messages": messages, "params": params},

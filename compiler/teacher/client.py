@@ -1,0 +1,38 @@
+"""Asking the teacher, whichever provider serves it: what identifies a request in the journal, and sending."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from distillc.events import Sink
+from distillc.spec.ir import TaskIR, TeacherIR
+from distillc.teacher import local, openai_client
+from distillc.teacher.journal import Journal
+
+Messages = list[dict[str, str]]
+
+
+def identity(teacher: TeacherIR, task: TaskIR) -> tuple[str, dict[str, Any]]:
+    """(model id, parameters): with the messages, what an answer depends on, hence its journal key."""
+    if teacher.provider == "local":
+        return f"local:{teacher.model}", local.params(teacher, task)
+    return teacher.model, openai_client.params(teacher)
+
+
+def complete(
+    teacher: TeacherIR,
+    task: TaskIR,
+    pending: list[tuple[str, Messages]],
+    journal: Journal,
+    emit: Sink,
+    reference: Sequence[Messages] = (),
+    spending: openai_client.Spending | None = None,
+) -> dict[str, str]:
+    """Answer and journal every pending request; returns failures (key -> reason).
+
+    `reference` calibrates a local teacher's label scores; `spending` guards an endpoint's budget.
+    """
+    if teacher.provider == "local":
+        return local.complete(teacher, task, pending, journal, emit, reference)
+    return openai_client.complete(teacher, pending, journal, emit, spending)
