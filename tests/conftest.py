@@ -100,3 +100,12 @@ deploy: {{max_new_tokens: 8}}
         encoding="utf-8",
     )
     return spec
+
+
+def set_teacher(spec: Path, **settings: object) -> None:
+    """Add or override `teacher:` settings of a spec written by write_spec."""
+    lines = "".join(f"  {key}: {json.dumps(value)}\n" for key, value in settings.items())
+    text = spec.read_text(encoding="utf-8")
+    if "max_concurrency" in settings:
+        text = text.replace("  max_concurrency: 4\n", "")
+    spec.write_text(text.replace("  api_key_env: DISTILLC_TEST_KEY\n", "  api_key_env: DISTILLC_TEST_KEY\n" + lines))

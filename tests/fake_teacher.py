@@ -1,91 +1,287 @@
-"""An OpenAI-compatible chat server on 127.0.0.1 for tests: real HTTP, deterministic answers, counted requests."""
+"""An OpenAI-compatible server on 127.0.0.1 for tests and benchmarks.
+
+Real HTTP/1.1 with keep-alive on an asyncio loop of its own thread, so it keeps up with a client
+sending over a thousand requests a second. Answers are deterministic (`answer(last user message)`);
+every request is counted. Faults are injected per request by `fault(last user message, attempt)`,
+which returns one of FAULTS or None to answer normally:
+
+    429:<s>     429 Too Many Requests with Retry-After: <s>
+    <status>    that HTTP status, e.g. 500, 503 or 401
+    timeout     no answer until the client gives up
+    reset       the connection is reset (TCP RST) without an answer
+    malformed   200 with a body that is not JSON
+    truncated   200 whose body stops halfway and the connection closes
+
+The Batch API (files and batches) is served too, enough for `teacher.batch`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import socket
+import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Answer = Callable[[str], str]
+Fault = Callable[[str, int], "str | None"]
+FAULTS = ("429:<s>", "<status>", "timeout", "reset", "malformed", "truncated")
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"}
+REASONS |= {500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+def messages_key(body: dict[str, Any]) -> str:
+    """What identifies one request's content, to count the same request sent twice."""
+    return hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
 
 
 class FakeTeacher:
-    """Answers each chat request with `answer(last user message)`; `requests` counts what was received."""
+    """`requests` counts chat requests received; `bodies`, `arrivals` and `sent` say what and when."""
 
-    def __init__(self, answer: Answer, delay_s: float = 0.0, prompt_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        answer: Answer,
+        delay_s: float | Callable[[], float] = 0.0,
+        prompt_tokens: int | None = None,
+        fault: Fault | None = None,
+        record: bool = True,
+        batch_polls: int = 1,
+        structured: bool = True,
+    ) -> None:
         self.answer = answer
-        self.delay_s = delay_s
+        self.delay = delay_s if callable(delay_s) else (lambda: float(delay_s))
         self.prompt_tokens = prompt_tokens  # reported usage; by default, words in the messages
+        self.fault = fault
+        self.record = record  # keep bodies (tests); a benchmark sends too many to keep
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
-        self.arrivals: list[float] = []  # time.monotonic() of each request
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.arrivals: list[float] = []  # time.monotonic() of each chat request
+        self.faults: list[tuple[float, str, str]] = []  # (time, user message, fault) of each injected fault
+        self.sent: Counter[str] = Counter()  # messages key -> times received
+        self.attempts: Counter[str] = Counter()  # user message -> times received
+        self.in_flight = 0
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, bytes] = {}
+        self.batch_polls = batch_polls  # polls before a batch reports completed
+        self.structured = structured  # False: refuse response_format with a 400, as some servers do
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.AbstractServer | None = None
+        self._ids = 0
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
         return f"http://{host}:{port}/v1"
 
     def __enter__(self) -> FakeTeacher:
         self._thread.start()
+        start = asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=1024)
+        self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        async def stop() -> None:
+            assert self._server is not None
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        teacher = self
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-                with teacher._lock:
-                    teacher.requests += 1
-                    teacher.arrivals.append(time.monotonic())
-                    teacher.bodies.append(body)
-                user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
-                time.sleep(teacher.delay_s)
-                try:
-                    text = teacher.answer(user)
-                except Exception as exc:  # an injected fault: the answer function raised
-                    self._send(500, json.dumps({"error": {"message": str(exc)}}).encode())
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:] if ":" in x)}
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                if not await self._route(method, path, headers, body, writer):
                     return
-                payload = json.dumps(
-                    {
-                        "id": "chatcmpl-test",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-                        ],
-                        "usage": {
-                            "prompt_tokens": teacher.prompt_tokens
-                            or sum(len(m["content"].split()) for m in body["messages"]),
-                            "completion_tokens": len(text.split()),
-                            "total_tokens": 0,
-                        },
-                    }
-                ).encode()
-                self._send(200, payload)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if not writer.is_closing():
+                writer.close()
 
-            def _send(self, status: int, payload: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    async def _route(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request; False when the connection must end."""
+        if method == "POST" and path.endswith("/chat/completions"):
+            return await self._chat(json.loads(body), writer)
+        if method == "POST" and path.endswith("/files"):
+            file_id = self._new_id("file")
+            self.files[file_id] = _multipart_file(headers["content-type"], body)
+            return _respond(writer, 200, {"id": file_id, "object": "file", "purpose": "batch", "bytes": 0})
+        if method == "POST" and path.endswith("/batches"):
+            return _respond(writer, 200, self._create_batch(json.loads(body)))
+        if method == "GET" and "/batches/" in path:
+            return _respond(writer, *self._poll_batch(path.rsplit("/", 1)[1]))
+        if method == "GET" and path.endswith("/content"):
+            content = self.files.get(path.split("/")[-2])
+            if content is None:
+                return _respond(writer, 404, {"error": {"message": "no such file"}})
+            return _respond_bytes(writer, 200, content, "application/octet-stream")
+        return _respond(writer, 404, {"error": {"message": f"no route {method} {path}"}})
 
-        return Handler
+    async def _chat(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+        self.requests += 1
+        self.sent[messages_key(body)] += 1
+        attempt = self.attempts[user]
+        self.attempts[user] += 1
+        if self.record:
+            self.arrivals.append(time.monotonic())
+            self.bodies.append(body)
+        if "response_format" in body and not self.structured:
+            return _respond(writer, 400, {"error": {"message": "response_format is not supported"}})
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(self.delay())
+            fault = self.fault(user, attempt) if self.fault else None
+            if fault:
+                self.faults.append((time.monotonic(), user, fault))
+                return await _inject(fault, writer)
+            try:
+                text = self.answer(user)
+            except Exception as exc:  # the answer function raised: a server error
+                return _respond(writer, 500, {"error": {"message": str(exc)}})
+            return _respond(writer, 200, self._completion(body, text))
+        finally:
+            self.in_flight -= 1
+
+    def _completion(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+        prompt_tokens = self.prompt_tokens or sum(len(m["content"].split()) for m in body["messages"])
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(text.split()),
+                "total_tokens": prompt_tokens + len(text.split()),
+            },
+        }
+
+    def _new_id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}-{self._ids}"
+
+    def _create_batch(self, request: dict[str, Any]) -> dict[str, Any]:
+        batch_id = self._new_id("batch")
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": request["endpoint"],
+            "input_file_id": request["input_file_id"],
+            "completion_window": request["completion_window"],
+            "status": "in_progress",
+            "created_at": 0,
+            "polls": 0,
+            "output_file_id": None,
+            "error_file_id": None,
+        }
+        return _public(self.batches[batch_id])
+
+    def _poll_batch(self, batch_id: str) -> tuple[int, dict[str, Any]]:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            return 404, {"error": {"message": "no such batch"}}
+        batch["polls"] += 1
+        if batch["status"] == "in_progress" and batch["polls"] >= self.batch_polls:
+            self._finish_batch(batch)
+        return 200, _public(batch)
+
+    def _finish_batch(self, batch: dict[str, Any]) -> None:
+        """Answer every line of the input file, as the endpoint would have over the completion window."""
+        out, errors = [], []
+        for line in self.files[batch["input_file_id"]].decode().splitlines():
+            request = json.loads(line)
+            body = request["body"]
+            user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+            self.requests += 1
+            self.sent[messages_key(body)] += 1
+            self.attempts[user] += 1
+            if self.record:
+                self.bodies.append(body)
+            fault = self.fault(user, self.attempts[user] - 1) if self.fault else None
+            if fault:
+                error = {"code": "server_error", "message": f"injected {fault}"}
+                errors.append({"id": "r", "custom_id": request["custom_id"], "response": None, "error": error})
+                continue
+            response = {"status_code": 200, "request_id": "r", "body": self._completion(body, self.answer(user))}
+            out.append({"id": "r", "custom_id": request["custom_id"], "response": response, "error": None})
+        batch["status"] = "completed"
+        batch["output_file_id"] = self._store("".join(json.dumps(x) + "\n" for x in out))
+        batch["error_file_id"] = self._store("".join(json.dumps(x) + "\n" for x in errors)) if errors else None
+
+    def _store(self, text: str) -> str:
+        file_id = self._new_id("file")
+        self.files[file_id] = text.encode()
+        return file_id
+
+
+def _public(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in batch.items() if k != "polls"}
+
+
+async def _inject(fault: str, writer: asyncio.StreamWriter) -> bool:
+    if fault.startswith("429:"):
+        error = {"error": {"message": "rate limited", "type": "rate_limit"}}
+        return _respond(writer, 429, error, {"retry-after": fault.split(":", 1)[1]})
+    if fault.isdigit():
+        return _respond(writer, int(fault), {"error": {"message": f"injected {fault}"}})
+    if fault == "timeout":
+        await asyncio.sleep(3600)  # the client gives up first; the test server's stop cancels this
+        return False
+    if fault == "reset":
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+        return False
+    if fault == "malformed":
+        return _respond_bytes(writer, 200, b'{"id": "chatcmpl-test", "choices": [{"mess', "application/json")
+    if fault == "truncated":
+        payload = json.dumps({"id": "chatcmpl-test", "object": "chat.completion", "choices": []}).encode()
+        head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
+        writer.write(head.encode() + payload[: len(payload) // 2])
+        await writer.drain()
+        writer.close()
+        return False
+    raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
+
+
+def _respond(writer: asyncio.StreamWriter, status: int, payload: Any, headers: dict[str, str] | None = None) -> bool:
+    return _respond_bytes(writer, status, json.dumps(payload).encode(), "application/json", headers)
+
+
+def _respond_bytes(
+    writer: asyncio.StreamWriter, status: int, payload: bytes, kind: str, headers: dict[str, str] | None = None
+) -> bool:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\ncontent-type: {kind}\r\n"
+    writer.write(f"{head}content-length: {len(payload)}\r\n{extra}\r\n".encode() + payload)
+    return True
+
+
+def _multipart_file(content_type: str, body: bytes) -> bytes:
+    """The `file` part of a multipart/form-data upload."""
+    boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
+    for part in body.split(b"--" + boundary):
+        head, _, content = part.partition(b"\r\n\r\n")
+        if b'name="file"' in head:
+            return content.removesuffix(b"\r\n")
+    raise ValueError("no file in the upload")

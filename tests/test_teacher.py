@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,18 +73,46 @@ def test_json_contract_accepts_fenced_json_and_rejects_prose() -> None:
     assert accept(task, "sure! a is 1")[0] is None
 
 
-def test_invalid_answers_are_rejected_not_trained_on(tmp_path: Path, tiny_model: Path) -> None:
+def test_invalid_answers_are_reasked_once_then_dead_lettered_never_trained_on(tmp_path: Path, tiny_model: Path) -> None:
     texts = review_texts(40)
-    answer = lambda t: "no idea" if "battery" in t else sentiment(t)  # noqa: E731
+
+    def answer(text: str) -> str:
+        if "not valid" in text:  # the re-ask: battery reviews get it right the second time, camera ones never
+            return "still no idea" if "camera" in text else "negative"
+        if "camera" in text:
+            return "no idea, camera"  # the re-ask quotes this answer back, so the server can tell
+        return "no idea" if "battery" in text else sentiment(text)
+
     with FakeTeacher(answer) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
         result = api.build(spec, out=tmp_path / "out", until="label")
+        sent = teacher.requests
+        reasks = [b for b in teacher.bodies if "not valid" in b["messages"][-1]["content"]]
     summary = result.stage("label").summary
-    bad = sum("battery" in t for t in texts)
-    assert bad > 0
-    assert (summary["labeled"], summary["rejected"]) == (len(texts) - bad, bad)
-    rejected = (result.stage("label").artifact / "rejected.jsonl").read_text()
-    assert "no idea" in rejected and "not one of the labels" in rejected
+    battery, camera = (sum(word in t for t in texts) for word in ("battery", "camera"))
+    assert battery > 0 and camera > 0
+    assert sent == len(texts) + battery + camera  # one re-ask each, no more
+    assert summary["reasked"] == battery + camera and summary["fixed_by_reask"] == battery
+    assert (summary["labeled"], summary["rejected"]) == (len(texts) - camera, camera)
+    # The re-ask carries the invalid answer and what is wrong with it.
+    assert reasks[0]["messages"][-2]["content"] in ("no idea", "no idea, camera")
+    assert "not one of the labels" in reasks[0]["messages"][-1]["content"]
+    dead = [
+        json.loads(line) for line in (result.stage("label").artifact / "dead_letter.jsonl").read_text().splitlines()
+    ]
+    assert len(dead) == camera
+    assert all(
+        d["kind"] == "invalid" and d["answer"] == "still no idea" and d["first_answer"] == "no idea, camera"
+        for d in dead
+    )
+    labeled = (result.stage("label").artifact / "labeled.jsonl").read_text()
+    assert "camera" not in labeled
+    # A re-run pays for nothing: first answers and re-asks are both journaled.
+    with FakeTeacher(answer) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        again = api.build(spec, out=tmp_path / "out", until="label")
+        assert teacher.requests == 0
+    assert again.stage("label").summary["labeled"] == summary["labeled"]
 
 
 def test_failed_requests_keep_paid_answers_and_rerun_sends_only_the_missing(tmp_path: Path, tiny_model: Path) -> None:
@@ -188,6 +217,6 @@ def test_failures_within_max_failed_share_are_dead_lettered_and_the_build_goes_o
     label = result.stage("label")
     assert label.summary["failed"] == failing
     assert label.summary["labeled"] == len(texts) - failing
-    assert "InternalServerError" in label.summary["failures"][0]["reason"]
+    assert "HTTP 500: injected failure" in label.summary["dead_letter"][0]["reason"]
     dead = [line for line in (label.artifact / "dead_letter.jsonl").read_text().splitlines() if line]
     assert len(dead) == failing and all("camera" in line for line in dead)

@@ -79,7 +79,8 @@ def test_local_teacher_generates_for_text_tasks(tmp_path: Path, tiny_model: Path
     """Generation path of the local teacher: every answer journaled, then judged by the output contract.
 
     The random-init model answers with special tokens only, which decode to nothing: every answer is
-    rejected as empty, the stage fails with the first answer in its message, and nothing is asked twice.
+    rejected as empty, re-asked once (the same output contract as an endpoint's), and still empty: the stage
+    fails with the answer in its message, and nothing is asked again on a re-run.
     """
     texts = review_texts(12)
     spec = write_spec(tmp_path, base_url="", student=str(tiny_model), inputs=texts)
@@ -94,15 +95,15 @@ def test_local_teacher_generates_for_text_tasks(tmp_path: Path, tiny_model: Path
     with pytest.raises(DistillcError) as caught:
         api.build(spec, out=tmp_path / "out", until="label")
     assert caught.value.code == "E403"
-    assert "(first: '': empty answer)" in caught.value.message
+    assert "(first: '': empty answer (after one re-ask))" in caught.value.message
     journal = Journal(tmp_path / "out" / "journal" / "teacher.jsonl")
-    assert len(journal.entries) == len(texts)
+    assert len(journal.entries) == 2 * len(texts)  # each first answer, and its re-ask
     assert all(e["usage"]["completion_tokens"] == 6 for e in journal.entries.values())
     journal.close()
     with pytest.raises(DistillcError):
         api.build(spec, out=tmp_path / "out", until="label")
     lines = (tmp_path / "out" / "journal" / "teacher.jsonl").read_text().splitlines()
-    assert len(lines) == len(texts)  # no answer was generated (and appended) a second time
+    assert len(lines) == 2 * len(texts)  # no answer was generated (and appended) a second time
 
 
 def test_lora_and_depth_pruning_train_export_and_keep_parity(tmp_path: Path, tiny_model: Path) -> None:

@@ -16,10 +16,10 @@ from distillc.teacher import client, local, openai_client
 from distillc.teacher.contract import accept
 from distillc.teacher.cost import Budget, TokenCounter, estimate, has_price, request_estimator, usd
 from distillc.teacher.journal import Journal, journal_path, request_key
-from distillc.teacher.prompts import label_messages
+from distillc.teacher.prompts import label_messages, reask_messages
 
 NAME = "label"
-VERSION = 1
+VERSION = 2  # 2: invalid answers re-asked once; dead letters hold failures and rejections
 READS = ("task", "teacher")
 NEEDS = ("inputs",)
 
@@ -55,61 +55,121 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
         spending = _budget(spec, pending) if teacher.provider == "openai" else None
         failures = client.complete(teacher, spec.task, pending, journal, ctx.emit, reference, spending)
+        _check(spec, failures, len(pending), len(requests))
+        # Invalid answers get one more try, with the answer and what is wrong with it in the conversation.
+        reasks = reask_requests(spec, requests, journal)
+        pending_reasks = unanswered(list(reasks.values()), journal)
+        if pending_reasks:
+            ctx.log(f"{len(reasks)} invalid answers, {len(pending_reasks)} re-asked")
+        failures |= client.complete(teacher, spec.task, pending_reasks, journal, ctx.emit, reference, spending)
+        _check(spec, failures, len(pending) + len(pending_reasks), len(requests))
         answers = dict(journal.entries)
 
-    unsent = [key for key, reason in failures.items() if reason == openai_client.OVER_BUDGET]
-    if unsent:
-        raise DistillcError(
-            "E503",
-            f"budget.max_usd ${spec.budget.max_usd:g} reached: {len(unsent)} of {len(pending)} teacher "
-            "requests were not sent",
-            help="the answers received are journaled; raise budget.max_usd and re-run to send only the rest",
-        )
-    if len(failures) > teacher.max_failed_share * len(requests):
-        first = next(iter(failures.values()))
-        raise DistillcError(
-            "E402",
-            f"{len(failures)} of {len(pending)} teacher requests failed (first: {first}), more than "
-            f"teacher.max_failed_share {teacher.max_failed_share:g} of {len(requests)}",
-            help="the answers received are journaled; re-run to send only the missing ones",
-        )
-
-    labeled, rejected, dead = [], [], []
+    labeled, dead = [], []
+    fixed = 0
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     for item, (key, _) in zip(items, requests, strict=True):
         entry = answers.get(key)
         if entry is None:  # failed after every retry, within the share the spec tolerates
-            dead.append({**item, "reason": failures[key]})
+            dead.append({**item, "kind": "failed", "reason": failures[key]})
             continue
-        for name in usage:
-            usage[name] += int(entry.get("usage", {}).get(name, 0))
+        _add_usage(usage, entry)
         target, reason = accept(spec.task, entry["text"])
         if target is None:
-            rejected.append({**item, "answer": entry["text"], "reason": reason})
-        else:
-            labeled.append({**item, "output": target})
+            reask_key = reasks[key][0]
+            second = answers.get(reask_key)
+            if second is None:
+                reason = f"{reason}; re-asking failed: {failures.get(reask_key, 'not sent')}"
+                dead.append({**item, "kind": "invalid", "answer": entry["text"], "reason": reason})
+                continue
+            _add_usage(usage, second)
+            target, reason = accept(spec.task, second["text"])
+            if target is None:
+                dead.append(
+                    {
+                        **item,
+                        "kind": "invalid",
+                        "answer": second["text"],
+                        "first_answer": entry["text"],
+                        "reason": f"{reason} (after one re-ask)",
+                    }
+                )
+                continue
+            fixed += 1
+        labeled.append({**item, "output": target})
     write_jsonl(ctx.workdir / "labeled.jsonl", labeled)
-    write_jsonl(ctx.workdir / "rejected.jsonl", rejected)
     write_jsonl(ctx.workdir / "dead_letter.jsonl", dead)
+    invalid = [d for d in dead if d["kind"] == "invalid"]
     if not labeled:
-        first = rejected[0]
+        first = dead[0]
         raise DistillcError(
             "E403",
             f"the teacher gave no valid answer for any of {len(items)} inputs "
-            f"(first: {first['answer'][:200]!r}: {first['reason']})",
+            f"(first: {first.get('answer', '')[:200]!r}: {first['reason']})",
             help="the answers are journaled and will not be paid for again; check the teacher and the task",
         )
-    ctx.log(f"{len(labeled)} labeled, {len(rejected)} rejected, {len(dead)} failed")
+    ctx.log(
+        f"{len(labeled)} labeled ({fixed} after a re-ask), {len(invalid)} invalid, {len(dead) - len(invalid)} failed"
+    )
     return {
-        "failed": len(dead),
-        "failures": [{"input": d["input"][:200], "reason": d["reason"][:300]} for d in dead[:10]],
+        "failed": len(dead) - len(invalid),
+        "rejected": len(invalid),
+        "reasked": len(reasks),
+        "fixed_by_reask": fixed,
+        "dead_letter": [
+            {
+                "input": d["input"][:200],
+                "kind": d["kind"],
+                "reason": d["reason"][:300],
+                "answer": d.get("answer", "")[:200],
+            }
+            for d in dead[:10]
+        ],
         "usd": round(usd(teacher, usage["prompt_tokens"], usage["completion_tokens"]), 6),
         "labeled": len(labeled),
-        "rejected": len(rejected),
-        "requests_sent": len(pending),
+        "requests_sent": len(pending) + len(pending_reasks),
         "usage": usage,
         "distribution": _distribution(labeled) if spec.task.output_type == "label" else {},
     }
+
+
+def reask_requests(spec: SpecIR, requests: list[Request], journal: Journal) -> dict[str, Request]:
+    """For each journaled answer that breaks the output contract: the re-ask, by the first request's key."""
+    model_id, params = client.identity(spec.teacher, spec.task)
+    out = {}
+    for key, messages in requests:
+        entry = journal.get(key)
+        if entry is None or key in out:
+            continue
+        target, reason = accept(spec.task, entry["text"])
+        if target is None:
+            again = reask_messages(spec.task, messages, entry["text"], reason)
+            out[key] = (request_key(model_id, again, params), again)
+    return out
+
+
+def _check(spec: SpecIR, failures: dict[str, str], sent: int, total: int) -> None:
+    """Stop on the budget, or when more requests failed than the spec tolerates; what was paid for stays."""
+    unsent = [key for key, reason in failures.items() if reason == openai_client.OVER_BUDGET]
+    if unsent:
+        raise DistillcError(
+            "E503",
+            f"budget.max_usd ${spec.budget.max_usd:g} reached: {len(unsent)} of {sent} teacher requests were not sent",
+            help="the answers received are journaled; raise budget.max_usd and re-run to send only the rest",
+        )
+    if len(failures) > spec.teacher.max_failed_share * total:
+        first = next(iter(failures.values()))
+        raise DistillcError(
+            "E402",
+            f"{len(failures)} of {sent} teacher requests failed (first: {first}), more than "
+            f"teacher.max_failed_share {spec.teacher.max_failed_share:g} of {total}",
+            help="the answers received are journaled; re-run to send only the missing ones",
+        )
+
+
+def _add_usage(usage: dict[str, int], entry: dict[str, Any]) -> None:
+    for name in usage:
+        usage[name] += int(entry.get("usage", {}).get(name, 0))
 
 
 def _distribution(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -121,11 +181,11 @@ def _distribution(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 def _budget(spec: SpecIR, pending: list[Request]) -> openai_client.Spending | None:
     """Refuse up front when the estimate is over budget; otherwise a guard for while spending."""
-    if not (spec.budget.max_usd and has_price(spec.teacher) and pending):
+    if not (spec.budget.max_usd and has_price(spec.teacher)):
         return None
     counter = TokenCounter(spec)
     planned = estimate(spec, counter, [m for _, m in pending])
-    if planned.usd > spec.budget.max_usd:
+    if pending and planned.usd > spec.budget.max_usd:
         raise DistillcError(
             "E502",
             f"labeling {planned.requests} inputs is estimated at ${planned.usd:.4f}, over budget.max_usd "

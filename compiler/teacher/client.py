@@ -17,7 +17,7 @@ def identity(teacher: TeacherIR, task: TaskIR) -> tuple[str, dict[str, Any]]:
     """(model id, parameters): with the messages, what an answer depends on, hence its journal key."""
     if teacher.provider == "local":
         return f"local:{teacher.model}", local.params(teacher, task)
-    return teacher.model, openai_client.params(teacher)
+    return teacher.model, openai_client.params(teacher, task)
 
 
 def complete(
@@ -28,11 +28,12 @@ def complete(
     emit: Sink,
     reference: Sequence[Messages] = (),
     spending: openai_client.Spending | None = None,
+    stage: str = "label",
 ) -> dict[str, str]:
     """Answer and journal every pending request; returns failures (key -> reason).
 
     `reference` calibrates a local teacher's label scores; `spending` guards an endpoint's budget.
     """
     if teacher.provider == "local":
-        return local.complete(teacher, task, pending, journal, emit, reference)
-    return openai_client.complete(teacher, pending, journal, emit, spending)
+        return local.complete(teacher, task, pending, journal, emit, reference, stage)
+    return openai_client.complete(teacher, pending, journal, emit, spending, task, stage)

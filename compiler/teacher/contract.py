@@ -5,8 +5,10 @@ Invalid answers are never trained on.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from typing import Any
 
 from distillc.spec.ir import TaskIR
 
@@ -29,6 +31,8 @@ def accept(task: TaskIR, answer: str) -> tuple[str | None, str]:
             value = json.loads(strip_fence(text))
         except ValueError as exc:
             return None, f"not valid JSON: {exc}"
+        if task.json_schema and (problem := schema_violation(task.json_schema, value)):
+            return None, problem
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")), ""
     return text, ""
 
@@ -51,3 +55,20 @@ def strip_fence(text: str) -> str:
         text = text.split("\n", 1)[1] if "\n" in text else ""
         text = text.rsplit("```", 1)[0]
     return text.strip()
+
+
+def schema_violation(schema: str, value: Any) -> str:
+    """The first way `value` breaks the JSON Schema (text), or "" when it conforms."""
+    error = next(iter(_validator(schema).iter_errors(value)), None)
+    if error is None:
+        return ""
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"does not match the JSON Schema at {where}: {error.message[:200]}"
+
+
+@functools.lru_cache(maxsize=8)
+def _validator(schema: str) -> Any:
+    import jsonschema
+
+    parsed = json.loads(schema)
+    return jsonschema.validators.validator_for(parsed)(parsed)

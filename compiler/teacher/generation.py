@@ -122,7 +122,7 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
         result.requests += len(batch)
         pending = [(k, m) for k, m in batch if journal.get(k) is None]
         result.sent += len(pending)
-        result.failures.update(client.complete(teacher, task, pending, journal, emit))
+        result.failures.update(client.complete(teacher, task, pending, journal, emit, stage="inputs"))
         for key, _ in batch:
             entry = journal.get(key)
             if entry is None:

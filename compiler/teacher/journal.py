@@ -6,6 +6,7 @@ reads the journal and sends only what is missing. A torn last line (crash mid-wr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -51,13 +52,17 @@ class Journal:
         return self.entries.get(key)
 
     def append(self, key: str, text: str, usage: dict[str, int]) -> None:
-        entry = {"key": key, "text": text, "usage": usage}
-        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        self.append_many([{"key": key, "text": text, "usage": usage}])
+
+    def append_many(self, entries: list[dict[str, Any]]) -> None:
+        """Write and fsync; only then are the entries counted as answered."""
+        data = b"".join((json.dumps(e, ensure_ascii=False) + "\n").encode("utf-8") for e in entries)
         with self._lock:
-            self._file.write(line)
+            self._file.write(data)
             self._file.flush()
             os.fsync(self._file.fileno())
-            self.entries[key] = entry
+            for entry in entries:
+                self.entries[entry["key"]] = entry
 
     def close(self) -> None:
         self._file.close()
@@ -67,6 +72,42 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class GroupCommit:
+    """Appends from many coroutines share one write and one fsync (in a thread, so the event loop keeps
+    serving). Each `append` returns only once its entry is on disk: durability is that of `append`."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def append(self, key: str, text: str, usage: dict[str, int]) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append(({"key": key, "text": text, "usage": usage}, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await asyncio.to_thread(self.journal.append_many, [entry for entry, _ in batch])
+            except OSError as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():  # its worker may have been cancelled meanwhile; the entry is written
+                    done.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until everything appended so far is on disk."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
 
 
 def _drop_torn_tail(path: Path) -> None:

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from distillc.events import Event, Sink
+from distillc.events import Progress, Sink
 from distillc.models import load_causal_lm, pick_device
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher.journal import Journal
@@ -32,7 +32,13 @@ def params(teacher: TeacherIR, task: TaskIR) -> dict[str, Any]:
 
 
 def complete(
-    teacher: TeacherIR, task: TaskIR, pending: Pending, journal: Journal, emit: Sink, reference: Sequence[Messages] = ()
+    teacher: TeacherIR,
+    task: TaskIR,
+    pending: Pending,
+    journal: Journal,
+    emit: Sink,
+    reference: Sequence[Messages] = (),
+    stage: str = "label",
 ) -> dict[str, str]:
     """Answer every pending request and journal it. `reference` (label tasks): inputs to calibrate on."""
     if not pending:
@@ -44,6 +50,7 @@ def complete(
     def render(messages: Messages) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    progress = Progress(emit, stage, len(pending), "teacher answers")
     prompts = sorted(((key, render(m)) for key, m in pending), key=lambda kp: len(kp[1]))  # less padding
     with torch.inference_mode():
         answer: Callable[[list[str]], list[Answer]]
@@ -59,7 +66,7 @@ def complete(
             batch = prompts[start : start + BATCH]
             for (key, _), (text, usage) in zip(batch, answer([p for _, p in batch]), strict=True):
                 journal.append(key, text, usage)
-            emit(Event("progress", "label", f"{min(start + BATCH, len(prompts))}/{len(prompts)} teacher answers"))
+            progress.step(len(batch))
     return {}
 
 

@@ -1,27 +1,33 @@
 """Teacher over any OpenAI-compatible chat endpoint (OpenAI, vLLM, TGI, Ollama, llama.cpp server).
 
-Requests run concurrently, bounded by a semaphore so one slow request never stalls the rest;
-each answer is journaled the moment it arrives.
+A streaming pool: `max_concurrency` workers each take the next request as soon as their last one is
+done, so one slow request never stalls the rest. Connections are kept alive. HTTP goes through aiohttp
+rather than the openai SDK: against a 50 ms endpoint at 64 in flight the SDK reached 0.4 of the
+possible request rate on a 2-core machine, aiohttp 0.9 (bench/labeling_rate.py). Each answer is
+journaled (fsync'd) before it counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from distillc.errors import DistillcError
-from distillc.events import Event, Sink
-from distillc.spec.ir import TeacherIR
-from distillc.teacher.cost import Budget
-from distillc.teacher.journal import Journal
+from distillc.events import Event, Progress, Sink
+from distillc.spec.ir import TaskIR, TeacherIR
+from distillc.teacher import retry
+from distillc.teacher.cost import Budget, usd
+from distillc.teacher.journal import GroupCommit, Journal
 from distillc.teacher.ratelimit import RateLimiter, request_tokens
 
 Messages = list[dict[str, str]]
 Pending = list[tuple[str, Messages]]
 OVER_BUDGET = "not sent: budget reached"
+OPENAI_URL = "https://api.openai.com/v1"
 
 
 @dataclass
@@ -32,8 +38,25 @@ class Spending:
     estimate_usd: Callable[[Messages], float]
 
 
-def params(teacher: TeacherIR) -> dict[str, Any]:
-    return {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
+class RequestFailed(Exception):
+    """A request that will not succeed: retries are spent, or the endpoint refused it (4xx)."""
+
+    def __init__(self, reason: str, status: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def params(teacher: TeacherIR, task: TaskIR | None = None) -> dict[str, Any]:
+    """Sampling parameters, and for JSON tasks the endpoint's structured output with the task's schema."""
+    out: dict[str, Any] = {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
+    if task is not None and task.output_type == "json":
+        if task.json_schema:
+            schema = json.loads(task.json_schema)
+            out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+        else:
+            out["response_format"] = {"type": "json_object"}
+    return out
 
 
 def api_key(teacher: TeacherIR) -> str:
@@ -49,64 +72,178 @@ def api_key(teacher: TeacherIR) -> str:
     )
 
 
+@dataclass
+class Endpoint:
+    """One endpoint as the pool sees it: a keep-alive session, the shared pause, rate limits and retries."""
+
+    teacher: TeacherIR
+    session: Any  # aiohttp.ClientSession
+    emit: Sink
+    stage: str
+    pause: retry.Pause = field(default_factory=retry.Pause)
+    limiter: RateLimiter | None = None
+    structured: bool = True  # cleared when the endpoint refuses response_format
+
+    @property
+    def url(self) -> str:
+        return (self.teacher.base_url or OPENAI_URL).rstrip("/")
+
+    async def chat(self, messages: Messages, extra: dict[str, Any]) -> tuple[str, dict[str, int]]:
+        """The answer and its usage, after retries; RequestFailed when there is none."""
+        payload = {"model": self.teacher.model, "messages": messages, **extra}
+        tokens = request_tokens(messages, self.teacher.max_tokens)
+        while True:
+            if not self.structured:
+                payload.pop("response_format", None)
+            try:
+                return await self.send("/chat/completions", payload, _parse_chat, tokens)
+            except RequestFailed as exc:
+                if exc.status == 400 and "response_format" in payload:
+                    if self.structured:  # the endpoint has no structured output: ask in the prompt alone
+                        self.structured = False
+                        self.emit(
+                            Event(
+                                "warning",
+                                self.stage,
+                                f"endpoint refused response_format ({exc.reason}); "
+                                "asking for JSON in the prompt only, every answer is still validated",
+                            )
+                        )
+                    continue
+                raise
+
+    async def send(self, path: str, payload: dict[str, Any], parse: Callable[[Any], Any], tokens: int = 0) -> Any:
+        """POST JSON, retrying transient failures; `parse` turns the JSON into the result or raises ValueError."""
+        import aiohttp
+
+        for attempt in range(self.teacher.max_retries + 1):
+            await self.pause.wait()
+            if self.limiter:
+                await self.limiter.acquire(tokens)
+            wait = None
+            try:
+                async with self.session.post(self.url + path, json=payload) as response:
+                    status, body = response.status, await response.read()
+                    headers = response.headers
+            except asyncio.TimeoutError:
+                reason = f"no answer within teacher.timeout_s ({self.teacher.timeout_s:g} s)"
+            except aiohttp.ClientError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                if status == 200:
+                    try:
+                        return parse(json.loads(body))
+                    except (ValueError, KeyError, IndexError, TypeError) as exc:
+                        reason = f"malformed response ({type(exc).__name__}: {exc}): {body[:120]!r}"
+                else:
+                    reason = f"HTTP {status}: {_error_message(body)}"
+                    if status in retry.FATAL_STATUS:
+                        raise DistillcError(
+                            "E404",
+                            f"the teacher endpoint {self.url} refused the request: {reason}",
+                            help="check teacher.model, teacher.base_url and the key in teacher.api_key_env; "
+                            "answers received so far are journaled",
+                        )
+                    if status not in retry.RETRYABLE_STATUS:
+                        raise RequestFailed(reason, status)
+                    wait = retry.retry_after_s(headers)
+            if attempt == self.teacher.max_retries:
+                break
+            if wait is None:
+                await retry.CLOCK.sleep(retry.backoff_s(attempt))
+            elif self.pause.extend(wait) and wait >= 1:
+                self.emit(Event("warning", self.stage, f"endpoint asked to wait {wait:g} s: all requests paused"))
+        raise RequestFailed(f"{reason} (after {self.teacher.max_retries + 1} attempts)")
+
+
+def _parse_chat(value: Any) -> tuple[str, dict[str, int]]:
+    choice = value["choices"][0]
+    text = choice["message"]["content"] or ""
+    if not isinstance(text, str):
+        raise TypeError("message content is not text")
+    usage = value.get("usage") or {}
+    return text, {
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
+    }
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["error"]["message"])[:300]
+    except (ValueError, KeyError, TypeError):
+        return body[:300].decode("utf-8", "replace") or "(empty body)"
+
+
 def complete(
-    teacher: TeacherIR, pending: Pending, journal: Journal, emit: Sink, spending: Spending | None = None
+    teacher: TeacherIR,
+    pending: Pending,
+    journal: Journal,
+    emit: Sink,
+    spending: Spending | None = None,
+    task: TaskIR | None = None,
+    stage: str = "label",
 ) -> dict[str, str]:
     """Send every pending request; journal each answer. Returns failures: request key -> reason."""
     if not pending:
         return {}
-    return asyncio.run(_complete(teacher, pending, journal, emit, spending))
+    return asyncio.run(_complete(teacher, pending, journal, emit, spending, task, stage))
 
 
 async def _complete(
-    teacher: TeacherIR, pending: Pending, journal: Journal, emit: Sink, spending: Spending | None
+    teacher: TeacherIR,
+    pending: Pending,
+    journal: Journal,
+    emit: Sink,
+    spending: Spending | None,
+    task: TaskIR | None,
+    stage: str,
 ) -> dict[str, str]:
-    from openai import APIError, AsyncOpenAI
+    import aiohttp
 
-    client = AsyncOpenAI(
-        base_url=teacher.base_url or None,
-        api_key=api_key(teacher),
-        max_retries=teacher.max_retries,
-        timeout=teacher.timeout_s,
-    )
-    gate = asyncio.Semaphore(teacher.max_concurrency)
-    limiter = RateLimiter(teacher.requests_per_minute, teacher.tokens_per_minute)
     failures: dict[str, str] = {}
-    done = 0
+    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    progress = Progress(emit, stage, len(pending), "teacher answers", spent=lambda: usd(teacher, *usage.values()))
+    extra = params(teacher, task)
+    work: Iterator[tuple[str, Messages]] = iter(pending)
+    commit = GroupCommit(journal)
+    connector = aiohttp.TCPConnector(limit=teacher.max_concurrency)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=teacher.timeout_s),
+        headers={"authorization": f"Bearer {api_key(teacher)}"},
+        trust_env=True,  # HTTPS_PROXY and friends
+    ) as session:
+        endpoint = Endpoint(teacher, session, emit, stage)
+        endpoint.limiter = RateLimiter(teacher.requests_per_minute, teacher.tokens_per_minute)
 
-    async def one(key: str, messages: Messages) -> None:
-        nonlocal done
-        async with gate:
-            await limiter.acquire(request_tokens(messages, teacher.max_tokens))
-            cost = spending.estimate_usd(messages) if spending else 0.0
-            if spending and not spending.budget.reserve(cost):
-                failures[key] = OVER_BUDGET
-                return
-            try:
-                response = await client.chat.completions.create(
-                    model=teacher.model,
-                    messages=messages,  # type: ignore[arg-type]
-                    **params(teacher),
-                )
-            except APIError as exc:
+        async def worker() -> None:
+            for key, messages in work:
+                cost = spending.estimate_usd(messages) if spending else 0.0
+                if spending and not spending.budget.reserve(cost):
+                    failures[key] = OVER_BUDGET
+                    continue
+                try:
+                    text, used = await endpoint.chat(messages, extra)
+                except RequestFailed as exc:
+                    if spending:
+                        spending.budget.release(cost)
+                    failures[key] = exc.reason
+                    progress.step()
+                    continue
+                await commit.append(key, text, used)  # on disk before it counts
                 if spending:
-                    spending.budget.release(cost)
-                failures[key] = f"{type(exc).__name__}: {exc}"
-                return
-        text = response.choices[0].message.content or "" if response.choices else ""
-        usage = {
-            "prompt_tokens": response.usage.prompt_tokens if response.usage else 0,
-            "completion_tokens": response.usage.completion_tokens if response.usage else 0,
-        }
-        journal.append(key, text, usage)
-        if spending:
-            spending.budget.settle(cost, usage)
-        done += 1
-        if done % 50 == 0 or done == len(pending):
-            emit(Event("progress", "label", f"{done}/{len(pending)} teacher answers", {"done": done}))
+                    spending.budget.settle(cost, used)
+                for name in usage:
+                    usage[name] += used[name]
+                progress.step()
 
-    try:
-        await asyncio.gather(*(one(key, messages) for key, messages in pending))
-    finally:
-        await client.close()
+        workers = [asyncio.create_task(worker()) for _ in range(min(teacher.max_concurrency, len(pending)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task_ in workers:
+                task_.cancel()
+            await commit.drain()
+    progress.finish()
     return failures

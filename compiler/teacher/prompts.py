@@ -25,3 +25,13 @@ def label_messages(task: TaskIR, text: str) -> list[dict[str, str]]:
         messages.append({"role": "assistant", "content": example.output})
     messages.append({"role": "user", "content": text})
     return messages
+
+
+def reask_messages(task: TaskIR, messages: list[dict[str, str]], answer: str, reason: str) -> list[dict[str, str]]:
+    """The conversation again, with the invalid answer and a correction: the teacher gets one more try."""
+    correction = f"That answer is not valid: {reason}. " + CONTRACT[task.output_type].format(
+        labels=", ".join(task.labels)
+    )
+    if task.json_schema:
+        correction += f" It must conform to this JSON Schema: {task.json_schema}"
+    return [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": correction}]

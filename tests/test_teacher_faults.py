@@ -1,0 +1,204 @@
+"""The teacher against a faulty endpoint: every request ends labeled or dead-lettered with a reason.
+
+The fault matrix runs through a real build against the HTTP test server. Its waits (backoff and a
+200 s Retry-After) are served by a fast clock, so the matrix takes seconds; one test keeps real time
+to show that a Retry-After pauses the whole pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from distillc import api
+from distillc.errors import DistillcError
+from distillc.events import Event
+from distillc.teacher import retry
+from tests.conftest import set_teacher, write_spec
+from tests.fake_teacher import FakeTeacher
+
+RETRIES = 3
+# scenario -> the faults of its first attempts; after them the server answers
+TRANSIENT = {
+    "fine": [],
+    "ratelimited-now": ["429:0"],
+    "ratelimited-2s": ["429:2"],
+    "ratelimited-200s": ["429:200"],
+    "error500": ["500"],
+    "unavailable503": ["503", "503"],
+    "timeout": ["timeout"],
+    "reset": ["reset"],
+    "malformed": ["malformed"],
+    "truncated": ["truncated"],
+    "offlabel": [],  # answered outside the label set, right when re-asked
+}
+PERMANENT = {
+    "always500": ["500"] * (RETRIES + 1),
+    "alwaysreset": ["reset"] * (RETRIES + 1),
+    "alwaystruncated": ["truncated"] * (RETRIES + 1),
+    "alwaysofflabel": [],  # outside the label set, re-ask included
+}
+SCENARIOS = TRANSIENT | PERMANENT
+
+
+class FastClock(retry.Clock):
+    """Waits pass at once; `slept` records them."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return time.monotonic() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.offset += seconds
+        await asyncio.sleep(0)
+
+
+def scenario_of(text: str) -> str:
+    return text.rsplit(" ", 1)[-1]
+
+
+def fault(user: str, attempt: int) -> str | None:
+    faults = SCENARIOS.get(scenario_of(user), [])
+    return faults[attempt] if attempt < len(faults) else None
+
+
+def answer(user: str) -> str:
+    if "not valid" in user:  # the re-ask quotes the invalid answer back
+        return "still unsure" if "alwaysofflabel" in user else "positive"
+    if scenario_of(user) in ("offlabel", "alwaysofflabel"):
+        return f"unsure ({scenario_of(user)})"
+    return "positive"
+
+
+def test_fault_matrix_every_input_ends_labeled_or_dead_lettered(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FastClock()
+    monkeypatch.setattr(retry, "CLOCK", clock)
+    texts = [f"review {i} of {name}" for name in SCENARIOS for i in range(3)]
+    events: list[Event] = []
+    with FakeTeacher(answer, fault=fault) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        set_teacher(spec, max_retries=RETRIES, timeout_s=1.0, max_concurrency=8, max_failed_share=0.5)
+        result = api.build(spec, out=tmp_path / "out", until="label", emit=events.append)
+        attempts = dict(teacher.attempts)
+    label = result.stage("label")
+    labeled = {row["input"] for row in _rows(label.artifact / "labeled.jsonl")}
+    dead = {row["input"]: row for row in _rows(label.artifact / "dead_letter.jsonl")}
+
+    assert labeled | set(dead) == set(texts) and not labeled & set(dead)  # each ends one way, none lost
+    assert labeled == {t for t in texts if scenario_of(t) in TRANSIENT}
+    table = []
+    for text in texts:
+        name = scenario_of(text)
+        sent = attempts[text]
+        if name in ("offlabel", "alwaysofflabel"):
+            assert sent == 1  # the re-ask is a request of its own, below
+        elif name in PERMANENT:
+            assert sent == RETRIES + 1
+        else:
+            assert sent == len(SCENARIOS[name]) + 1  # retried exactly until it succeeded
+        if text in dead:
+            table.append((name, sent, "dead-lettered", dead[text]["reason"]))
+        else:
+            table.append((name, sent, "labeled", ""))
+    reasons = {scenario_of(t): dead[t]["reason"] for t in dead}
+    assert reasons["always500"].startswith("HTTP 500: injected 500") and "after 4 attempts" in reasons["always500"]
+    assert "Disconnected" in reasons["alwaysreset"] or "reset" in reasons["alwaysreset"].lower()
+    assert "payload" in reasons["alwaystruncated"].lower()
+    assert reasons["alwaysofflabel"].startswith("answer is not one of the labels: 'still unsure'")
+    assert dead[next(t for t in texts if "alwaysofflabel" in t)]["kind"] == "invalid"
+    # The 200 s Retry-After was served in full, once for the pool, and said so.
+    assert max(clock.slept) >= 199
+    assert any("asked to wait 200 s: all requests paused" in e.message for e in events)
+    summary = label.summary
+    assert (summary["failed"], summary["rejected"]) == (9, 3)
+    print("\n" + "\n".join(f"{name:18} {sent} sent  {outcome:13} {reason}" for name, sent, outcome, reason in table))
+
+
+def test_a_retry_after_pauses_the_whole_pool(tmp_path: Path, tiny_model: Path) -> None:
+    """Real time: after a 429 with Retry-After: 2 no request reaches the server for 2 s."""
+    texts = [f"review {i} was lovely" for i in range(24)]
+    limited = texts[5]
+    with FakeTeacher(
+        lambda t: "positive", delay_s=0.05, fault=lambda t, n: "429:2" if t == limited and n == 0 else None
+    ) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        started = time.monotonic()
+        result = api.build(spec, out=tmp_path / "out", until="label")
+        elapsed = time.monotonic() - started
+        (fault_time, _, _), arrivals = teacher.faults[0], teacher.arrivals
+    assert result.stage("label").summary["labeled"] == len(texts)
+    # Requests already on their way when the 429 left the server may land just after it; none after that.
+    after = [a - fault_time for a in arrivals if a > fault_time + 0.1]
+    assert after and min(after) >= 1.9
+    assert elapsed >= 2
+
+
+def test_an_endpoint_that_refuses_the_key_stops_the_build_at_once(tmp_path: Path, tiny_model: Path) -> None:
+    texts = [f"review {i} was lovely" for i in range(40)]
+    with FakeTeacher(lambda t: "positive", fault=lambda t, n: "401" if t == texts[10] else None) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        with pytest.raises(DistillcError) as caught:
+            api.build(spec, out=tmp_path / "out", until="label")
+        sent = teacher.requests
+    assert caught.value.code == "E404"
+    assert "HTTP 401" in caught.value.message and "api_key_env" in (caught.value.help or "")
+    assert sent < len(texts)  # it did not go on sending requests that cannot succeed
+
+
+def test_json_answers_use_structured_output_and_are_validated_against_the_schema(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    texts = [f"order {i} of {i % 5 + 1} chairs" for i in range(12)]
+
+    def extract(user: str) -> str:
+        if "not valid" in user:
+            return '{"item": "chair", "count": 3}'
+        count = int(user.split(" of ")[1].split()[0])
+        return json.dumps({"item": "chair", "count": count if count != 2 else "two"})  # "two" breaks the schema
+
+    for structured in (True, False):
+        with FakeTeacher(extract, structured=structured) as teacher:
+            folder = tmp_path / f"structured-{structured}"
+            spec = write_spec(folder, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+            spec.write_text(_as_json_task(spec.read_text()))
+            result = api.build(spec, out=folder / "out", until="label")
+            bodies = teacher.bodies
+        label = result.stage("label")
+        sent_format = [b.get("response_format") for b in bodies]
+        if structured:
+            assert all(f and f["type"] == "json_schema" for f in sent_format)
+            assert sent_format[0]["json_schema"]["schema"]["required"] == ["item", "count"]
+        else:  # refused once with a 400, then asked in the prompt alone
+            assert sent_format[0] is not None and sent_format[-1] is None
+        twos = sum(" of 2 " in t for t in texts)
+        assert label.summary["reasked"] == twos and label.summary["fixed_by_reask"] == twos
+        outputs = [json.loads(row["output"]) for row in _rows(label.artifact / "labeled.jsonl")]
+        assert len(outputs) == len(texts) and all(isinstance(o["count"], int) for o in outputs)
+
+
+def _as_json_task(text: str) -> str:
+    schema = {
+        "type": "object",
+        "properties": {"item": {"type": "string"}, "count": {"type": "integer"}},
+        "required": ["item", "count"],
+    }
+    text = text.replace(
+        "  output: {type: label, labels: [positive, negative]}\n",
+        f"  output: {{type: json, schema: {json.dumps(schema)}}}\n",
+    )
+    text = text.replace("output: positive}", """output: '{"item": "kettle", "count": 1}'}""")
+    return text.replace("output: negative}", """output: '{"item": "screen", "count": 1}'}""")
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
