@@ -75,39 +75,40 @@ class Journal:
 
 
 class GroupCommit:
-    """Appends from many coroutines share one write and one fsync (in a thread, so the event loop keeps
-    serving). Each `append` returns only once its entry is on disk: durability is that of `append`."""
+    """Appends from many coroutines share one write and one fsync: every append made in one turn of the
+    event loop is flushed together at the end of that turn. Each `append` returns only once its entry is
+    on disk, so durability is that of `Journal.append`; the loop pays one fsync per turn, not per answer.
+    """
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
 
     async def append(self, key: str, text: str, usage: dict[str, int]) -> None:
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
         self._waiting.append(({"key": key, "text": text, "usage": usage}, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
         await done
 
-    async def _write(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                await asyncio.to_thread(self.journal.append_many, [entry for entry, _ in batch])
-            except OSError as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        try:
+            self.journal.append_many([entry for entry, _ in batch])
+        except OSError as exc:
             for _, done in batch:
-                if not done.done():  # its worker may have been cancelled meanwhile; the entry is written
-                    done.set_result(None)
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, done in batch:
+            if not done.done():  # its worker may have been cancelled meanwhile; the entry is written
+                done.set_result(None)
 
-    async def drain(self) -> None:
-        """Wait until everything appended so far is on disk."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
+    def drain(self) -> None:
+        """Write whatever is still waiting (its workers were cancelled before the loop's turn ended)."""
+        if self._waiting:
+            self._flush()
 
 
 def _drop_torn_tail(path: Path) -> None:
