@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +14,6 @@ from distillc.teacher.contract import accept
 from distillc.teacher.journal import Journal, request_key
 from tests.conftest import review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
-from tests.helpers import read_json
 
 
 def label_task(labels: tuple[str, ...] = ("positive", "negative")) -> TaskIR:
@@ -137,30 +131,6 @@ def test_failed_requests_keep_paid_answers_and_rerun_sends_only_the_missing(tmp_
         result = api.build(spec, out=tmp_path / "out", until="label")
         assert teacher.requests - sent_first == failing  # the paid answers came from the journal
         assert result.stage("label").summary["labeled"] == len(texts)
-
-
-def test_sigkill_during_labeling_loses_nothing_paid_for(tmp_path: Path, tiny_model: Path) -> None:
-    texts = review_texts(60)
-    with FakeTeacher(sentiment, delay_s=0.05) as teacher:
-        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
-        out = tmp_path / "out"
-        command = [sys.executable, "-m", "distillc", "build", str(spec), "--out", str(out), "--until", "label"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while teacher.requests < 20 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-        sent_before_kill = teacher.requests
-        journaled = len(Journal(out / "journal" / "teacher.jsonl").entries)
-        assert 0 < journaled < len(texts)
-        assert subprocess.run(command, capture_output=True).returncode == 0
-        resent = teacher.requests - sent_before_kill
-        # Only what was not journaled is sent again; at most max_concurrency answers were in flight.
-        assert resent == len(texts) - journaled
-        assert sent_before_kill - journaled <= 4
-    labeled = read_json(out / "report.json")["label"]["labeled"]
-    assert labeled == len(texts)
 
 
 def test_missing_api_key_is_a_clear_error_before_any_request(
