@@ -82,6 +82,8 @@ def main() -> int:
             api_key_env="UNUSED",
             price_input_per_1m=0.0,
             price_output_per_1m=0.0,
+            batch=False,
+            batch_poll_s=30.0,
         )
         pooled, sequential = [], []
         for repeat in range(args.repeats):

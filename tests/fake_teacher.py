@@ -126,6 +126,9 @@ class FakeTeacher:
             return _respond(writer, 200, {"id": file_id, "object": "file", "purpose": "batch", "bytes": 0})
         if method == "POST" and path.endswith("/batches"):
             return _respond(writer, 200, self._create_batch(json.loads(body)))
+        if method == "GET" and path.split("?")[0].endswith("/batches"):
+            listed = [_public(b) for b in reversed(self.batches.values())]
+            return _respond(writer, 200, {"object": "list", "data": listed, "has_more": False})
         if method == "GET" and "/batches/" in path:
             return _respond(writer, *self._poll_batch(path.rsplit("/", 1)[1]))
         if method == "GET" and path.endswith("/content"):
@@ -193,6 +196,7 @@ class FakeTeacher:
             "polls": 0,
             "output_file_id": None,
             "error_file_id": None,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0},
         }
         return _public(self.batches[batch_id])
 
@@ -225,6 +229,7 @@ class FakeTeacher:
             response = {"status_code": 200, "request_id": "r", "body": self._completion(body, self.answer(user))}
             out.append({"id": "r", "custom_id": request["custom_id"], "response": response, "error": None})
         batch["status"] = "completed"
+        batch["request_counts"] = {"total": len(out) + len(errors), "completed": len(out), "failed": len(errors)}
         batch["output_file_id"] = self._store("".join(json.dumps(x) + "\n" for x in out))
         batch["error_file_id"] = self._store("".join(json.dumps(x) + "\n" for x in errors)) if errors else None
 

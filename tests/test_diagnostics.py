@@ -113,6 +113,7 @@ CASES: list[tuple[str, str, str]] = [
         "x-e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d]",
     ),
     ("several_errors_sorted", "name: tickets", "name: Tickets\nextra: 1"),
+    ("batch_with_local_teacher", "  model: gpt-4o-mini\n", "  model: gpt-4o-mini\n  provider: local\n  batch: true\n"),
 ]
 
 JSON_CASES: list[tuple[str, str, str]] = [

@@ -73,6 +73,8 @@ class TeacherIR:
     max_retries: int = nokey()
     price_input_per_1m: float = nokey()
     price_output_per_1m: float = nokey()
+    batch: bool = nokey()  # the same answers either way, so journaled ones serve both
+    batch_poll_s: float = nokey()
 
 
 @dataclass(frozen=True)

@@ -365,6 +365,15 @@ def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Di
                 *smap.key_span(("teacher", "base_url")),
             )
         )
+    if teacher.provider == "local" and teacher.batch:
+        out.append(
+            Diagnostic(
+                "E123",
+                "'batch' applies to provider 'openai' only; a 'local' teacher batches in this process",
+                *smap.key_span(("teacher", "batch")),
+                help="remove `batch: true`, or use an OpenAI endpoint that serves the Batch API",
+            )
+        )
     env = teacher.api_key_env
     if not SECRET_LIKE.search(env) and not ENV_NAME.match(env):
         out.append(
@@ -448,6 +457,8 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             max_retries=t.max_retries,
             price_input_per_1m=t.price_per_1m_tokens.input,
             price_output_per_1m=t.price_per_1m_tokens.output,
+            batch=t.batch,
+            batch_poll_s=t.batch_poll_s,
         ),
         student=ir.StudentIR(
             base_model=_resolve_model_ref(s.base_model, spec_path.parent),

@@ -96,6 +96,12 @@ class Teacher(Strict):
     timeout_s: float = Field(default=120.0, gt=0, le=3600, description="Seconds before one request is abandoned.")
     max_retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed request, with backoff.")
     price_per_1m_tokens: Price = Field(default_factory=Price, description="For cost estimates and the budget.")
+    batch: bool = Field(
+        default=False,
+        description="Label through the OpenAI Batch API: half the price, answers within 24 h; "
+        "a crashed build resumes the same batch.",
+    )
+    batch_poll_s: float = Field(default=30.0, gt=0, le=3600, description="Seconds between polls of a batch.")
 
 
 class Lora(Strict):

@@ -54,14 +54,17 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
         reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
         spending = _budget(spec, pending) if teacher.provider == "openai" else None
-        failures = client.complete(teacher, spec.task, pending, journal, ctx.emit, reference, spending)
+        batch = teacher.batch and teacher.provider == "openai"
+        failures = client.complete(teacher, spec.task, pending, journal, ctx.emit, reference, spending, batch=batch)
         _check(spec, failures, len(pending), len(requests))
         # Invalid answers get one more try, with the answer and what is wrong with it in the conversation.
         reasks = reask_requests(spec, requests, journal)
         pending_reasks = unanswered(list(reasks.values()), journal)
         if pending_reasks:
             ctx.log(f"{len(reasks)} invalid answers, {len(pending_reasks)} re-asked")
-        failures |= client.complete(teacher, spec.task, pending_reasks, journal, ctx.emit, reference, spending)
+        failures |= client.complete(
+            teacher, spec.task, pending_reasks, journal, ctx.emit, reference, spending, batch=batch
+        )
         _check(spec, failures, len(pending) + len(pending_reasks), len(requests))
         answers = dict(journal.entries)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from distillc.events import Sink
 from distillc.spec.ir import TaskIR, TeacherIR
+from distillc.teacher import batch as openai_batch
 from distillc.teacher import local, openai_client
 from distillc.teacher.journal import Journal
 
@@ -29,11 +30,15 @@ def complete(
     reference: Sequence[Messages] = (),
     spending: openai_client.Spending | None = None,
     stage: str = "label",
+    batch: bool = False,
 ) -> dict[str, str]:
     """Answer and journal every pending request; returns failures (key -> reason).
 
-    `reference` calibrates a local teacher's label scores; `spending` guards an endpoint's budget.
+    `reference` calibrates a local teacher's label scores; `spending` guards an endpoint's budget;
+    `batch` sends through the Batch API (labeling, with `teacher.batch`).
     """
     if teacher.provider == "local":
         return local.complete(teacher, task, pending, journal, emit, reference, stage)
+    if batch:
+        return openai_batch.complete(teacher, task, pending, journal, emit, stage)
     return openai_client.complete(teacher, pending, journal, emit, spending, task, stage)

@@ -19,8 +19,12 @@ Messages = list[dict[str, str]]
 PER_MESSAGE = 3  # OpenAI chat format: tokens around each message, and the same again to prime the reply
 
 
+BATCH_DISCOUNT = 0.5  # the Batch API's price, as a share of the spec's per-request prices
+
+
 def usd(teacher: TeacherIR, prompt_tokens: int, completion_tokens: int) -> float:
-    return (prompt_tokens * teacher.price_input_per_1m + completion_tokens * teacher.price_output_per_1m) / 1e6
+    price = prompt_tokens * teacher.price_input_per_1m + completion_tokens * teacher.price_output_per_1m
+    return price / 1e6 * (BATCH_DISCOUNT if teacher.batch else 1.0)
 
 
 def has_price(teacher: TeacherIR) -> bool:

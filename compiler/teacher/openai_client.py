@@ -10,10 +10,11 @@ journaled (fsync'd) before it counts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +106,7 @@ class Endpoint:
             if not self.structured:
                 payload.pop("response_format", None)
             try:
-                return await self.send("/chat/completions", payload, _parse_chat, tokens)
+                return await self.send("POST", "/chat/completions", _parse_chat, tokens, payload)
             except RequestFailed as exc:
                 if exc.status == 400 and "response_format" in payload:
                     if self.structured:  # the endpoint has no structured output: ask in the prompt alone
@@ -121,8 +122,17 @@ class Endpoint:
                     continue
                 raise
 
-    async def send(self, path: str, payload: dict[str, Any], parse: Callable[[Any], Any], tokens: int = 0) -> Any:
-        """POST JSON, retrying transient failures; `parse` turns the JSON into the result or raises ValueError."""
+    async def send(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[bytes], Any],
+        tokens: int = 0,
+        payload: Any = None,
+        form: Callable[[], Any] | None = None,
+    ) -> Any:
+        """One HTTP call, retrying transient failures; `parse` turns the body into the result or raises
+        ValueError. `form` builds a multipart body afresh for each attempt."""
         import aiohttp
 
         for attempt in range(self.teacher.max_retries + 1):
@@ -130,8 +140,9 @@ class Endpoint:
             if self.limiter:
                 await self.limiter.acquire(tokens)
             wait = None
+            body_args = {"json": payload} if form is None else {"data": form()}
             try:
-                async with self.session.post(self.url + path, json=payload, proxy=self.proxy) as response:
+                async with self.session.request(method, self.url + path, proxy=self.proxy, **body_args) as response:
                     status, body = response.status, await response.read()
                     headers = response.headers
             except asyncio.TimeoutError:
@@ -141,7 +152,7 @@ class Endpoint:
             else:
                 if status == 200:
                     try:
-                        return parse(json.loads(body))
+                        return parse(body)
                     except (ValueError, KeyError, IndexError, TypeError) as exc:
                         reason = f"malformed response ({type(exc).__name__}: {exc}): {body[:120]!r}"
                 else:
@@ -165,7 +176,12 @@ class Endpoint:
         raise RequestFailed(f"{reason} (after {self.teacher.max_retries + 1} attempts)")
 
 
-def _parse_chat(value: Any) -> tuple[str, dict[str, int]]:
+def _parse_chat(body: bytes) -> tuple[str, dict[str, int]]:
+    return parse_completion(json.loads(body))
+
+
+def parse_completion(value: Any) -> tuple[str, dict[str, int]]:
+    """(answer text, usage) of a chat completion object."""
     choice = value["choices"][0]
     text = choice["message"]["content"] or ""
     if not isinstance(text, str):
@@ -182,6 +198,20 @@ def _error_message(body: bytes) -> str:
         return str(json.loads(body)["error"]["message"])[:300]
     except (ValueError, KeyError, TypeError):
         return body[:300].decode("utf-8", "replace") or "(empty body)"
+
+
+@contextlib.asynccontextmanager
+async def connect(teacher: TeacherIR, emit: Sink, stage: str) -> AsyncIterator[Endpoint]:
+    """A keep-alive session to the teacher's endpoint, with the spec's rate limits."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=teacher.max_concurrency),
+        timeout=aiohttp.ClientTimeout(total=teacher.timeout_s),
+        headers={"authorization": f"Bearer {api_key(teacher)}"},
+    ) as session:
+        limiter = RateLimiter(teacher.requests_per_minute, teacher.tokens_per_minute)
+        yield Endpoint(teacher, session, emit, stage, limiter=limiter)
 
 
 def complete(
@@ -208,7 +238,6 @@ async def _complete(
     task: TaskIR | None,
     stage: str,
 ) -> dict[str, str]:
-    import aiohttp
 
     failures: dict[str, str] = {}
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
@@ -216,14 +245,7 @@ async def _complete(
     extra = params(teacher, task)
     work: Iterator[tuple[str, Messages]] = iter(pending)
     commit = GroupCommit(journal)
-    connector = aiohttp.TCPConnector(limit=teacher.max_concurrency)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=teacher.timeout_s),
-        headers={"authorization": f"Bearer {api_key(teacher)}"},
-    ) as session:
-        endpoint = Endpoint(teacher, session, emit, stage)
-        endpoint.limiter = RateLimiter(teacher.requests_per_minute, teacher.tokens_per_minute)
+    async with connect(teacher, emit, stage) as endpoint:
 
         async def worker() -> None:
             for key, messages in work:

@@ -1,0 +1,214 @@
+"""Labeling through the OpenAI Batch API (`teacher.batch: true`): half the price, answers within 24 h.
+
+Requests go up as one JSONL file, each with its journal key as `custom_id`. What was submitted is
+recorded (fsync'd) at each step, so a build killed at any moment resumes rather than pays again:
+
+    {"file": id, "keys": [...]}     the input file is uploaded
+    {"file": id, "batch": id}       the batch is created
+    {"batch": id, "closed": true}   its answers are in the journal
+
+On a re-run, an open batch is polled again; an uploaded file without a recorded batch is matched to
+the endpoint's batches by input file (the build may have died between creating and recording it);
+only requests that are in no batch and not in the journal are submitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from distillc.errors import DistillcError
+from distillc.events import Event, Sink
+from distillc.spec.ir import TaskIR, TeacherIR
+from distillc.teacher import retry
+from distillc.teacher.journal import Journal
+from distillc.teacher.openai_client import Endpoint, RequestFailed, connect, params, parse_completion
+
+Messages = list[dict[str, str]]
+Pending = list[tuple[str, Messages]]
+ENDED = ("completed", "failed", "expired", "cancelled")
+
+
+def state_path(journal: Journal) -> Path:
+    return journal.path.parent / "batches.jsonl"
+
+
+class Submitted:
+    """The record of what was uploaded and submitted, read back on resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files: dict[str, list[str]] = {}  # file id -> request keys
+        self.batch_of: dict[str, str] = {}  # file id -> batch id
+        self.closed: set[str] = set()  # batch ids whose answers are journaled
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line: that step is simply redone
+                if "keys" in record:
+                    self.files[record["file"]] = record["keys"]
+                elif "file" in record:
+                    self.batch_of[record["file"]] = record["batch"]
+                elif record.get("closed"):
+                    self.closed.add(record["batch"])
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def open_files(self) -> list[str]:
+        return [f for f in self.files if self.batch_of.get(f) not in self.closed]
+
+    def keys_in_open_batches(self) -> set[str]:
+        return {key for f in self.open_files() for key in self.files[f]}
+
+
+def complete(
+    teacher: TeacherIR, task: TaskIR, pending: Pending, journal: Journal, emit: Sink, stage: str = "label"
+) -> dict[str, str]:
+    """Answer every pending request through batches; journal each answer. Returns failures: key -> reason."""
+    submitted = Submitted(state_path(journal))
+    if not pending and not submitted.open_files():
+        return {}
+    try:
+        return asyncio.run(_complete(teacher, task, pending, journal, emit, stage, submitted))
+    except RequestFailed as exc:
+        raise DistillcError(
+            "E405",
+            f"the Batch API call failed: {exc.reason}",
+            help="re-run the build: batches already submitted are resumed, not paid for again",
+        ) from None
+
+
+async def _complete(
+    teacher: TeacherIR,
+    task: TaskIR,
+    pending: Pending,
+    journal: Journal,
+    emit: Sink,
+    stage: str,
+    submitted: Submitted,
+) -> dict[str, str]:
+    failures: dict[str, str] = {}
+    async with connect(teacher, emit, stage) as endpoint:
+        for file_id in submitted.open_files():  # resume what a previous run submitted
+            batch_id = submitted.batch_of.get(file_id) or await _adopt_or_create(endpoint, submitted, file_id)
+            emit(Event("info", stage, f"resuming batch {batch_id}"))
+            failures |= await _finish(endpoint, submitted, batch_id, submitted.files[file_id], journal)
+        waiting = submitted.keys_in_open_batches()
+        missing = [(k, m) for k, m in pending if journal.get(k) is None and k not in failures and k not in waiting]
+        if missing:
+            file_id = await _upload(endpoint, teacher, task, missing)
+            submitted.record({"file": file_id, "keys": [k for k, _ in missing]})
+            submitted.files[file_id] = [k for k, _ in missing]
+            batch_id = await _create(endpoint, submitted, file_id)
+            emit(Event("info", stage, f"submitted batch {batch_id} with {len(missing)} requests"))
+            failures |= await _finish(endpoint, submitted, batch_id, submitted.files[file_id], journal)
+    return failures
+
+
+async def _upload(endpoint: Endpoint, teacher: TeacherIR, task: TaskIR, requests: Pending) -> str:
+    import aiohttp
+
+    extra = params(teacher, task)
+    lines = "".join(
+        json.dumps(
+            {
+                "custom_id": key,
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": teacher.model, "messages": messages, **extra},
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+        for key, messages in requests
+    ).encode("utf-8")
+
+    def form() -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field("purpose", "batch")
+        data.add_field("file", lines, filename="requests.jsonl", content_type="application/jsonl")
+        return data
+
+    return await endpoint.send("POST", "/files", lambda body: json.loads(body)["id"], form=form)
+
+
+async def _create(endpoint: Endpoint, submitted: Submitted, file_id: str) -> str:
+    payload = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    batch_id = await endpoint.send("POST", "/batches", lambda body: json.loads(body)["id"], payload=payload)
+    submitted.record({"file": file_id, "batch": batch_id})
+    submitted.batch_of[file_id] = batch_id
+    return batch_id
+
+
+async def _adopt_or_create(endpoint: Endpoint, submitted: Submitted, file_id: str) -> str:
+    """The build died between creating a batch and recording it: find that batch by its input file."""
+    listed = await endpoint.send("GET", "/batches?limit=100", lambda body: json.loads(body)["data"])
+    for batch in listed:
+        if batch.get("input_file_id") == file_id:
+            submitted.record({"file": file_id, "batch": batch["id"]})
+            submitted.batch_of[file_id] = batch["id"]
+            return str(batch["id"])
+    return await _create(endpoint, submitted, file_id)
+
+
+async def _finish(
+    endpoint: Endpoint, submitted: Submitted, batch_id: str, keys: list[str], journal: Journal
+) -> dict[str, str]:
+    """Poll until the batch ends, journal its answers, and return the requests it did not answer."""
+    teacher = endpoint.teacher
+    while True:
+        batch = await endpoint.send("GET", f"/batches/{batch_id}", json.loads)
+        counts = batch.get("request_counts") or {}
+        endpoint.emit(
+            Event(
+                "progress",
+                endpoint.stage,
+                f"batch {batch_id}: {batch['status']}, {counts.get('completed', 0)}/{len(keys)} answered",
+                {"done": counts.get("completed", 0), "total": len(keys), "status": batch["status"]},
+            )
+        )
+        if batch["status"] in ENDED:
+            break
+        await retry.CLOCK.sleep(teacher.batch_poll_s)
+    answers: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    for file_key in ("output_file_id", "error_file_id"):
+        if batch.get(file_key):
+            content = await endpoint.send("GET", f"/files/{batch[file_key]}/content", bytes)
+            _read_results(content, answers, failures)
+    journal.append_many(answers)
+    submitted.record({"batch": batch_id, "closed": True})
+    submitted.closed.add(batch_id)
+    answered = {a["key"] for a in answers}
+    for key in keys:
+        if key not in answered and key not in failures:
+            failures[key] = f"batch {batch_id} ended '{batch['status']}' without an answer"
+    return failures
+
+
+def _read_results(content: bytes, answers: list[dict[str, Any]], failures: dict[str, str]) -> None:
+    for line in content.decode("utf-8").splitlines():
+        if not line.strip():
+            continue
+        result = json.loads(line)
+        key, response = result["custom_id"], result.get("response") or {}
+        if response.get("status_code") == 200:
+            try:
+                text, usage = parse_completion(response["body"])
+            except (KeyError, IndexError, TypeError) as exc:
+                failures[key] = f"malformed batch answer: {exc}"
+                continue
+            answers.append({"key": key, "text": text, "usage": usage})
+        else:
+            error = result.get("error") or (response.get("body") or {}).get("error") or {}
+            failures[key] = f"batch error {response.get('status_code', '')}: {error.get('message', error)}".strip()
