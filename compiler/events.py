@@ -85,7 +85,7 @@ class TextSink:
         self.live = stream.isatty()
         self.log_every_s = log_every_s
         self._open_line = False
-        self._last_progress = 0.0
+        self._last_progress = float("-inf")  # the first progress line always prints
 
     def __call__(self, event: Event) -> None:
         if event.kind == "progress":

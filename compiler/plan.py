@@ -8,7 +8,7 @@ priced from the generation prompts, with the task's example inputs standing in f
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ from distillc.events import Sink, null_sink
 from distillc.graph import STAGES
 from distillc.runner import plan_stages, run_stages
 from distillc.spec import SpecIR, load_spec
+from distillc.stages.inputs import spent_usd
 from distillc.stages.label import teacher_requests, unanswered
-from distillc.teacher.cost import Estimate, TokenCounter, estimate, usd
+from distillc.teacher.cost import Estimate, TokenCounter, estimate, generation_answer_tokens, usd
 from distillc.teacher.generation import messages as generation_messages
 from distillc.teacher.journal import Journal, journal_path
 from distillc.teacher.prompts import label_messages
@@ -33,11 +34,12 @@ class Plan:
     teacher: Estimate | None = None  # None when labeling is cached
     journaled: int = 0  # answers already paid for, not sent again
     notes: list[str] = field(default_factory=list)
+    spent_usd: float = 0.0  # paid already to generate the inputs; the budget covers it too
 
     @property
     def over_budget(self) -> bool:
         limit = self.spec.budget.max_usd
-        return bool(limit and self.teacher and self.teacher.usd > limit)
+        return bool(limit and self.teacher and self.spent_usd + self.teacher.usd > limit)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     else:
         pending = requests
     result.journaled = len(requests) - len(pending)
+    result.spent_usd = spent_usd(inputs.artifact)
     result.teacher = estimate(spec, counter, [m for _, m in pending])
     return result
 
@@ -91,17 +94,17 @@ def _generation_estimate(spec: SpecIR, counter: TokenCounter) -> Estimate:
     rng = random.Random(gen.seed)
     n_requests = min(gen.max_requests, -(-gen.count // gen.per_request))
     writing = [generation_messages(gen, rng, []) for _ in range(n_requests)]
+    writing_input = sum(counter.prompt(m) for m in writing)
+    writing_output = n_requests * generation_answer_tokens(spec, counter)
     examples = [e.input for e in spec.task.examples]
-    per_input = round(sum(counter.text(e) for e in examples) / len(examples)) + 3  # quotes and comma in a list
     labeling = [label_messages(spec.task, examples[i % len(examples)]) for i in range(gen.count)]
     label_estimate = estimate(spec, counter, labeling)
-    input_tokens = sum(counter.prompt(m) for m in writing) + label_estimate.input_tokens
-    output_tokens = n_requests * gen.per_request * per_input + label_estimate.output_tokens
+    writing_usd = usd(replace(spec.teacher, batch=False), writing_input, writing_output)  # never batched
     return Estimate(
         n_requests + label_estimate.requests,
-        input_tokens,
-        output_tokens,
-        usd(spec.teacher, input_tokens, output_tokens),
+        writing_input + label_estimate.input_tokens,
+        writing_output + label_estimate.output_tokens,
+        writing_usd + label_estimate.usd,
         counter.describe,
     )
 
@@ -129,6 +132,8 @@ def render(p: Plan) -> str:
         else:
             lines.append("cost:    no price set (teacher.price_per_1m_tokens)")
     lines += p.notes
+    if p.spent_usd:
+        lines.append(f"spent:   ${p.spent_usd:.4f} generating the inputs")
     if p.spec.budget.max_usd:
         verdict = "OVER BUDGET: build would refuse" if p.over_budget else "within budget"
         lines.append(f"budget:  ${p.spec.budget.max_usd:g}, {verdict}")

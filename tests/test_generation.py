@@ -140,3 +140,49 @@ def test_plan_prices_generation_without_calling_the_teacher(tmp_path: Path, tiny
         again = plan(spec, out=tmp_path / "out")  # inputs cached now: the real ones are priced
         assert teacher.requests == sent
         assert again.teacher is not None and again.teacher.requests == 40
+
+
+def test_a_failed_generation_round_stops_and_a_rerun_goes_on_without_paying_twice(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    with FakeTeacher(writer) as teacher:  # the uninterrupted run
+        spec = generation_spec(tmp_path / "reference", teacher.base_url, tiny_model, count=80)
+        reference = api.build(spec, out=tmp_path / "reference" / "out", until="inputs")
+        expected = [r["input"] for r in read_jsonl(reference.stage("inputs").artifact / "inputs.jsonl")]
+        reference_requests = teacher.requests
+    broken = {"on": True}
+    sixth = lambda user, attempt: "500" if broken["on"] and teacher.requests == 6 else None  # noqa: E731
+    with FakeTeacher(writer, fault=sixth) as teacher:
+        spec = generation_spec(tmp_path / "crashed", teacher.base_url, tiny_model, count=80)
+        spec.write_text(spec.read_text().replace("  max_concurrency: 4\n", "  max_concurrency: 4\n  max_retries: 0\n"))
+        with pytest.raises(DistillcError) as caught:
+            api.build(spec, out=tmp_path / "crashed" / "out", until="inputs")
+        assert caught.value.code == "E407" and "generation stops here" in caught.value.message
+        first_run = teacher.requests
+        answered = {json.dumps(b["messages"]) for b in teacher.bodies} - {json.dumps(teacher.bodies[5]["messages"])}
+        broken["on"] = False
+        result = api.build(spec, out=tmp_path / "crashed" / "out", until="inputs")
+        resent = [json.dumps(b["messages"]) for b in teacher.bodies[first_run:]]
+    assert [r["input"] for r in read_jsonl(result.stage("inputs").artifact / "inputs.jsonl")] == expected
+    assert not set(resent) & answered  # nothing answered in the first run was asked again
+    assert teacher.requests == reference_requests + 1  # the one failure, sent twice; all else once
+    assert first_run == 8 < reference_requests  # it stopped at the end of the failed round, the second
+
+
+def test_generation_cost_counts_against_the_budget_of_labeling(tmp_path: Path, tiny_model: Path) -> None:
+    answer = lambda prompt: writer(prompt) if "new inputs" in prompt else "positive"  # noqa: E731
+    with FakeTeacher(answer, prompt_tokens=1000) as teacher:
+        spec = generation_spec(tmp_path, teacher.base_url, tiny_model, count=16)
+        text = spec.read_text().replace(
+            "  max_concurrency: 4\n", "  max_concurrency: 4\n  price_per_1m_tokens: {input: 100}\n"
+        )
+        spec.write_text(text + "budget: {max_usd: 0.5}\n")
+        with pytest.raises(DistillcError) as caught:
+            api.build(spec, out=tmp_path / "out", until="label")
+        inputs = api.build(spec, out=tmp_path / "out", until="inputs").stage("inputs").summary
+        assert teacher.requests == 4  # labeling sent nothing
+    # 4 generation requests billed 1,000 prompt tokens each at $100 per 1M: $0.40. Labeling 16 inputs is
+    # estimated at about $0.16 more: over the $0.50, refused before sending.
+    assert inputs["usd"] == pytest.approx(0.4) and inputs["usage"]["prompt_tokens"] == 4000
+    assert caught.value.code == "E502"
+    assert "after $0.4000 spent generating inputs" in caught.value.message

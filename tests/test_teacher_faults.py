@@ -150,7 +150,7 @@ def test_an_endpoint_that_refuses_the_key_stops_the_build_at_once(tmp_path: Path
         with pytest.raises(DistillcError) as caught:
             api.build(spec, out=tmp_path / "out", until="label")
         sent = teacher.requests
-    assert caught.value.code == "E404"
+    assert caught.value.code == "E405"
     assert "HTTP 401" in caught.value.message and "api_key_env" in (caught.value.help or "")
     assert sent < len(texts)  # it did not go on sending requests that cannot succeed
 

@@ -16,13 +16,17 @@ from distillc.artifacts import write_jsonl
 from distillc.errors import DistillcError
 from distillc.events import Event
 from distillc.runner import StageContext
+from distillc.spec.ir import SpecIR
+from distillc.teacher.cost import Budget, TokenCounter, generation_estimator, has_price
 from distillc.teacher.journal import Journal, journal_path
+from distillc.teacher.openai_client import Spending
 
 NAME = "inputs"
-VERSION = 1
+VERSION = 2  # 2: generated inputs record what they cost (teacher_spent.json)
 READS = ("inputs",)
 NEEDS: tuple[str, ...] = ()
 MAX_CHARS = 20_000
+SPENT = "teacher_spent.json"
 REPORTED_PROBLEMS = 20
 
 
@@ -122,12 +126,12 @@ def _generate(ctx: StageContext) -> dict[str, Any]:
     gen = ctx.spec.inputs.generate
     assert gen is not None
     with Journal(journal_path(ctx.build_dir)) as journal:
-        result = generate(ctx.spec, journal, ctx.emit)
+        result = generate(ctx.spec, journal, ctx.emit, _spending(ctx.spec))
     if not result.inputs:
-        first = next(iter(result.failures.values()), "every answer was empty, unparseable or a duplicate")
         raise DistillcError(
             "E404",
-            f"the teacher produced no usable input in {result.requests} requests (first problem: {first})",
+            f"the teacher produced no usable input in {result.requests} requests: every answer was empty, "
+            "unparseable or a duplicate",
             help="the answers are journaled; check the teacher, or loosen inputs.generate.guidance",
         )
     if len(result.inputs) < gen.count:
@@ -140,5 +144,21 @@ def _generate(ctx: StageContext) -> dict[str, Any]:
             )
         )
     write_jsonl(ctx.workdir / "inputs.jsonl", ({"id": input_id(t), "input": t} for t in result.inputs))
+    # What generating cost counts against budget.max_usd when labeling.
+    (ctx.workdir / SPENT).write_text(json.dumps({"usd": result.usd, "usage": result.usage}), encoding="utf-8")
     ctx.log(f"{len(result.inputs)} inputs generated in {result.requests} requests")
-    return {**result.summary(), "kept": len(result.inputs), "failed_requests": len(result.failures)}
+    return {**result.summary(), "kept": len(result.inputs)}
+
+
+def spent_usd(inputs: Path) -> float:
+    """Dollars the teacher was paid to generate these inputs (0 for inputs from a file)."""
+    path = inputs / SPENT
+    return float(json.loads(path.read_text(encoding="utf-8"))["usd"]) if path.exists() else 0.0
+
+
+def _spending(spec: SpecIR) -> Spending | None:
+    """The budget guard for generation requests, when there is a budget and a price."""
+    if not (spec.budget.max_usd and has_price(spec.teacher) and spec.teacher.provider == "openai"):
+        return None
+    estimator = generation_estimator(spec, TokenCounter(spec))
+    return Spending(Budget(spec.teacher, spec.budget.max_usd), estimator)

@@ -12,6 +12,7 @@ from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.errors import DistillcError
 from distillc.runner import StageContext
 from distillc.spec.ir import SpecIR
+from distillc.stages.inputs import spent_usd
 from distillc.teacher import client, local, openai_client
 from distillc.teacher.contract import accept
 from distillc.teacher.cost import Budget, TokenCounter, estimate, has_price, request_estimator, usd
@@ -53,7 +54,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         # A fixed sample of all inputs (by key, not by what is pending) calibrates a local teacher's label
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
         reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
-        spending = _budget(spec, pending) if teacher.provider == "openai" else None
+        spending = _budget(spec, pending, spent_usd(inputs)) if teacher.provider == "openai" else None
         batch = teacher.batch and teacher.provider == "openai"
         failures = client.complete(teacher, spec.task, pending, journal, ctx.emit, reference, spending, batch=batch)
         _check(spec, failures, len(pending), len(requests))
@@ -182,17 +183,22 @@ def _distribution(rows: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _budget(spec: SpecIR, pending: list[Request]) -> openai_client.Spending | None:
-    """Refuse up front when the estimate is over budget; otherwise a guard for while spending."""
+def _budget(spec: SpecIR, pending: list[Request], spent: float) -> openai_client.Spending | None:
+    """Refuse up front when the estimate is over budget; otherwise a guard for while spending.
+
+    `spent`: what generating the inputs cost; the budget covers the build's teacher spending as a whole.
+    """
     if not (spec.budget.max_usd and has_price(spec.teacher)):
         return None
     counter = TokenCounter(spec)
     planned = estimate(spec, counter, [m for _, m in pending])
-    if pending and planned.usd > spec.budget.max_usd:
+    if pending and spent + planned.usd > spec.budget.max_usd:
+        already = f" after ${spent:.4f} spent generating inputs" if spent else ""
         raise DistillcError(
             "E502",
-            f"labeling {planned.requests} inputs is estimated at ${planned.usd:.4f}, over budget.max_usd "
+            f"labeling {planned.requests} inputs is estimated at ${planned.usd:.4f}{already}, over budget.max_usd "
             f"${spec.budget.max_usd:g}; nothing was sent",
             help="raise budget.max_usd, or lower inputs.source.limit",
         )
-    return openai_client.Spending(Budget(spec.teacher, spec.budget.max_usd), request_estimator(spec, counter))
+    budget = Budget(spec.teacher, spec.budget.max_usd, spent)
+    return openai_client.Spending(budget, request_estimator(spec, counter))

@@ -82,7 +82,7 @@ def complete(
         return asyncio.run(_complete(teacher, task, pending, journal, emit, stage, submitted))
     except RequestFailed as exc:
         raise DistillcError(
-            "E405",
+            "E406",
             f"the Batch API call failed: {exc.reason}",
             help="re-run the build: batches already submitted are resumed, not paid for again",
         ) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from distillc.errors import DistillcError
@@ -84,6 +84,15 @@ def answer_tokens(spec: SpecIR, counter: TokenCounter) -> int:
     return min(spec.teacher.max_tokens, round(sum(outputs) / len(outputs)))
 
 
+def generation_answer_tokens(spec: SpecIR, counter: TokenCounter) -> int:
+    """Expected length of one answer of inputs.generate: `per_request` inputs as long as the examples'."""
+    gen = spec.inputs.generate
+    assert gen is not None
+    examples = [e.input for e in spec.task.examples]
+    per_input = round(sum(counter.text(e) for e in examples) / len(examples)) + 3  # quotes and comma in a list
+    return gen.per_request * per_input
+
+
 def estimate(spec: SpecIR, counter: TokenCounter, requests: list[Messages]) -> Estimate:
     """Tokens and dollars for sending `requests`."""
     per_answer = answer_tokens(spec, counter)
@@ -97,10 +106,10 @@ def estimate(spec: SpecIR, counter: TokenCounter, requests: list[Messages]) -> E
 class Budget:
     """Stops new requests before `max_usd` would be crossed: each request reserves its estimate first."""
 
-    def __init__(self, teacher: TeacherIR, max_usd: float) -> None:
+    def __init__(self, teacher: TeacherIR, max_usd: float, spent: float = 0.0) -> None:
         self.teacher = teacher
         self.max_usd = max_usd
-        self.spent = 0.0
+        self.spent = spent  # by earlier stages of this build (generating inputs)
         self.reserved = 0.0
         self._lock = threading.Lock()
 
@@ -125,3 +134,10 @@ def request_estimator(spec: SpecIR, counter: TokenCounter) -> Callable[[Messages
     """Dollars one request is expected to cost: its prompt, and an answer as long as the examples'."""
     per_answer = answer_tokens(spec, counter)
     return lambda messages: usd(spec.teacher, counter.prompt(messages), per_answer)
+
+
+def generation_estimator(spec: SpecIR, counter: TokenCounter) -> Callable[[Messages], float]:
+    """Dollars one inputs.generate request is expected to cost (never through the Batch API)."""
+    per_answer = generation_answer_tokens(spec, counter)
+    teacher = replace(spec.teacher, batch=False)
+    return lambda messages: usd(teacher, counter.prompt(messages), per_answer)

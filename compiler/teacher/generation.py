@@ -15,11 +15,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from distillc.dedup import NearDuplicateIndex, distinct_ngram_ratio
+from distillc.errors import DistillcError
 from distillc.events import Event, Sink
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
 from distillc.teacher import client
 from distillc.teacher.contract import strip_fence
+from distillc.teacher.cost import usd
 from distillc.teacher.journal import Journal, request_key
+from distillc.teacher.openai_client import OVER_BUDGET, Spending
 
 MAX_CHARS = 2000
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
@@ -32,7 +35,8 @@ class Generated:
     sent: int = 0  # requests not found in the journal
     proposed: int = 0  # candidate inputs parsed from answers
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
-    failures: dict[str, str] = field(default_factory=dict)  # request key -> reason
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    usd: float = 0.0
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -50,6 +54,8 @@ class Generated:
             ),
             "distinct_1": distinct_ngram_ratio(self.inputs, 1),
             "distinct_2": distinct_ngram_ratio(self.inputs, 2),
+            "usage": self.usage,
+            "usd": round(self.usd, 6),
         }
 
 
@@ -58,7 +64,9 @@ def generation_teacher(spec: SpecIR) -> TeacherIR:
     gen = spec.inputs.generate
     assert gen is not None
     room = min(4096, 100 * gen.per_request)  # about 100 tokens an input, with the JSON around them
-    return replace(spec.teacher, temperature=gen.temperature, max_tokens=max(spec.teacher.max_tokens, room))
+    return replace(
+        spec.teacher, temperature=gen.temperature, max_tokens=max(spec.teacher.max_tokens, room), batch=False
+    )
 
 
 def messages(gen: GenerateIR, rng: random.Random, pool: list[str]) -> list[dict[str, str]]:
@@ -101,7 +109,13 @@ def parse(answer: str) -> list[str]:
     return [line for line in lines if line and not line.startswith(("[", "]", "```"))]
 
 
-def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
+def generate(spec: SpecIR, journal: Journal, emit: Sink, spending: Spending | None = None) -> Generated:
+    """Rounds of requests until `count` inputs are kept or `max_requests` are spent.
+
+    A round's prompts show inputs of earlier rounds, so a round with a failed request ends generation
+    (E407): going on would make later prompts depend on what failed, and a re-run, in which it may
+    succeed, would then ask different questions and pay for them again. Re-run to go on from there.
+    """
     gen = spec.inputs.generate
     assert gen is not None
     teacher = generation_teacher(spec)
@@ -122,11 +136,14 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
         result.requests += len(batch)
         pending = [(k, m) for k, m in batch if journal.get(k) is None]
         result.sent += len(pending)
-        result.failures.update(client.complete(teacher, task, pending, journal, emit, stage="inputs"))
+        failures = client.complete(teacher, task, pending, journal, emit, spending=spending, stage="inputs")
+        if failures:
+            _stop(spec, failures, len(pending))
         for key, _ in batch:
             entry = journal.get(key)
-            if entry is None:
-                continue
+            assert entry is not None  # every request of the round was answered
+            for name in result.usage:
+                result.usage[name] += int(entry.get("usage", {}).get(name, 0))
             for candidate in parse(entry["text"]):
                 result.proposed += 1
                 reason = _problem(candidate, index, examples)
@@ -136,7 +153,24 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
                     index.add(candidate)
                     result.inputs.append(" ".join(candidate.split()))
         emit(Event("progress", "inputs", f"{len(result.inputs)}/{gen.count} inputs after {result.requests} requests"))
+    result.usd = usd(teacher, result.usage["prompt_tokens"], result.usage["completion_tokens"])
     return result
+
+
+def _stop(spec: SpecIR, failures: dict[str, str], sent: int) -> None:
+    if OVER_BUDGET in failures.values():
+        raise DistillcError(
+            "E503",
+            f"budget.max_usd ${spec.budget.max_usd:g} reached while generating inputs",
+            help="the answers received are journaled; raise budget.max_usd and re-run to go on",
+        )
+    first = next(iter(failures.values()))
+    raise DistillcError(
+        "E407",
+        f"{len(failures)} of {sent} requests of a generation round failed (first: {first}); later rounds "
+        "build on this round's answers, so generation stops here",
+        help="the answers received are journaled; re-run to go on from this round without paying again",
+    )
 
 
 def _problem(text: str, index: NearDuplicateIndex, examples: NearDuplicateIndex) -> str:

@@ -159,7 +159,7 @@ class Endpoint:
                     reason = f"HTTP {status}: {_error_message(body)}"
                     if status in retry.FATAL_STATUS:
                         raise DistillcError(
-                            "E404",
+                            "E405",
                             f"the teacher endpoint {self.url} refused the request: {reason}",
                             help="check teacher.model, teacher.base_url and the key in teacher.api_key_env; "
                             "answers received so far are journaled",
