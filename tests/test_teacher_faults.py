@@ -202,3 +202,23 @@ def _as_json_task(text: str) -> str:
 
 def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_retry_after_is_read_in_seconds_milliseconds_or_as_a_date_and_capped() -> None:
+    assert retry.retry_after_s({"retry-after": "2"}) == 2
+    assert retry.retry_after_s({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry.retry_after_s({"retry-after": "Wed, 21 Oct 2015 07:28:30 GMT"}, now=1445412500.0) == 10
+    assert retry.retry_after_s({"retry-after": "-5"}) == 0
+    assert retry.retry_after_s({"retry-after": "86400"}) == retry.MAX_RETRY_AFTER_S
+    assert retry.retry_after_s({"retry-after": "soon"}) is None
+    assert retry.retry_after_s({}) is None
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_a_cap() -> None:
+    import random
+
+    rng = random.Random(0)
+    for attempt, step in [(0, 0.5), (1, 1.0), (3, 4.0), (10, retry.BACKOFF_CAP_S)]:
+        waits = [retry.backoff_s(attempt, rng) for _ in range(200)]
+        assert all(step / 2 <= w <= step for w in waits)
+        assert max(waits) - min(waits) > step / 4  # spread out: workers do not retry in step

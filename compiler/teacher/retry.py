@@ -20,10 +20,10 @@ BACKOFF_CAP_S = 30.0
 MAX_RETRY_AFTER_S = 900.0  # a longer wait than this is a server's mistake, not a plan
 
 
-def backoff_s(attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
     """Equal jitter: half the exponential step for sure, the other half at random."""
     step = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
-    return step / 2 + rng.uniform(0, step / 2)
+    return step / 2 + (rng or random).uniform(0, step / 2)
 
 
 def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
