@@ -127,7 +127,7 @@ def render(p: Plan) -> str:
         if teacher.price_input_per_1m or teacher.price_output_per_1m:
             lines.append(
                 f"cost:    ~${t.usd:.4f} at ${teacher.price_input_per_1m:g} / ${teacher.price_output_per_1m:g}"
-                " per 1M input / output tokens"
+                " per 1M input / output tokens" + (", labels at half that (Batch API)" if teacher.batch else "")
             )
         else:
             lines.append("cost:    no price set (teacher.price_per_1m_tokens)")

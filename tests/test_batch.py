@@ -82,3 +82,17 @@ def test_batch_errors_are_dead_lettered_and_only_they_are_submitted_again(tmp_pa
         resubmitted = teacher.files[second_batch["input_file_id"]].decode().splitlines()
     assert sorted(json.loads(r)["body"]["messages"][-1]["content"] for r in resubmitted) == sorted(failing)
     assert again.stage("label").summary["labeled"] == len(texts)
+
+
+def test_plan_prices_batch_labeling_at_half(tmp_path: Path, tiny_model: Path) -> None:
+    from distillc.plan import plan, render
+
+    texts = review_texts(20)
+    spec = write_spec(tmp_path, base_url="http://127.0.0.1:9/v1", student=str(tiny_model), inputs=texts)
+    set_teacher(spec, price_per_1m_tokens={"input": 2.0, "output": 8.0})
+    full = plan(spec, out=tmp_path / "out").teacher
+    set_teacher(spec, batch=True)
+    half = plan(spec, out=tmp_path / "out")
+    assert half.teacher is not None and full is not None
+    assert half.teacher.usd == pytest.approx(full.usd / 2)
+    assert "labels at half that (Batch API)" in render(half)
