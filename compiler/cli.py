@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -152,7 +151,5 @@ def serve(package_dir: Path, host: str, port: int) -> None:
         )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_dir.resolve()), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "distillc_runtime", "serve", str(package_dir), "--host", host, "--port", str(port)]
-    try:
-        sys.exit(subprocess.call(command, env=env))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    # Become the server (no child process), so a stop signal reaches it rather than orphaning it.
+    os.execve(sys.executable, command, env)

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         from distillc_runtime.providers import providers_for
 
         target = json.loads((args.package_dir / "package.json").read_text(encoding="utf-8")).get("target", "cpu")
-        print(Generator(args.package_dir / "model", providers=providers_for(target)).predict(args.text))
+        model = args.package_dir / "model"
+        print(Generator(model, providers=providers_for(target, model)).predict(args.text))
         return 0
     import uvicorn
 

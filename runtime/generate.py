@@ -15,6 +15,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from distillc_runtime.prompt import render
+from distillc_runtime.providers import Provider, max_input_tokens, provider_name
 
 ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -39,8 +40,9 @@ class ModelFiles:
 
 
 class Generator:
-    def __init__(self, model_dir: str | Path, providers: list[str] | None = None, threads: int = 0) -> None:
+    def __init__(self, model_dir: str | Path, providers: list[Provider] | None = None, threads: int = 0) -> None:
         files = ModelFiles(Path(model_dir))
+        self.model_dir = files.root
         config = json.loads(files.generation.read_text(encoding="utf-8"))
         self.prefix: str = config["prompt_prefix"]
         self.suffix: str = config["prompt_suffix"]
@@ -53,6 +55,18 @@ class Generator:
         self.session = ort.InferenceSession(str(files.onnx), options, providers=providers or ["CPUExecutionProvider"])
         self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past.")]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # A TensorRT engine covers the prompt lengths of its optimization profile, and no longer ones.
+        uses_tensorrt = any(provider_name(p) == "TensorrtExecutionProvider" for p in self.session.get_providers())
+        self.max_input_tokens = max_input_tokens(files.root) if uses_tensorrt else None
+
+    def too_long(self, text: str) -> str | None:
+        """Why this input cannot be answered, when it is longer than the model's engines cover."""
+        if self.max_input_tokens is None:
+            return None
+        n = len(self.prompt_ids(text))
+        if n <= self.max_input_tokens:
+            return None
+        return f"input is {n} tokens with the prompt, over this package's limit of {self.max_input_tokens}"
 
     def prompt_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(render(self.prefix, self.suffix, text), add_special_tokens=False).ids

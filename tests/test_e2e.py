@@ -9,6 +9,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, free_port, http, read_json, wait_healthy
@@ -120,7 +122,8 @@ def _serve_and_query(package: Path, predictions: list[dict]) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(f"{base}/healthz", server)
-        assert http("GET", f"{base}/healthz") == (200, {"status": "ok", "model": "review-sentiment"})
+        health = {"status": "ok", "model": "review-sentiment", "target": "cpu", "providers": ["CPUExecutionProvider"]}
+        assert http("GET", f"{base}/healthz") == (200, health)
         for row in predictions:
             # What ships answers exactly as the evaluated student did.
             assert http("POST", f"{base}/v1/predict", {"input": row["input"]}) == (200, {"output": row["output"]})
@@ -136,6 +139,8 @@ def _serve_and_query(package: Path, predictions: list[dict]) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    with pytest.raises(OSError):  # stopping `distillc serve` stopped the server itself
+        http("GET", f"{base}/healthz")
 
 
 def _jsonl(path: Path) -> list[dict]:

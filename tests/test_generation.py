@@ -150,8 +150,12 @@ def test_a_failed_generation_round_stops_and_a_rerun_goes_on_without_paying_twic
         reference = api.build(spec, out=tmp_path / "reference" / "out", until="inputs")
         expected = [r["input"] for r in read_jsonl(reference.stage("inputs").artifact / "inputs.jsonl")]
         reference_requests = teacher.requests
-    broken = {"on": True}
-    sixth = lambda user, attempt: "500" if broken["on"] and teacher.requests == 6 else None  # noqa: E731
+    calls = {"n": 0, "broken": True}
+
+    def sixth(user: str, attempt: int) -> str | None:  # the 6th request: one of the second round's 4
+        calls["n"] += 1
+        return "500" if calls["broken"] and calls["n"] == 6 else None
+
     with FakeTeacher(writer, fault=sixth) as teacher:
         spec = generation_spec(tmp_path / "crashed", teacher.base_url, tiny_model, count=80)
         spec.write_text(spec.read_text().replace("  max_concurrency: 4\n", "  max_concurrency: 4\n  max_retries: 0\n"))
@@ -159,8 +163,10 @@ def test_a_failed_generation_round_stops_and_a_rerun_goes_on_without_paying_twic
             api.build(spec, out=tmp_path / "crashed" / "out", until="inputs")
         assert caught.value.code == "E407" and "generation stops here" in caught.value.message
         first_run = teacher.requests
-        answered = {json.dumps(b["messages"]) for b in teacher.bodies} - {json.dumps(teacher.bodies[5]["messages"])}
-        broken["on"] = False
+        [(_, failed_prompt, _)] = teacher.faults
+        last_user = lambda body: [m for m in body["messages"] if m["role"] == "user"][-1]["content"]  # noqa: E731
+        answered = {json.dumps(b["messages"]) for b in teacher.bodies if last_user(b) != failed_prompt}
+        calls["broken"] = False
         result = api.build(spec, out=tmp_path / "crashed" / "out", until="inputs")
         resent = [json.dumps(b["messages"]) for b in teacher.bodies[first_run:]]
     assert [r["input"] for r in read_jsonl(result.stage("inputs").artifact / "inputs.jsonl")] == expected

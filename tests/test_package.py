@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from distillc.render import render
-from distillc.stages.package import image, requirements
+from distillc.stages.package import gpu_onnxruntime, image, requirements
 from tests.conftest import review_texts, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, read_json
@@ -17,10 +17,10 @@ from tests.helpers import distillc, read_json
 GOLDEN = Path(__file__).parent / "golden"
 
 
-@pytest.mark.parametrize("target", ["cpu", "cuda"])
+@pytest.mark.parametrize("target", ["cpu", "cuda", "tensorrt"])
 def test_dockerfile_matches_golden(target: str) -> None:
-    base = {"base_image": "python:3.11-slim", "python": "python", "system_python": False}
-    values = base if target == "cpu" else image("cuda")
+    base = {"base_image": "python:3.11-slim", "python": "python", "system_python": False, "tensorrt": False}
+    values = base if target == "cpu" else image(target)
     rendered = render("Dockerfile.j2", name="review-sentiment", distillc_version="0.0.0", port=8080, **values)
     golden = GOLDEN / f"Dockerfile.{target}"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -28,10 +28,14 @@ def test_dockerfile_matches_golden(target: str) -> None:
     assert rendered == golden.read_text()
 
 
-def test_cuda_packages_pin_the_gpu_build_of_the_same_onnxruntime() -> None:
+def test_gpu_packages_take_a_cuda_13_onnxruntime_up_to_the_verified_version() -> None:
     cpu, cuda = requirements("cpu").splitlines(), requirements("cuda").splitlines()
     [ort] = [line for line in cpu if line.startswith("onnxruntime")]
-    assert ort.replace("onnxruntime", "onnxruntime-gpu") in cuda
+    built_with = ort.split("==")[1]
+    assert f"onnxruntime-gpu>=1.31.1,<={built_with}" in cuda or built_with < "1.31.1"
+    assert gpu_onnxruntime("1.32.0") == "onnxruntime-gpu>=1.31.1,<=1.32.0"  # 1.32.0 has no GPU release yet
+    assert gpu_onnxruntime("1.24.1") == "onnxruntime-gpu>=1.31.1,<=1.31.1"  # older GPU builds were not checked
+    assert "cuda:13." in image("cuda")["base_image"]
     assert not any(line.startswith(("torch", "transformers")) for line in cpu + cuda)
 
 

@@ -108,7 +108,7 @@ class EvaluationIR:
 @dataclass(frozen=True)
 class ExportIR:
     quantization: tuple[str, ...]  # fp32 | int8 | int4, in the order given
-    target: str  # cpu | cuda
+    target: str  # cpu | cuda | tensorrt
 
 
 @dataclass(frozen=True)

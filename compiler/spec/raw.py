@@ -166,8 +166,10 @@ class Export(Strict):
         description="Variants to try. Each is scored on the held-out inputs as shipped; the fastest that meets "
         "evaluation.min_score (and the latency budget) ships.",
     )
-    target: Literal["cpu", "cuda"] = Field(
-        default="cpu", description="Where the package runs: onnxruntime on CPU, or onnxruntime-gpu with CUDA."
+    target: Literal["cpu", "cuda", "tensorrt"] = Field(
+        default="cpu",
+        description="Where the package runs: onnxruntime on CPU; onnxruntime-gpu with CUDA; or with TensorRT "
+        "(engines cached, CUDA for what TensorRT cannot run).",
     )
 
 

@@ -14,12 +14,20 @@ from distillc.render import render
 from distillc.runner import META, StageContext
 from distillc.selection import choose_variant
 from distillc.stages.export import variant_dir
+from distillc.tensorrt import tensorrt_config
+from distillc_runtime.providers import TENSORRT_CONFIG
 
 NAME = "package"
 VERSION = 1
-READS = ("name", "task", "deploy", "student.base_model", "evaluation.min_score", "export")
+READS = ("name", "task", "deploy", "student.base_model", "student.max_seq_len", "evaluation.min_score", "export")
 NEEDS = ("export", "verify")
-CUDA_IMAGE = "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"
+# onnxruntime-gpu 1.31.1 (checked in its wheel) needs CUDA 13 (libcudart.so.13, libcublas.so.13), cuDNN 9
+# and, for TensorRT, libnvinfer.so.10: hence a CUDA 13 image (host driver 580 or newer) and TensorRT 10
+# built for CUDA 13. GPU releases of onnxruntime come out after the CPU one, so GPU packages take the
+# newest onnxruntime-gpu from 1.31 up to the version the build ran.
+CUDA_IMAGE = "nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04"
+GPU_ONNXRUNTIME_FLOOR = (1, 31, 1)
+TENSORRT_LIBS = "tensorrt-cu13-libs>=10,<11"
 RUNTIME_REQUIREMENTS = ("numpy", "onnxruntime", "tokenizers", "fastapi", "uvicorn", "pydantic")
 
 
@@ -34,21 +42,39 @@ def requirements(target: str) -> str:
     lines = []
     for name in RUNTIME_REQUIREMENTS:
         try:
-            pinned = f"{name}=={version(name)}"
+            installed = version(name)
         except PackageNotFoundError:
-            pinned = name
-        if name == "onnxruntime" and target == "cuda":
-            pinned = pinned.replace("onnxruntime", "onnxruntime-gpu", 1)  # same release, CUDA build
-        lines.append(pinned)
+            lines.append(name)
+            continue
+        if name == "onnxruntime" and target in ("cuda", "tensorrt"):
+            lines.append(gpu_onnxruntime(installed))
+        else:
+            lines.append(f"{name}=={installed}")
+    if target == "tensorrt":
+        lines.append(TENSORRT_LIBS)
     return "\n".join(lines) + "\n"
 
 
+def gpu_onnxruntime(cpu_version: str) -> str:
+    """onnxruntime-gpu from the first CUDA 13 release up to the version the build verified with."""
+    floor = ".".join(map(str, GPU_ONNXRUNTIME_FLOOR))
+    numbers = tuple(int(x) for x in cpu_version.split("+")[0].split(".")[:3] if x.isdigit())
+    ceiling = cpu_version if numbers >= GPU_ONNXRUNTIME_FLOOR else floor
+    return f"onnxruntime-gpu>={floor},<={ceiling}"
+
+
 def image(target: str) -> dict[str, Any]:
-    """Base image and Python for the Dockerfile: slim CPython for CPU; CUDA + cuDNN runtime for GPUs."""
-    if target == "cuda":
-        return {"base_image": CUDA_IMAGE, "python": "python3", "system_python": True}
+    """Base image and Python for the Dockerfile: slim CPython for CPU; CUDA + cuDNN runtime for GPUs
+    (TensorRT's libraries come from pip, see TENSORRT_LIBS)."""
+    if target in ("cuda", "tensorrt"):
+        return {"base_image": CUDA_IMAGE, "python": "python3", "system_python": True, "tensorrt": target == "tensorrt"}
     python_version = ".".join(platform.python_version_tuple()[:2])
-    return {"base_image": f"python:{python_version}-slim", "python": "python", "system_python": False}
+    return {
+        "base_image": f"python:{python_version}-slim",
+        "python": "python",
+        "system_python": False,
+        "tensorrt": False,
+    }
 
 
 def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
@@ -58,6 +84,8 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
     out = ctx.workdir / "package"
     # Copies, not hard links: onnx refuses a weights file with several links.
     shutil.copytree(variant_dir(export, chosen["name"]), out / "model")
+    if spec.export.target == "tensorrt" and (trt := tensorrt_config(out / "model" / "model.onnx", spec)):
+        write_json(out / "model" / TENSORRT_CONFIG, trt)
     shutil.copytree(runtime_dir(), out / "distillc_runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     latency = {"p50": chosen["p50_ms"], "p95": chosen["p95_ms"], "measured_with": verified["measured_with"]}
     info = {

@@ -14,7 +14,8 @@ from distillc.latency import percentiles
 from distillc.runner import StageContext
 from distillc.scoring import score
 from distillc.stages.export import variant_dir
-from distillc_runtime.providers import providers_for, runs_on_target
+from distillc.tensorrt import tensorrt_config
+from distillc_runtime.providers import provider_name, providers_for, runs_on_target
 
 NAME = "verify"
 VERSION = 1
@@ -27,10 +28,12 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
 
     spec = ctx.spec
     holdout = read_jsonl(split / "holdout.jsonl")
-    providers = providers_for(spec.export.target)
     variants = []
     for name in spec.export.quantization:
-        generator = Generator(variant_dir(export, name), providers=providers)
+        model = variant_dir(export, name)
+        trt = tensorrt_config(model / "model.onnx", spec) if spec.export.target == "tensorrt" else None
+        providers = providers_for(spec.export.target, model, trt)
+        generator = Generator(model, providers=providers)
         generator.predict(holdout[0]["input"])  # warm-up: first-run allocations are not request latency
         rows, latencies = [], []
         for item in holdout:
@@ -48,6 +51,6 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         "n": len(holdout),
         "variants": variants,
         "target": spec.export.target,
-        "measured_with": providers[0],
+        "measured_with": provider_name(providers[0]),
         "measured_on_target": runs_on_target(spec.export.target),
     }
