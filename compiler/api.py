@@ -13,6 +13,7 @@ from distillc.artifacts import read_json, write_json
 from distillc.errors import GateFailed
 from distillc.events import Sink, null_sink
 from distillc.graph import STAGES
+from distillc.lock import build_lock
 from distillc.runner import StageRecord, run_stages
 from distillc.selection import choose_variant
 from distillc.spec import SpecIR, load_spec
@@ -54,7 +55,11 @@ def build(
 ) -> BuildResult:
     spec = load_spec(spec_path)
     build_dir = Path(out) if out else default_build_dir(spec)
-    build_dir.mkdir(parents=True, exist_ok=True)
+    with build_lock(build_dir):
+        return _build(spec, build_dir, until, force, emit)
+
+
+def _build(spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, ...], emit: Sink) -> BuildResult:
     previous = previous_stages(build_dir)
     result = BuildResult(spec, build_dir)
     started = time.time()
