@@ -93,6 +93,30 @@ def plan(spec: Path, out: Path | None, fmt: str) -> None:
 
 
 @main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Build folder [build/<name>].")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+def gc(spec: Path, out: Path | None, dry_run: bool) -> None:
+    """Remove cached stage artifacts the last build did not use; keeps the journal and the package."""
+    from distillc.api import default_build_dir
+    from distillc.gc import collect
+    from distillc.spec import load_spec
+
+    try:
+        build_dir = out or default_build_dir(load_spec(spec))
+        result = collect(build_dir, dry_run=dry_run)
+    except SpecError as error:
+        click.echo(error.render(), err=True)
+        sys.exit(1)
+    except DistillcError as error:
+        _fail(error)
+    for entry in result.removed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {entry.relative_to(build_dir)}")
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{verb} {result.freed_bytes / 1e6:.1f} MB in {len(result.removed)} entries; kept {result.kept}")
+
+
+@main.command()
 def schema() -> None:
     """Print the spec's JSON Schema (for editors: `# yaml-language-server: $schema=...`)."""
     from distillc.spec.schema import schema_text

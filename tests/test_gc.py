@@ -1,0 +1,43 @@
+"""`distillc gc`: what a spec change left in the cache goes; the last build, journal and package stay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distillc import api
+from tests.conftest import review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+from tests.helpers import distillc
+
+
+def test_gc_removes_what_the_last_build_did_not_use_and_nothing_it_did(tmp_path: Path, tiny_model: Path) -> None:
+    out = tmp_path / "out"
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(
+            tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(40), epochs=2
+        )
+        api.build(spec, out=out, until="train")
+        old_train = next((out / "cache" / "train").iterdir())
+        spec.write_text(spec.read_text().replace("epochs: 2", "epochs: 3"))  # a new train artifact
+        api.build(spec, out=out, until="train")
+        (out / "cache" / "train" / ".tmp-0123-999").mkdir()  # left by a killed build
+        sent = teacher.requests
+
+        dry = distillc("gc", str(spec), "--out", str(out), "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert f"would remove cache/train/{old_train.name}" in dry.stdout and old_train.exists()
+
+        result = distillc("gc", str(spec), "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        assert not old_train.exists() and not (out / "cache" / "train" / ".tmp-0123-999").exists()
+        assert "freed" in result.stdout and "in 2 entries; kept 4" in result.stdout
+        assert (out / "journal" / "teacher.jsonl").exists()
+        again = api.build(spec, out=out, until="train")  # the last build is intact: nothing re-runs
+        assert all(s.status == "hit" for s in again.stages) and teacher.requests == sent
+
+
+def test_gc_without_a_build_says_so(tmp_path: Path, tiny_model: Path) -> None:
+    spec = write_spec(tmp_path, base_url="http://127.0.0.1:9/v1", student=str(tiny_model), inputs=review_texts(5))
+    result = distillc("gc", str(spec), "--out", str(tmp_path / "nothing"))
+    assert result.returncode == 1
+    assert "error[E203]" in result.stderr and "no build in" in result.stderr
