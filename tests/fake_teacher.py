@@ -51,7 +51,7 @@ class FakeTeacher:
         fault: Fault | None = None,
         record: bool = True,
         batch_polls: int = 1,
-        structured: bool = True,
+        refuse: tuple[str, ...] = (),
     ) -> None:
         self.answer = answer
         self.delay = delay_s if callable(delay_s) else (lambda: float(delay_s))
@@ -68,7 +68,7 @@ class FakeTeacher:
         self.batches: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
         self.batch_polls = batch_polls  # polls before a batch reports completed
-        self.structured = structured  # False: refuse response_format with a 400, as some servers do
+        self.refuse = refuse  # request parameters answered with a 400, as some servers and models do
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
@@ -147,8 +147,9 @@ class FakeTeacher:
         if self.record:
             self.arrivals.append(time.monotonic())
             self.bodies.append(body)
-        if "response_format" in body and not self.structured:
-            return _respond(writer, 400, {"error": {"message": "response_format is not supported"}})
+        if refused := [name for name in self.refuse if name in body]:
+            message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
+            return _respond(writer, 400, {"error": {"message": message, "param": refused[0]}})
         self.in_flight += 1
         try:
             await asyncio.sleep(self.delay())

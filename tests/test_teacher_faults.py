@@ -167,7 +167,7 @@ def test_json_answers_use_structured_output_and_are_validated_against_the_schema
         return json.dumps({"item": "chair", "count": count if count != 2 else "two"})  # "two" breaks the schema
 
     for structured in (True, False):
-        with FakeTeacher(extract, structured=structured) as teacher:
+        with FakeTeacher(extract, refuse=() if structured else ("response_format",)) as teacher:
             folder = tmp_path / f"structured-{structured}"
             spec = write_spec(folder, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
             spec.write_text(_as_json_task(spec.read_text()))
@@ -222,3 +222,27 @@ def test_backoff_grows_exponentially_with_jitter_up_to_a_cap() -> None:
         waits = [retry.backoff_s(attempt, rng) for _ in range(200)]
         assert all(step / 2 <= w <= step for w in waits)
         assert max(waits) - min(waits) > step / 4  # spread out: workers do not retry in step
+
+
+def test_an_endpoint_that_wants_max_completion_tokens_gets_it(tmp_path: Path, tiny_model: Path) -> None:
+    texts = [f"review {i} was lovely" for i in range(12)]
+    events: list[Event] = []
+    with FakeTeacher(lambda t: "positive", refuse=("max_tokens",)) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        result = api.build(spec, out=tmp_path / "out", until="label", emit=events.append)
+        bodies = teacher.bodies
+    assert result.stage("label").summary["labeled"] == len(texts)
+    assert bodies[-1]["max_completion_tokens"] == 256 and "max_tokens" not in bodies[-1]
+    assert sum("endpoint refused max_tokens" in e.message for e in events) == 1  # said once, not per request
+
+
+def test_an_endpoint_refusing_every_request_stops_the_build_early(tmp_path: Path, tiny_model: Path) -> None:
+    texts = [f"review {i} was lovely" for i in range(200)]
+    with FakeTeacher(lambda t: "positive", fault=lambda t, n: "422") as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        with pytest.raises(DistillcError) as caught:
+            api.build(spec, out=tmp_path / "out", until="label")
+        sent = teacher.requests
+    assert caught.value.code == "E405"
+    assert "refused the first 10 requests" in caught.value.message and "HTTP 422: injected 422" in caught.value.message
+    assert sent < 20  # not 200

@@ -30,6 +30,7 @@ Messages = list[dict[str, str]]
 Pending = list[tuple[str, Messages]]
 OVER_BUDGET = "not sent: budget reached"
 OPENAI_URL = "https://api.openai.com/v1"
+REFUSALS_BEFORE_STOP = 10  # 4xx answers, with not one success: the requests themselves are wrong
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Endpoint:
     stage: str
     pause: retry.Pause = field(default_factory=retry.Pause)
     limiter: RateLimiter | None = None
-    structured: bool = True  # cleared when the endpoint refuses response_format
+    adapted: set[str] = field(default_factory=set)  # parameters the endpoint refused, adapted pool-wide
     proxy: str | None = None
 
     def __post_init__(self) -> None:
@@ -103,24 +104,31 @@ class Endpoint:
         payload = {"model": self.teacher.model, "messages": messages, **extra}
         tokens = request_tokens(messages, self.teacher.max_tokens)
         while True:
-            if not self.structured:
+            if "response_format" in self.adapted:
                 payload.pop("response_format", None)
+            if "max_tokens" in self.adapted and "max_tokens" in payload:
+                payload["max_completion_tokens"] = payload.pop("max_tokens")
             try:
                 return await self.send("POST", "/chat/completions", _parse_chat, tokens, payload)
             except RequestFailed as exc:
-                if exc.status == 400 and "response_format" in payload:
-                    if self.structured:  # the endpoint has no structured output: ask in the prompt alone
-                        self.structured = False
-                        self.emit(
-                            Event(
-                                "warning",
-                                self.stage,
-                                f"endpoint refused response_format ({exc.reason}); "
-                                "asking for JSON in the prompt only, every answer is still validated",
-                            )
-                        )
+                if exc.status == 400 and self._adapt(payload, exc.reason):
                     continue
                 raise
+
+    def _adapt(self, payload: dict[str, Any], reason: str) -> bool:
+        """Endpoints differ in what they accept: when a 400 names a parameter that has a stand-in, use it
+        from now on, for every request, and say so. True when the request should be sent again."""
+        said = reason.lower()
+        if "response_format" in payload and ("response_format" in said or "json_schema" in said):
+            name, instead = "response_format", "asking for JSON in the prompt only; every answer is still validated"
+        elif "max_tokens" in payload and "max_tokens" in said:
+            name, instead = "max_tokens", "sending max_completion_tokens instead"
+        else:
+            return False
+        if name not in self.adapted:
+            self.adapted.add(name)
+            self.emit(Event("warning", self.stage, f"endpoint refused {name} ({reason}); {instead}"))
+        return True
 
     async def send(
         self,
@@ -240,6 +248,8 @@ async def _complete(
 ) -> dict[str, str]:
 
     failures: dict[str, str] = {}
+    answered: list[str] = []
+    refused = 0  # answered 4xx
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     progress = Progress(emit, stage, len(pending), "teacher answers", spent=lambda: usd(teacher, *usage.values()))
     extra = params(teacher, task)
@@ -248,6 +258,7 @@ async def _complete(
     async with connect(teacher, emit, stage) as endpoint:
 
         async def worker() -> None:
+            nonlocal refused
             for key, messages in work:
                 cost = spending.estimate_usd(messages) if spending else 0.0
                 if spending and not spending.budget.reserve(cost):
@@ -260,12 +271,21 @@ async def _complete(
                         spending.budget.release(cost)
                     failures[key] = exc.reason
                     progress.step()
+                    refused += bool(exc.status)
+                    if refused >= REFUSALS_BEFORE_STOP and not answered:
+                        raise DistillcError(
+                            "E405",
+                            f"the teacher endpoint refused the first {refused} requests ({exc.reason})",
+                            help="the requests are malformed for this endpoint or model: check teacher.model, "
+                            "max_tokens and the task's schema",
+                        ) from None
                     continue
                 await commit.append(key, text, used)  # on disk before it counts
                 if spending:
                     spending.budget.settle(cost, used)
                 for name in usage:
                     usage[name] += used[name]
+                answered.append(key)
                 progress.step()
 
         workers = [asyncio.create_task(worker()) for _ in range(min(teacher.max_concurrency, len(pending)))]
