@@ -65,6 +65,7 @@ class FakeTeacher:
         self.sent: Counter[str] = Counter()  # messages key -> times received
         self.attempts: Counter[str] = Counter()  # user message -> times received
         self.in_flight = 0
+        self.connections = 0  # TCP connections accepted: with keep-alive, far fewer than requests
         self.batches: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
         self.batch_polls = batch_polls  # polls before a batch reports completed
@@ -99,6 +100,7 @@ class FakeTeacher:
         self._thread.join(timeout=5)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")

@@ -246,3 +246,11 @@ def test_an_endpoint_refusing_every_request_stops_the_build_early(tmp_path: Path
     assert caught.value.code == "E405"
     assert "refused the first 10 requests" in caught.value.message and "HTTP 422: injected 422" in caught.value.message
     assert sent < 20  # not 200
+
+
+def test_requests_share_kept_alive_connections(tmp_path: Path, tiny_model: Path) -> None:
+    texts = [f"review {i} was lovely" for i in range(60)]
+    with FakeTeacher(lambda t: "positive", delay_s=0.01) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        api.build(spec, out=tmp_path / "out", until="label")
+        assert teacher.requests == 60 and teacher.connections <= 4  # max_concurrency: 4
