@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from distillc import api
+from distillc.teacher import batch as batch_api
 from distillc.teacher.cost import usd
 from tests.conftest import review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
@@ -24,15 +25,18 @@ def batch_spec(folder: Path, teacher: FakeTeacher, student: Path, texts: list[st
     return spec
 
 
-def test_batch_labels_every_input_at_half_the_price(tmp_path: Path, tiny_model: Path) -> None:
+def test_batch_labels_every_input_at_half_the_price(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_api, "MAX_REQUESTS", 12)  # 30 requests: batches of 12, 12 and 6
     texts = review_texts(30)
     with FakeTeacher(sentiment, batch_polls=3) as teacher:
         spec = batch_spec(tmp_path, teacher, tiny_model, texts, price_per_1m_tokens={"input": 2.0, "output": 8.0})
         result = api.build(spec, out=tmp_path / "out", until="label")
-        assert len(teacher.batches) == 1 and teacher.requests == len(texts)
+        assert len(teacher.batches) == 3 and teacher.requests == len(texts)
         assert not teacher.arrivals  # no request went to the chat endpoint directly
-        batch = next(iter(teacher.batches.values()))
-        assert batch["polls"] == 3
+        sizes = [len(teacher.files[b["input_file_id"]].splitlines()) for b in teacher.batches.values()]
+        assert sizes == [12, 12, 6] and all(b["polls"] == 3 for b in teacher.batches.values())
     label = result.stage("label")
     rows = [json.loads(line) for line in (label.artifact / "labeled.jsonl").read_text().splitlines()]
     assert {r["input"]: r["output"] for r in rows} == {t: sentiment(t) for t in texts}

@@ -30,6 +30,7 @@ from distillc.teacher.openai_client import Endpoint, RequestFailed, connect, par
 Messages = list[dict[str, str]]
 Pending = list[tuple[str, Messages]]
 ENDED = ("completed", "failed", "expired", "cancelled")
+MAX_REQUESTS = 50_000  # the Batch API's limit per batch; more requests go in several batches
 
 
 def state_path(journal: Journal) -> Path:
@@ -105,12 +106,15 @@ async def _complete(
             failures |= await _finish(endpoint, submitted, batch_id, submitted.files[file_id], journal)
         waiting = submitted.keys_in_open_batches()
         missing = [(k, m) for k, m in pending if journal.get(k) is None and k not in failures and k not in waiting]
-        if missing:
-            file_id = await _upload(endpoint, teacher, task, missing)
-            submitted.record({"file": file_id, "keys": [k for k, _ in missing]})
-            submitted.files[file_id] = [k for k, _ in missing]
-            batch_id = await _create(endpoint, submitted, file_id)
-            emit(Event("info", stage, f"submitted batch {batch_id} with {len(missing)} requests"))
+        batches = []
+        for start in range(0, len(missing), MAX_REQUESTS):  # submit every chunk, then wait for them all
+            chunk = missing[start : start + MAX_REQUESTS]
+            file_id = await _upload(endpoint, teacher, task, chunk)
+            submitted.record({"file": file_id, "keys": [k for k, _ in chunk]})
+            submitted.files[file_id] = [k for k, _ in chunk]
+            batches.append((await _create(endpoint, submitted, file_id), file_id))
+            emit(Event("info", stage, f"submitted batch {batches[-1][0]} with {len(chunk)} requests"))
+        for batch_id, file_id in batches:
             failures |= await _finish(endpoint, submitted, batch_id, submitted.files[file_id], journal)
     return failures
 
