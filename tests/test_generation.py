@@ -16,7 +16,7 @@ from distillc.errors import DistillcError
 from distillc.spec import load_spec
 from distillc.spec.ir import cache_view
 from distillc.teacher.generation import parse
-from tests.conftest import NEGATIVE, POSITIVE, THINGS, write_spec
+from tests.conftest import NEGATIVE, POSITIVE, THINGS, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 
 EXAMPLES = ["the kettle was lovely", "the screen was broken", "the staff was superb and the room too"]
@@ -124,11 +124,7 @@ def test_plan_prices_generation_without_calling_the_teacher(tmp_path: Path, tiny
 
     with FakeTeacher(writer) as teacher:
         spec = generation_spec(tmp_path, teacher.base_url, tiny_model, count=40)
-        spec.write_text(
-            spec.read_text().replace(
-                "  max_concurrency: 4\n", "  max_concurrency: 4\n  price_per_1m_tokens: {input: 1, output: 2}\n"
-            )
-        )
+        set_teacher(spec, price_per_1m_tokens={"input": 1, "output": 2})
         planned = plan(spec, out=tmp_path / "out")
         assert teacher.requests == 0
         assert planned.teacher is not None
@@ -158,7 +154,7 @@ def test_a_failed_generation_round_stops_and_a_rerun_goes_on_without_paying_twic
 
     with FakeTeacher(writer, fault=sixth) as teacher:
         spec = generation_spec(tmp_path / "crashed", teacher.base_url, tiny_model, count=80)
-        spec.write_text(spec.read_text().replace("  max_concurrency: 4\n", "  max_concurrency: 4\n  max_retries: 0\n"))
+        set_teacher(spec, max_retries=0)
         with pytest.raises(DistillcError) as caught:
             api.build(spec, out=tmp_path / "crashed" / "out", until="inputs")
         assert caught.value.code == "E407" and "generation stops here" in caught.value.message
@@ -179,10 +175,8 @@ def test_generation_cost_counts_against_the_budget_of_labeling(tmp_path: Path, t
     answer = lambda prompt: writer(prompt) if "new inputs" in prompt else "positive"  # noqa: E731
     with FakeTeacher(answer, prompt_tokens=1000) as teacher:
         spec = generation_spec(tmp_path, teacher.base_url, tiny_model, count=16)
-        text = spec.read_text().replace(
-            "  max_concurrency: 4\n", "  max_concurrency: 4\n  price_per_1m_tokens: {input: 100}\n"
-        )
-        spec.write_text(text + "budget: {max_usd: 0.5}\n")
+        set_teacher(spec, price_per_1m_tokens={"input": 100})
+        spec.write_text(spec.read_text() + "budget: {max_usd: 0.5}\n")
         with pytest.raises(DistillcError) as caught:
             api.build(spec, out=tmp_path / "out", until="label")
         inputs = api.build(spec, out=tmp_path / "out", until="inputs").stage("inputs").summary

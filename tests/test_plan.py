@@ -9,7 +9,7 @@ import pytest
 from distillc import api, models
 from distillc.errors import DistillcError
 from distillc.plan import plan, render
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc
 
@@ -56,12 +56,8 @@ def test_plan_matches_a_hand_count(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_plan_and_build_refuse_over_budget_before_sending(tmp_path: Path, tiny_model: Path) -> None:
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(20))
-        spec.write_text(
-            spec.read_text().replace(
-                "  max_concurrency: 4\n", "  max_concurrency: 4\n  price_per_1m_tokens: {input: 1000}\n"
-            )
-            + "budget: {max_usd: 0.01}\n"
-        )
+        set_teacher(spec, price_per_1m_tokens={"input": 1000})
+        spec.write_text(spec.read_text() + "budget: {max_usd: 0.01}\n")
         result = distillc("plan", str(spec), "--out", str(tmp_path / "out"))
         assert result.returncode == 1
         assert "OVER BUDGET" in result.stdout
@@ -77,9 +73,8 @@ def test_budget_stops_new_requests_and_keeps_what_was_paid(tmp_path: Path, tiny_
     # The endpoint bills far more than estimated: 10,000 prompt tokens a request at $10 per 1M = $0.10 each.
     with FakeTeacher(sentiment, prompt_tokens=10_000) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
-        base = spec.read_text().replace(
-            "  max_concurrency: 4\n", "  max_concurrency: 1\n  price_per_1m_tokens: {input: 10}\n"
-        )
+        set_teacher(spec, max_concurrency=1, price_per_1m_tokens={"input": 10})
+        base = spec.read_text()
         spec.write_text(base + "budget: {max_usd: 0.35}\n")
         with pytest.raises(DistillcError) as caught:
             api.build(spec, out=tmp_path / "out", until="label")

@@ -8,7 +8,7 @@ import pytest
 
 from distillc import api
 from distillc.teacher.ratelimit import TokenBucket, request_tokens
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 
 
@@ -48,9 +48,7 @@ def test_request_tokens_counts_prompt_and_the_longest_answer() -> None:
 def test_requests_per_minute_spaces_requests_over_http(tmp_path: Path, tiny_model: Path) -> None:
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(4))
-        spec.write_text(
-            spec.read_text().replace("  max_concurrency: 4\n", "  max_concurrency: 4\n  requests_per_minute: 120\n")
-        )
+        set_teacher(spec, requests_per_minute=120)
         api.build(spec, out=tmp_path / "out", until="label")
         arrivals = sorted(teacher.arrivals)
     assert teacher.requests == 4

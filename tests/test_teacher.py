@@ -12,7 +12,7 @@ from distillc.errors import DistillcError
 from distillc.spec.ir import TaskIR
 from distillc.teacher.contract import accept
 from distillc.teacher.journal import Journal, request_key
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 
 
@@ -178,11 +178,7 @@ def test_failures_within_max_failed_share_are_dead_lettered_and_the_build_goes_o
     failing = sum("camera" in t for t in texts)
     with FakeTeacher(flaky) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
-        spec.write_text(
-            spec.read_text().replace(
-                "  max_concurrency: 4\n", "  max_concurrency: 4\n  max_failed_share: 0.5\n  max_retries: 0\n"
-            )
-        )
+        set_teacher(spec, max_failed_share=0.5, max_retries=0)
         result = api.build(spec, out=tmp_path / "out", until="split")
     label = result.stage("label")
     assert label.summary["failed"] == failing
