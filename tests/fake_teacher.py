@@ -140,15 +140,21 @@ class FakeTeacher:
             return _respond_bytes(writer, 200, content, "application/octet-stream")
         return _respond(writer, 404, {"error": {"message": f"no route {method} {path}"}})
 
-    async def _chat(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+    def _receive(self, body: dict[str, Any], arrival: bool) -> tuple[str, int]:
+        """Count one chat request (direct, or a line of a batch): its last user message and attempt number."""
         user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
         self.requests += 1
         self.sent[messages_key(body)] += 1
         attempt = self.attempts[user]
         self.attempts[user] += 1
         if self.record:
-            self.arrivals.append(time.monotonic())
             self.bodies.append(body)
+            if arrival:  # direct requests only: `arrivals` says nothing went around the Batch API
+                self.arrivals.append(time.monotonic())
+        return user, attempt
+
+    async def _chat(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        user, attempt = self._receive(body, arrival=True)
         if refused := [name for name in self.refuse if name in body]:
             message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
             return _respond(writer, 400, {"error": {"message": message, "param": refused[0]}})
@@ -218,13 +224,8 @@ class FakeTeacher:
         for line in self.files[batch["input_file_id"]].decode().splitlines():
             request = json.loads(line)
             body = request["body"]
-            user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
-            self.requests += 1
-            self.sent[messages_key(body)] += 1
-            self.attempts[user] += 1
-            if self.record:
-                self.bodies.append(body)
-            fault = self.fault(user, self.attempts[user] - 1) if self.fault else None
+            user, attempt = self._receive(body, arrival=False)
+            fault = self.fault(user, attempt) if self.fault else None
             if fault:
                 error = {"code": "server_error", "message": f"injected {fault}"}
                 errors.append({"id": "r", "custom_id": request["custom_id"], "response": None, "error": error})
