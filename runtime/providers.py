@@ -33,12 +33,17 @@ def providers_for(
 
     `tensorrt_config`: the profile to use, when `model_dir` has no tensorrt.json (yet).
     """
+    names = available_for(target)
+    return [(name, tensorrt_options(model_dir, tensorrt_config)) if name == TENSORRT else name for name in names]
+
+
+def available_for(target: str) -> list[str]:
+    """The names of the target's providers that this onnxruntime build has."""
     if target == "tensorrt":
         preload_tensorrt()
     available = set(ort.get_available_providers())
     names = [p for p in TARGET_PROVIDERS.get(target, ["CPUExecutionProvider"]) if p in available]
-    names = names or ["CPUExecutionProvider"]
-    return [(name, tensorrt_options(model_dir, tensorrt_config)) if name == TENSORRT else name for name in names]
+    return names or ["CPUExecutionProvider"]
 
 
 def provider_name(provider: Provider) -> str:
@@ -47,7 +52,7 @@ def provider_name(provider: Provider) -> str:
 
 def runs_on_target(target: str) -> bool:
     """Whether this machine can run `target` as it will run when deployed."""
-    return provider_name(providers_for(target)[0]) == TARGET_PROVIDERS[target][0]
+    return available_for(target)[0] == TARGET_PROVIDERS[target][0]
 
 
 def tensorrt_options(model_dir: str | Path | None, config: dict[str, Any] | None = None) -> dict[str, Any]:
