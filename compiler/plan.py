@@ -8,7 +8,7 @@ priced from the generation prompts, with the task's example inputs standing in f
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from distillc.spec import SpecIR, load_spec
 from distillc.stages.inputs import spent_usd
 from distillc.stages.label import teacher_requests, unanswered
 from distillc.teacher.cost import Estimate, TokenCounter, estimate, generation_answer_tokens, usd
+from distillc.teacher.generation import generation_teacher
 from distillc.teacher.generation import messages as generation_messages
 from distillc.teacher.journal import Journal, journal_path
 from distillc.teacher.prompts import label_messages
@@ -99,7 +100,7 @@ def _generation_estimate(spec: SpecIR, counter: TokenCounter) -> Estimate:
     examples = [e.input for e in spec.task.examples]
     labeling = [label_messages(spec.task, examples[i % len(examples)]) for i in range(gen.count)]
     label_estimate = estimate(spec, counter, labeling)
-    writing_usd = usd(replace(spec.teacher, batch=False), writing_input, writing_output)  # never batched
+    writing_usd = usd(generation_teacher(spec), writing_input, writing_output)
     return Estimate(
         n_requests + label_estimate.requests,
         writing_input + label_estimate.input_tokens,

@@ -17,7 +17,7 @@ from distillc.errors import DistillcError
 from distillc.events import Event
 from distillc.runner import StageContext
 from distillc.spec.ir import SpecIR
-from distillc.teacher.cost import Budget, TokenCounter, generation_estimator, has_price
+from distillc.teacher.cost import Budget, TokenCounter, has_price
 from distillc.teacher.journal import Journal, journal_path
 from distillc.teacher.openai_client import Spending
 
@@ -160,5 +160,7 @@ def _spending(spec: SpecIR) -> Spending | None:
     """The budget guard for generation requests, when there is a budget and a price."""
     if not (spec.budget.max_usd and has_price(spec.teacher) and spec.teacher.provider == "openai"):
         return None
-    estimator = generation_estimator(spec, TokenCounter(spec))
+    from distillc.teacher.generation import cost_estimator
+
+    estimator = cost_estimator(spec, TokenCounter(spec))
     return Spending(Budget(spec.teacher, spec.budget.max_usd), estimator)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from distillc.errors import DistillcError
@@ -134,10 +134,3 @@ def request_estimator(spec: SpecIR, counter: TokenCounter) -> Callable[[Messages
     """Dollars one request is expected to cost: its prompt, and an answer as long as the examples'."""
     per_answer = answer_tokens(spec, counter)
     return lambda messages: usd(spec.teacher, counter.prompt(messages), per_answer)
-
-
-def generation_estimator(spec: SpecIR, counter: TokenCounter) -> Callable[[Messages], float]:
-    """Dollars one inputs.generate request is expected to cost (never through the Batch API)."""
-    per_answer = generation_answer_tokens(spec, counter)
-    teacher = replace(spec.teacher, batch=False)
-    return lambda messages: usd(teacher, counter.prompt(messages), per_answer)

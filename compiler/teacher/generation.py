@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,10 +21,11 @@ from distillc.events import Event, Sink
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
 from distillc.teacher import client
 from distillc.teacher.contract import strip_fence
-from distillc.teacher.cost import usd
+from distillc.teacher.cost import TokenCounter, generation_answer_tokens, usd
 from distillc.teacher.journal import Journal, request_key
 from distillc.teacher.openai_client import OVER_BUDGET, Spending
 
+Messages = list[dict[str, str]]
 MAX_CHARS = 2000
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 
@@ -60,13 +62,21 @@ class Generated:
 
 
 def generation_teacher(spec: SpecIR) -> TeacherIR:
-    """The teacher, sampling for variety and allowed long enough answers for a batch of inputs."""
+    """The teacher, sampling for variety and allowed long enough answers for a batch of inputs; never
+    through the Batch API (each round waits on the last), so priced in full."""
     gen = spec.inputs.generate
     assert gen is not None
     room = min(4096, 100 * gen.per_request)  # about 100 tokens an input, with the JSON around them
     return replace(
         spec.teacher, temperature=gen.temperature, max_tokens=max(spec.teacher.max_tokens, room), batch=False
     )
+
+
+def cost_estimator(spec: SpecIR, counter: TokenCounter) -> Callable[[Messages], float]:
+    """Dollars one generation request is expected to cost, for the budget guard."""
+    teacher = generation_teacher(spec)
+    per_answer = generation_answer_tokens(spec, counter)
+    return lambda messages: usd(teacher, counter.prompt(messages), per_answer)
 
 
 def messages(gen: GenerateIR, rng: random.Random, pool: list[str]) -> list[dict[str, str]]:
