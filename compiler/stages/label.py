@@ -55,17 +55,14 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
         reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
         spending = _budget(spec, pending, spent_usd(inputs)) if teacher.provider == "openai" else None
-        batch = teacher.batch and teacher.provider == "openai"
-        failures = client.complete(teacher, spec.task, pending, journal, ctx.emit, reference, spending, batch=batch)
+        failures = client.complete(teacher, spec.task, pending, journal, ctx.emit, reference, spending)
         _check(spec, failures, len(pending), len(requests))
         # Invalid answers get one more try, with the answer and what is wrong with it in the conversation.
         reasks = reask_requests(spec, requests, journal)
         pending_reasks = unanswered(list(reasks.values()), journal)
         if pending_reasks:
             ctx.log(f"{len(reasks)} invalid answers, {len(pending_reasks)} re-asked")
-        failures |= client.complete(
-            teacher, spec.task, pending_reasks, journal, ctx.emit, reference, spending, batch=batch
-        )
+        failures |= client.complete(teacher, spec.task, pending_reasks, journal, ctx.emit, reference, spending)
         _check(spec, failures, len(pending) + len(pending_reasks), len(requests))
         answers = dict(journal.entries)
 
@@ -154,13 +151,7 @@ def reask_requests(spec: SpecIR, requests: list[Request], journal: Journal) -> d
 
 def _check(spec: SpecIR, failures: dict[str, str], sent: int, total: int) -> None:
     """Stop on the budget, or when more requests failed than the spec tolerates; what was paid for stays."""
-    unsent = [key for key, reason in failures.items() if reason == openai_client.OVER_BUDGET]
-    if unsent:
-        raise DistillcError(
-            "E503",
-            f"budget.max_usd ${spec.budget.max_usd:g} reached: {len(unsent)} of {sent} teacher requests were not sent",
-            help="the answers received are journaled; raise budget.max_usd and re-run to send only the rest",
-        )
+    openai_client.stop_if_over_budget(spec.budget.max_usd, failures, sent)
     if len(failures) > spec.teacher.max_failed_share * total:
         first = next(iter(failures.values()))
         raise DistillcError(

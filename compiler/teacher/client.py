@@ -30,15 +30,14 @@ def complete(
     reference: Sequence[Messages] = (),
     spending: openai_client.Spending | None = None,
     stage: str = "label",
-    batch: bool = False,
 ) -> dict[str, str]:
     """Answer and journal every pending request; returns failures (key -> reason).
 
-    `reference` calibrates a local teacher's label scores; `spending` guards an endpoint's budget;
-    `batch` sends through the Batch API (labeling, with `teacher.batch`).
+    `reference` calibrates a local teacher's label scores; `spending` guards an endpoint's budget. With
+    `teacher.batch` the requests go through the Batch API (generation's teacher never has it).
     """
     if teacher.provider == "local":
         return local.complete(teacher, task, pending, journal, emit, reference, stage)
-    if batch:
+    if teacher.batch:
         return openai_batch.complete(teacher, task, pending, journal, emit, stage)
     return openai_client.complete(teacher, pending, journal, emit, spending, task, stage)

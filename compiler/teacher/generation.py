@@ -23,7 +23,7 @@ from distillc.teacher import client
 from distillc.teacher.contract import strip_fence
 from distillc.teacher.cost import TokenCounter, generation_answer_tokens, usd
 from distillc.teacher.journal import Journal, request_key
-from distillc.teacher.openai_client import OVER_BUDGET, Spending
+from distillc.teacher.openai_client import Spending, stop_if_over_budget
 
 Messages = list[dict[str, str]]
 MAX_CHARS = 2000
@@ -168,12 +168,7 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink, spending: Spending | No
 
 
 def _stop(spec: SpecIR, failures: dict[str, str], sent: int) -> None:
-    if OVER_BUDGET in failures.values():
-        raise DistillcError(
-            "E503",
-            f"budget.max_usd ${spec.budget.max_usd:g} reached while generating inputs",
-            help="the answers received are journaled; raise budget.max_usd and re-run to go on",
-        )
+    stop_if_over_budget(spec.budget.max_usd, failures, sent, " while generating inputs")
     first = next(iter(failures.values()))
     raise DistillcError(
         "E407",

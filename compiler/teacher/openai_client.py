@@ -41,6 +41,17 @@ class Spending:
     estimate_usd: Callable[[Messages], float]
 
 
+def stop_if_over_budget(max_usd: float, failures: dict[str, str], sent: int, doing: str = "") -> None:
+    """E503 when requests went unsent for the budget (OVER_BUDGET): what was paid for stays journaled."""
+    unsent = sum(reason == OVER_BUDGET for reason in failures.values())
+    if unsent:
+        raise DistillcError(
+            "E503",
+            f"budget.max_usd ${max_usd:g} reached{doing}: {unsent} of {sent} teacher requests were not sent",
+            help="the answers received are journaled; raise budget.max_usd and re-run to send only the rest",
+        )
+
+
 class RequestFailed(Exception):
     """A request that will not succeed: retries are spent, or the endpoint refused it (4xx)."""
 
