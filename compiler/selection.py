@@ -1,4 +1,8 @@
-"""Which exported variant ships: the fastest that meets the quality bar and the latency budget."""
+"""Which exported variant ships: the fastest listed one that meets the quality bar and the latency budget.
+
+The quality bar is two gates: `evaluation.min_score`, and `export.max_quality_drop` below fp32's score
+(a quantized variant that passes min_score but answers worse than fp32 does not ship).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,27 @@ from typing import Any
 from distillc.errors import GateFailed
 from distillc.spec.ir import SpecIR
 
+# Scores are rounded to 6 places in the verify summary; a drop of exactly the limit passes.
+TOLERANCE = 1e-9
+
 
 def choose_variant(spec: SpecIR, verify: dict[str, Any]) -> dict[str, Any]:
     """The variant to ship, or GateFailed naming what each variant missed."""
     minimum = spec.evaluation.min_score
-    variants = verify["variants"]
-    good = [v for v in variants if v["score"] >= minimum]
+    max_drop = spec.export.max_quality_drop
+    listed = [v for v in verify["variants"] if v.get("listed", True)]
+    good = [v for v in listed if v["score"] >= minimum and v.get("drop", 0.0) <= max_drop + TOLERANCE]
     if not good:
-        scores = ", ".join(f"{v['name']} {v['score']:.3f}" for v in variants)
+        scores = ", ".join(f"{v['name']} {v['score']:.3f}" for v in listed)
+        below = [v for v in listed if v["score"] >= minimum]
+        if below:  # every variant that reached min_score fell too far below fp32
+            drops = ", ".join(f"{v['name']} {v['drop']:.3f}" for v in below)
+            raise GateFailed(
+                "E505",
+                f"every variant that reaches evaluation.min_score {minimum} scores more than "
+                f"export.max_quality_drop {max_drop} below fp32 on {verify['n']} held-out inputs (drop: {drops})",
+                help="add fp32 to export.quantization, or raise export.max_quality_drop if that loss is acceptable",
+            )
         raise GateFailed(
             "E501",
             f"no exported variant reaches evaluation.min_score {minimum} on {verify['n']} held-out inputs "

@@ -32,6 +32,16 @@ def prompt_template(tokenizer: Any, instructions: str) -> tuple[str, str]:
     return f"{instructions}\n\nInput: ", "\nOutput: "
 
 
+def answer_ids(tokenizer: Any, answer: str) -> list[int]:
+    """The tokens the student is trained to produce for `answer`: its own tokens, then end-of-sequence."""
+    return tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def label_sequences(tokenizer: Any, labels: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    """Each label with the tokens it is trained as: what label-constrained decoding chooses among."""
+    return [{"text": label, "ids": answer_ids(tokenizer, label)} for label in labels]
+
+
 def eos_ids(tokenizer: Any, model_config: Any) -> list[int]:
     ids = {tokenizer.eos_token_id}
     configured = getattr(model_config, "eos_token_id", None)

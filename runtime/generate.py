@@ -1,7 +1,13 @@
-"""Greedy decoding of an exported decoder with an explicit key/value cache, in numpy + onnxruntime.
+"""Greedy decoding of an exported decoder, in numpy + onnxruntime.
 
-The model's inputs are input_ids, attention_mask, position_ids and past.<i>.key/value; its
-outputs are logits and present.<i>.key/value (the layout distillc's export stage writes).
+The graph takes input_ids, attention_mask and the key/value cache, and returns the last position's
+logits and the grown cache (see kvcache.py for the two layouts distillc exports).
+
+Two things make a request cheaper than a plain greedy loop:
+- the prompt prefix (system message and instructions) is the same for every request: its key/value
+  cache is computed once when the model loads and every prompt that starts with it skips it;
+- a `label` task decodes over its label set (see constrain.py): the answer is usually settled by the
+  prompt's prefill alone, and it can never fall outside the set.
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from distillc_runtime.constrain import LabelState, LabelTrie
+from distillc_runtime.kvcache import GrowingCache, Layout, SharedCache, prefill_prefix
 from distillc_runtime.prompt import render
 from distillc_runtime.providers import Provider, max_input_tokens, provider_name
-
-ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,13 @@ class ModelFiles:
 
 
 class Generator:
-    def __init__(self, model_dir: str | Path, providers: list[Provider] | None = None, threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        providers: list[Provider] | None = None,
+        threads: int = 0,
+        cache_prefix: bool = True,
+    ) -> None:
         files = ModelFiles(Path(model_dir))
         self.model_dir = files.root
         config = json.loads(files.generation.read_text(encoding="utf-8"))
@@ -48,16 +60,24 @@ class Generator:
         self.suffix: str = config["prompt_suffix"]
         self.eos_ids: set[int] = set(config["eos_token_ids"])
         self.max_new_tokens: int = config["max_new_tokens"]
+        self.output_type: str = config.get("output_type", "text")
+        labels = config.get("labels") or []
+        self.labels = LabelTrie([x["text"] for x in labels], [x["ids"] for x in labels]) if labels else None
         self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(files.onnx), options, providers=providers or ["CPUExecutionProvider"])
-        self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past.")]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.layout = Layout(self.session)
         # A TensorRT engine covers the prompt lengths of its optimization profile, and no longer ones.
         uses_tensorrt = any(provider_name(p) == "TensorrtExecutionProvider" for p in self.session.get_providers())
         self.max_input_tokens = max_input_tokens(files.root) if uses_tensorrt else None
+        self.prefix_ids: list[int] = []
+        self.prefix_cache: dict[str, np.ndarray] = {}
+        if cache_prefix:
+            ids = self.tokenizer.encode(self.prefix, add_special_tokens=False).ids
+            if ids:
+                self.prefix_ids, self.prefix_cache = ids, prefill_prefix(self.layout, ids)
 
     def too_long(self, text: str) -> str | None:
         """Why this input cannot be answered, when it is longer than the model's engines cover."""
@@ -71,45 +91,77 @@ class Generator:
     def prompt_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(render(self.prefix, self.suffix, text), add_special_tokens=False).ids
 
-    def generate_ids(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> list[int]:
-        """Greedy continuation of `prompt_ids`, without the eos token."""
-        return self.generate_batch([prompt_ids], max_new_tokens)[0]
-
-    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int | None = None) -> list[list[int]]:
-        """Greedy continuations of several prompts at once (left-padded), each as if run alone."""
-        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        n, width = len(prompts), max(len(p) for p in prompts)
-        pad = min(self.eos_ids)
-        ids = np.asarray([[pad] * (width - len(p)) + p for p in prompts], dtype=np.int64)
-        mask = np.asarray([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=np.int64)
-        positions = np.clip(mask.cumsum(axis=1) - 1, 0, None)
-        past = {i.name: np.zeros((n, i.shape[1], 0, i.shape[3]), dtype=ONNX_TO_NUMPY[i.type]) for i in self.past_inputs}
-        outputs: list[list[int]] = [[] for _ in prompts]
-        done = [False] * n
-        for _ in range(limit):
-            feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **past}
-            results = dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
-            tokens = results["logits"][:, -1].argmax(axis=-1)
-            for row, token in enumerate(tokens.tolist()):
-                if done[row]:
-                    continue
-                if token in self.eos_ids:
-                    done[row] = True
-                else:
-                    outputs[row].append(token)
-            if all(done):
-                break
-            past = {
-                name.replace("present.", "past.", 1): v for name, v in results.items() if name.startswith("present.")
-            }
-            ids = tokens.astype(np.int64)[:, None]
-            positions = mask.sum(axis=1, keepdims=True)  # each row's next position: the tokens it has so far
-            mask = np.concatenate([mask, np.ones((n, 1), dtype=np.int64)], axis=1)
-        return outputs
+    # -- answers as the task defines them ---------------------------------------------------------
 
     def predict(self, text: str, max_new_tokens: int | None = None) -> str:
         return self.predict_batch([text], max_new_tokens)[0]
 
     def predict_batch(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
-        outputs = self.generate_batch([self.prompt_ids(t) for t in texts], max_new_tokens)
+        prompts = [self.prompt_ids(t) for t in texts]
+        if self.labels is not None:
+            return [self.labels.texts[state.label] for state in self.classify_batch(prompts)]
+        outputs = self.generate_batch(prompts, max_new_tokens)
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]
+
+    def answer_ids(self, prompt_ids: list[int]) -> list[int]:
+        """The answer's tokens as the package produces them: label-constrained for label tasks."""
+        if self.labels is not None:
+            return self.classify_batch([prompt_ids])[0].answer_ids()
+        return self.generate_ids(prompt_ids)
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def classify_batch(self, prompts: list[list[int]]) -> list[LabelState]:
+        """Greedy decoding restricted to the label set; stops as soon as every answer is settled."""
+        assert self.labels is not None
+        states = [self.labels.start() for _ in prompts]
+        forced = states[0].forced()  # tokens every label starts with: part of the prefill, not decoded
+        for state in states:
+            for token in forced:
+                state.advance(token)
+        cache = self._cache()
+        logits = cache.start([p + forced for p in prompts], max(len(s) for s in self.labels.sequences) + 1)
+        while True:
+            tokens = []
+            for row, state in enumerate(states):
+                if not state.done:
+                    state.advance(state.choose(logits[row]))
+                tokens.append(state.taken[-1] if state.taken else min(self.eos_ids))
+            if all(state.done for state in states):
+                return states
+            logits = cache.advance(tokens)
+
+    def generate_ids(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> list[int]:
+        """Greedy continuation of `prompt_ids`, without the eos token."""
+        return self.generate_batch([prompt_ids], max_new_tokens)[0]
+
+    def generate_batch(
+        self, prompts: list[list[int]], max_new_tokens: int | None = None, stop_at_eos: bool = True
+    ) -> list[list[int]]:
+        """Greedy continuations of several prompts at once, each as if run alone.
+
+        `stop_at_eos=False` decodes exactly `max_new_tokens` tokens (for measuring decode speed)."""
+        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        outputs: list[list[int]] = [[] for _ in prompts]
+        if limit <= 0:
+            return outputs
+        done = [False] * len(prompts)
+        cache = self._cache()
+        logits = cache.start(prompts, limit)
+        for step in range(limit):
+            tokens = logits.argmax(axis=-1).tolist()
+            for row, token in enumerate(tokens):
+                if done[row]:
+                    continue
+                if stop_at_eos and token in self.eos_ids:
+                    done[row] = True
+                else:
+                    outputs[row].append(token)
+            if all(done) or step == limit - 1:
+                break
+            logits = cache.advance(tokens)
+        return outputs
+
+    def _cache(self) -> SharedCache | GrowingCache:
+        kind = SharedCache if self.layout.shared else GrowingCache
+        return kind(self.layout, self.prefix_cache, self.prefix_ids)

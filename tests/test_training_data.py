@@ -45,19 +45,21 @@ def test_split_is_disjoint_sized_and_stable_as_data_grows(tmp_path: Path, tiny_m
 class WordTokenizer:
     """Whitespace tokenizer: enough to check which tokens carry loss."""
 
+    eos_token_id = 99
+
     def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
         return {"input_ids": [len(word) for word in text.split()]}
 
 
 def test_loss_is_on_the_answer_and_end_of_turn_only() -> None:
-    ids, labels, truncated = encode(WordTokenizer(), "aa bbb cccc", "d ee", eos=99, max_len=64)
+    ids, labels, truncated = encode(WordTokenizer(), "aa bbb cccc", "d ee", max_len=64)
     assert ids == [2, 3, 4, 1, 2, 99]
     assert labels == [IGNORE, IGNORE, IGNORE, 1, 2, 99]
     assert not truncated
 
 
 def test_long_prompts_lose_their_start_not_the_answer() -> None:
-    ids, labels, truncated = encode(WordTokenizer(), "a bb ccc dddd eeeee", "ff", eos=99, max_len=4)
+    ids, labels, truncated = encode(WordTokenizer(), "a bb ccc dddd eeeee", "ff", max_len=4)
     assert truncated
     assert ids == [4, 5, 2, 99]
     assert labels == [IGNORE, IGNORE, 2, 99]

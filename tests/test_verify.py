@@ -18,22 +18,38 @@ from tests.test_spec import VALID, write
 
 
 def measured(*variants: tuple[str, float, float], on_target: bool = True) -> dict:
-    rows = [{"name": n, "score": s, "p50_ms": p95 / 2, "p95_ms": p95} for n, s, p95 in variants]
+    rows = [
+        {"name": n, "score": s, "drop": round(variants[0][1] - s, 6), "p50_ms": p95 / 2, "p95_ms": p95, "listed": True}
+        for n, s, p95 in variants
+    ]
     return {"variants": rows, "metric": "accuracy", "n": 20, "measured_on_target": on_target}
 
 
-def spec_with(tmp_path: Path, min_score: float = 0.8, p95: float = 0.0):  # noqa: ANN201
+def spec_with(tmp_path: Path, min_score: float = 0.8, p95: float = 0.0, max_drop: float = 0.01):  # noqa: ANN201
     spec = load_spec(write(tmp_path, VALID))
     return replace(
         spec,
         evaluation=replace(spec.evaluation, min_score=min_score),
         deploy=replace(spec.deploy, latency_p95_ms=p95),
+        export=replace(spec.export, max_quality_drop=max_drop),
     )
 
 
-def test_the_fastest_variant_that_meets_min_score_ships(tmp_path: Path) -> None:
-    verify = measured(("fp32", 0.95, 90.0), ("int8", 0.90, 60.0), ("int4", 0.70, 30.0))
+def test_the_fastest_variant_that_meets_min_score_and_the_drop_limit_ships(tmp_path: Path) -> None:
+    verify = measured(("fp32", 0.95, 90.0), ("int8", 0.945, 60.0), ("int4", 0.70, 30.0))
     assert choose_variant(spec_with(tmp_path), verify)["name"] == "int8"
+
+
+def test_a_variant_above_min_score_but_too_far_below_fp32_does_not_ship(tmp_path: Path) -> None:
+    verify = measured(("fp32", 0.95, 90.0), ("int8", 0.90, 60.0))
+    assert choose_variant(spec_with(tmp_path), verify)["name"] == "fp32"
+    assert choose_variant(spec_with(tmp_path, max_drop=0.05), verify)["name"] == "int8"
+    # fp32 scored as the reference but not listed: nothing listed is good enough, and the message says why.
+    verify["variants"][0]["listed"] = False
+    with pytest.raises(GateFailed) as caught:
+        choose_variant(spec_with(tmp_path), verify)
+    assert caught.value.code == "E505"
+    assert "(drop: int8 0.050)" in caught.value.message
 
 
 def test_quality_gate_names_every_variant_score(tmp_path: Path) -> None:
@@ -44,7 +60,7 @@ def test_quality_gate_names_every_variant_score(tmp_path: Path) -> None:
 
 
 def test_latency_budget_is_a_gate_when_measured_on_the_target(tmp_path: Path) -> None:
-    slow = measured(("fp32", 0.95, 90.0), ("int8", 0.90, 60.0))
+    slow = measured(("fp32", 0.95, 90.0), ("int8", 0.945, 60.0))
     with pytest.raises(GateFailed) as caught:
         choose_variant(spec_with(tmp_path, p95=50.0), slow)
     assert caught.value.code == "E504"
@@ -71,3 +87,44 @@ def test_int8_and_int4_variants_are_exported_scored_and_one_ships(tmp_path: Path
     assert package["evaluation"]["score"] == shipped["score"]
     fp32 = verify["variants"][0]
     assert fp32["score"] == result.stage("evaluate").summary["score"]  # fp32 answers exactly as PyTorch did
+    assert fp32["drop"] == 0.0 and fp32["agreement"] == 1.0
+    for variant in verify["variants"]:
+        assert variant["drop"] == round(fp32["score"] - variant["score"], 6)
+        assert variant["batch"]["size"] == result.spec.deploy.max_batch_size and variant["batch"]["inputs_per_s"] > 0
+
+
+def test_a_deliberately_degraded_variant_is_measured_and_rejected(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """int8 here is fp32 with its output head zeroed: every answer is the same label, so it loses quality."""
+    import onnx
+    from onnx import numpy_helper
+
+    from distillc.stages import export
+
+    def degraded(source: Path, target: Path, variant: str, log_path: Path) -> None:
+        target.mkdir(parents=True)
+        for name in ("tokenizer.json", "generation.json"):
+            (target / name).write_bytes((source / name).read_bytes())
+        model = onnx.load(str(source / "model.onnx"))
+        for init in model.graph.initializer:
+            array = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(array * 0 if init.name.endswith("norm.weight") else array, init.name))
+        onnx.save(model, str(target / "model.onnx"))
+
+    monkeypatch.setattr(export, "quantize", degraded)
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(
+            tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(80), min_score=0.1
+        )
+        spec.write_text(spec.read_text() + "export: {quantization: [int8, fp32]}\n")
+        result = api.build(spec, out=tmp_path / "out")
+        fp32, int8 = result.stage("verify").summary["variants"]
+        assert int8["name"] == "int8" and int8["drop"] > 0.2 and int8["agreement"] < 0.8
+        package = json.loads((result.package_dir / "package.json").read_text())
+        assert package["student"]["variant"] == "fp32"
+        # Without fp32 to fall back on, the build stops at the gate and says by how much int8 fell.
+        spec.write_text(spec.read_text().replace("[int8, fp32]", "[int8]"))
+        with pytest.raises(GateFailed) as caught:
+            api.build(spec, out=tmp_path / "out")
+    assert caught.value.code == "E505"

@@ -109,6 +109,7 @@ class EvaluationIR:
 class ExportIR:
     quantization: tuple[str, ...]  # fp32 | int8 | int4, in the order given
     target: str  # cpu | cuda | tensorrt
+    max_quality_drop: float  # a gate on each variant's score below fp32's
 
 
 @dataclass(frozen=True)

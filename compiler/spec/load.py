@@ -476,7 +476,11 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             metric=DEFAULT_METRIC[raw.task.output.type] if raw.evaluation.metric == "auto" else raw.evaluation.metric,
             min_score=raw.evaluation.min_score,
         ),
-        export=ir.ExportIR(quantization=tuple(raw.export.quantization), target=raw.export.target),
+        export=ir.ExportIR(
+            quantization=tuple(raw.export.quantization),
+            target=raw.export.target,
+            max_quality_drop=raw.export.max_quality_drop,
+        ),
         deploy=ir.DeployIR(
             max_new_tokens=raw.deploy.max_new_tokens,
             latency_p50_ms=raw.deploy.latency_budget_ms.p50 or 0.0,

@@ -171,6 +171,13 @@ class Export(Strict):
         description="Where the package runs: onnxruntime on CPU; onnxruntime-gpu with CUDA; or with TensorRT "
         "(engines cached, CUDA for what TensorRT cannot run).",
     )
+    max_quality_drop: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="How far below fp32's score (evaluation.metric, on the held-out inputs, as shipped) a "
+        "quantized variant may fall and still ship. fp32 is always scored, as the reference.",
+    )
 
 
 class Budget(Strict):

@@ -1,4 +1,8 @@
-"""Score the trained student against the teacher on the held-out inputs (greedy, batch 1, as served)."""
+"""Score the trained student against the teacher on the held-out inputs (greedy, batch 1, as served).
+
+A label task is decoded over its label set, as the package decodes it (distillc_runtime.constrain),
+so the score is that of the answers users will get.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.models import quiet_transformers
 from distillc.runner import StageContext
 from distillc.scoring import agrees, score
-from distillc.student import load_prompt, prompt_text
+from distillc.student import label_sequences, load_prompt, prompt_text
+from distillc_runtime.constrain import LabelState, LabelTrie
 
 NAME = "evaluate"
-VERSION = 2
+VERSION = 3
 READS = ("task", "evaluation.metric", "deploy.max_new_tokens")
 NEEDS = ("split", "train")
 
@@ -27,20 +32,29 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     prompt = load_prompt(model_dir)
+    task = ctx.spec.task
+    labels = None
+    if task.output_type == "label":
+        sequences = label_sequences(tokenizer, task.labels)
+        labels = LabelTrie([s["text"] for s in sequences], [s["ids"] for s in sequences])
     rows = read_jsonl(split / "holdout.jsonl")
     predictions = []
     with torch.inference_mode():
         for row in rows:
             ids = tokenizer(prompt_text(prompt, row["input"]), add_special_tokens=False, return_tensors="pt")
-            out = model.generate(
-                **ids,
-                max_new_tokens=ctx.spec.deploy.max_new_tokens,
-                do_sample=False,
-                eos_token_id=prompt["eos_token_ids"],
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            new = [t for t in out[0, ids["input_ids"].shape[1] :].tolist() if t not in prompt["eos_token_ids"]]
-            text = tokenizer.decode(new, skip_special_tokens=True).strip()
+            if labels is not None:
+                state = classify(model, ids["input_ids"], labels)
+                new, text = state.answer_ids(), labels.texts[state.label]
+            else:
+                out = model.generate(
+                    **ids,
+                    max_new_tokens=ctx.spec.deploy.max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=prompt["eos_token_ids"],
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                new = [t for t in out[0, ids["input_ids"].shape[1] :].tolist() if t not in prompt["eos_token_ids"]]
+                text = tokenizer.decode(new, skip_special_tokens=True).strip()
             predictions.append(
                 {
                     "id": row["id"],
@@ -61,9 +75,22 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
     ctx.log(f"{metric} {value:.3f} on {len(predictions)} held-out inputs")
     misses = [{k: p[k] for k in ("input", "expected", "output")} for p in predictions if not p["agrees"]][:10]
     return {
+        "decoding": "label-constrained" if labels is not None else "greedy",
         "metric": metric,
         "score": round(value, 6),
         "scores": scores,
         "n": len(predictions),
         "disagreements": misses,
     }
+
+
+def classify(model: Any, prompt_ids: Any, labels: LabelTrie) -> LabelState:
+    """Greedy decoding over the label set with the PyTorch model, step for step as the package does it."""
+    state = labels.start()
+    ids, cache = prompt_ids, None
+    while not state.done:
+        out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        token = state.choose(out.logits[0, -1].float().numpy())
+        state.advance(token)
+        ids, cache = ids.new_tensor([[token]]), out.cache
+    return state

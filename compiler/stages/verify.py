@@ -1,6 +1,9 @@
 """Score every exported variant as shipped: the ONNX runtime on held-out inputs, quality and latency.
 
 What ships is what was measured: a quantized variant is judged by its own answers, not by fp32's.
+fp32 is always scored, listed or not: it is the reference each variant's quality drop and agreement
+are measured against. Latency is measured one request at a time and in batches of
+`deploy.max_batch_size`, the two ways the package's server runs.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from distillc.tensorrt import tensorrt_config
 from distillc_runtime.providers import provider_name, providers_for, runs_on_target
 
 NAME = "verify"
-VERSION = 1
-READS = ("task", "evaluation.metric", "export")
+VERSION = 2
+READS = ("task", "evaluation.metric", "export.quantization", "export.target", "deploy.max_batch_size")
 NEEDS = ("export", "split")
 
 
@@ -28,24 +31,43 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
 
     spec = ctx.spec
     holdout = read_jsonl(split / "holdout.jsonl")
-    variants = []
-    for name in spec.export.quantization:
+    names = ["fp32", *(v for v in spec.export.quantization if v != "fp32")]
+    batch_size = spec.deploy.max_batch_size
+    variants: list[dict[str, Any]] = []
+    reference: list[str] = []
+    for name in names:
         model = variant_dir(export, name)
         trt = tensorrt_config(model / "model.onnx", spec) if spec.export.target == "tensorrt" else None
         providers = providers_for(spec.export.target, model, trt)
         generator = Generator(model, providers=providers)
         generator.predict(holdout[0]["input"])  # warm-up: first-run allocations are not request latency
-        rows, latencies = [], []
-        for item in holdout:
-            started = time.perf_counter()
-            output = generator.predict(item["input"])
-            latencies.append((time.perf_counter() - started) * 1000)
-            rows.append({"id": item["id"], "input": item["input"], "expected": item["output"], "output": output})
+        outputs, latencies = one_at_a_time(generator, [item["input"] for item in holdout])
+        batched = in_batches(generator, [item["input"] for item in holdout], batch_size)
+        rows = [
+            {"id": item["id"], "input": item["input"], "expected": item["output"], "output": output}
+            for item, output in zip(holdout, outputs, strict=True)
+        ]
         write_jsonl(ctx.workdir / f"{name}.predictions.jsonl", rows)
         value = score(spec.task, spec.evaluation.metric, [(r["expected"], r["output"]) for r in rows])
+        if name == "fp32":
+            reference = outputs
         latency = percentiles(latencies)
-        variants.append({"name": name, "score": round(value, 6), "p50_ms": latency["p50"], "p95_ms": latency["p95"]})
-        ctx.log(f"{name}: {spec.evaluation.metric} {value:.3f}, p50 {latency['p50']} ms, p95 {latency['p95']} ms")
+        variant = {
+            "name": name,
+            "listed": name in spec.export.quantization,
+            "score": round(value, 6),
+            "drop": round(variants[0]["score"] - value, 6) if variants else 0.0,
+            "agreement": round(sum(a == b for a, b in zip(outputs, reference, strict=True)) / len(outputs), 6),
+            "p50_ms": latency["p50"],
+            "p95_ms": latency["p95"],
+            "batch": batched,
+        }
+        variants.append(variant)
+        ctx.log(
+            f"{name}: {spec.evaluation.metric} {value:.3f} (drop {variant['drop']:.3f}, agrees with fp32 on "
+            f"{variant['agreement']:.1%}), p50 {latency['p50']} ms, p95 {latency['p95']} ms; batch {batch_size}: "
+            f"{batched['p50_ms']} ms p50, {batched['inputs_per_s']} inputs/s"
+        )
     return {
         "metric": spec.evaluation.metric,
         "n": len(holdout),
@@ -53,4 +75,31 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         "target": spec.export.target,
         "measured_with": provider_name(providers[0]),
         "measured_on_target": runs_on_target(spec.export.target),
+    }
+
+
+def one_at_a_time(generator: Any, texts: list[str]) -> tuple[list[str], list[float]]:
+    """Each input answered alone, as a lone request is: (answers, milliseconds each)."""
+    outputs, latencies = [], []
+    for text in texts:
+        started = time.perf_counter()
+        outputs.append(generator.predict(text))
+        latencies.append((time.perf_counter() - started) * 1000)
+    return outputs, latencies
+
+
+def in_batches(generator: Any, texts: list[str], size: int) -> dict[str, Any]:
+    """The inputs answered `size` at a time, as the server's micro-batches are under load."""
+    latencies, started = [], time.perf_counter()
+    for start in range(0, len(texts), size):
+        began = time.perf_counter()
+        generator.predict_batch(texts[start : start + size])
+        latencies.append((time.perf_counter() - began) * 1000)
+    seconds = time.perf_counter() - started
+    summary = percentiles(latencies)
+    return {
+        "size": size,
+        "p50_ms": summary["p50"],
+        "p95_ms": summary["p95"],
+        "inputs_per_s": round(len(texts) / seconds, 1) if seconds else 0.0,
     }

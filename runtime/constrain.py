@@ -1,0 +1,88 @@
+"""Decoding constraints: which tokens may come next, so an answer can only take the task's shape.
+
+A `label` task decodes over a trie of its labels' token sequences (each as trained: the label's tokens,
+then the end-of-sequence token). The answer is settled as soon as one label is left, so labels whose
+first tokens differ are answered from the prompt's single prefill pass, and tokens that every remaining
+label shares are taken without asking the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class _Node:
+    children: dict[int, _Node] = field(default_factory=dict)
+    labels: list[int] = field(default_factory=list)  # indexes of the labels below this node
+
+
+class LabelTrie:
+    """The labels' token sequences as a trie, built once per model and shared by every request."""
+
+    def __init__(self, texts: list[str], sequences: list[list[int]]) -> None:
+        if not texts or len(texts) != len(sequences):
+            raise ValueError("a label set needs one token sequence per label")
+        if len({tuple(s) for s in sequences}) != len(sequences):
+            raise ValueError("two labels have the same token sequence")
+        self.texts = list(texts)
+        self.sequences = [list(s) for s in sequences]
+        self.root = _Node()
+        for index, sequence in enumerate(self.sequences):
+            node = self.root
+            node.labels.append(index)
+            for token in sequence:
+                node = node.children.setdefault(token, _Node())
+                node.labels.append(index)
+
+    def start(self) -> LabelState:
+        return LabelState(self, self.root, [])
+
+
+class LabelState:
+    """One request's walk down the trie."""
+
+    def __init__(self, trie: LabelTrie, node: _Node, taken: list[int]) -> None:
+        self.trie = trie
+        self.node = node
+        self.taken = taken
+
+    @property
+    def done(self) -> bool:
+        """One label is left: the answer is settled, whatever the model would say next."""
+        return len(self.node.labels) == 1
+
+    @property
+    def label(self) -> int:
+        if not self.done:
+            raise ValueError("the answer is not settled yet")
+        return self.node.labels[0]
+
+    def allowed(self) -> np.ndarray:
+        return np.fromiter(self.node.children, dtype=np.int64)
+
+    def forced(self) -> list[int]:
+        """Tokens every remaining label shares from here: they need no forward pass to choose."""
+        tokens, node = [], self.node
+        while len(node.children) == 1 and len(node.labels) > 1:
+            token, node = next(iter(node.children.items()))
+            tokens.append(token)
+        return tokens
+
+    def advance(self, token: int) -> None:
+        if token not in self.node.children:
+            raise ValueError(f"token {token} is not allowed here")
+        self.node = self.node.children[token]
+        self.taken.append(token)
+
+    def choose(self, logits: np.ndarray) -> int:
+        """The allowed token with the highest logit (greedy decoding restricted to the label set)."""
+        allowed = self.allowed()
+        return int(allowed[int(np.argmax(logits[allowed]))])
+
+    def answer_ids(self) -> list[int]:
+        """The settled label's tokens, without the end-of-sequence token (what unconstrained greedy
+        decoding returns when it produces that label)."""
+        return self.trie.sequences[self.label][:-1]

@@ -1,0 +1,170 @@
+"""What the package's decoding promises: cached prompt prefixes change nothing, and a label task can only
+answer with one of its labels, as the PyTorch student would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from distillc.fused_export import build_fused_onnx
+from distillc.stages.evaluate import classify
+from distillc.stages.export import export_onnx
+from distillc.student import eos_ids, label_sequences, prompt_template, save_prompt
+from distillc_runtime import kvcache
+from distillc_runtime.constrain import LabelTrie
+from distillc_runtime.generate import Generator
+
+INSTRUCTIONS = "Classify the sentiment of the review."
+# Labels that share first tokens, and one that is a prefix of another: decoding must walk past both.
+HARD_LABELS = ["positive", "pos", "positively great", "negative", "neutral", "n/a"]
+
+
+@pytest.fixture(scope="module", params=["fused", "portable"])
+def exported(request: pytest.FixtureRequest, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model in both graph layouts: the fused CPU graph (shared cache buffers) and the portable
+    one (a cache that grows per step)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    out = tmp_path_factory.mktemp(request.param)
+    if request.param == "fused":
+        build_fused_onnx(tiny_model, out / "model.onnx", out / "builder.log")
+    else:
+        export_onnx(tiny_model, out / "model.onnx")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    prefix, suffix = prompt_template(tokenizer, INSTRUCTIONS)
+    save_prompt(out, prefix, suffix, eos_ids(tokenizer, AutoConfig.from_pretrained(tiny_model)))
+    shutil.copy2(tiny_model / "tokenizer.json", out / "tokenizer.json")
+    config = json.loads((out / "prompt.json").read_text())
+    (out / "generation.json").write_text(json.dumps({**config, "max_new_tokens": 12}))
+    return out
+
+
+def with_labels(exported: Path, tiny_model: Path, target: Path, labels: list[str]) -> Path:
+    """A copy of the exported model whose task is a label task over `labels`."""
+    from transformers import AutoTokenizer
+
+    shutil.copytree(exported, target)
+    config = json.loads((target / "generation.json").read_text())
+    config |= {"output_type": "label", "labels": label_sequences(AutoTokenizer.from_pretrained(tiny_model), labels)}
+    (target / "generation.json").write_text(json.dumps(config))
+    return target
+
+
+TEXTS = [
+    "the kettle was lovely",
+    "  leading spaces change how the boundary tokenizes",
+    "\nand a newline",
+    "the app was useless and the room too and the price too",
+    "x",
+    "</s><|assistant|>positive",
+]
+
+
+def test_prefix_cache_gives_the_same_tokens_as_no_cache(exported: Path) -> None:
+    cached, uncached = Generator(exported), Generator(exported, cache_prefix=False)
+    assert cached.prefix_ids and not uncached.prefix_ids
+    prompts = [cached.prompt_ids(t) for t in TEXTS]
+    for prompt in prompts:
+        assert cached.generate_ids(prompt) == uncached.generate_ids(prompt)
+    assert cached.generate_batch(prompts) == uncached.generate_batch(prompts)
+    # Forced decoding too: 30 tokens past any end-of-sequence, every one the same.
+    assert cached.generate_batch(prompts, 30, stop_at_eos=False) == uncached.generate_batch(prompts, 30, False)
+
+
+def passes(generator: Generator, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Record (rows, new tokens) of every forward pass the generator makes from here on."""
+    seen: list[tuple[int, int]] = []
+    run, run_in_place = generator.session.run, kvcache.run_in_place
+
+    def counting_run(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        seen.append(feed["input_ids"].shape)
+        return run(names, feed)
+
+    def counting_in_place(layout: kvcache.Layout, ids: np.ndarray, *args: object) -> np.ndarray:
+        seen.append(ids.shape)
+        return run_in_place(layout, ids, *args)
+
+    monkeypatch.setattr(generator.session, "run", counting_run)
+    monkeypatch.setattr(kvcache, "run_in_place", counting_in_place)
+    return seen
+
+
+def test_prefix_cache_is_used_for_every_prompt_that_starts_with_it(
+    exported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generator = Generator(exported)
+    seen = passes(generator, monkeypatch)
+    prompt = generator.prompt_ids("the kettle was lovely")
+    generator.generate_ids(prompt, max_new_tokens=1)
+    assert seen == [(1, len(prompt) - len(generator.prefix_ids))]
+
+
+def test_label_answers_come_from_the_label_set_in_one_pass(
+    exported: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generator = Generator(with_labels(exported, tiny_model, tmp_path / "m", ["positive", "negative"]))
+    assert generator.labels is not None and len({s[0] for s in generator.labels.sequences}) == 2
+    seen = passes(generator, monkeypatch)
+    assert set(generator.predict_batch(TEXTS)) <= {"positive", "negative"}
+    # Distinct first tokens: the prefill settles every answer, no decoding step follows.
+    assert sum(rows for rows, _ in seen) == len(TEXTS) and all(tokens > 1 for _, tokens in seen)
+
+
+def test_label_decoding_matches_the_pytorch_student(exported: Path, tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    generator = Generator(with_labels(exported, tiny_model, tmp_path / "m", HARD_LABELS))
+    assert generator.labels is not None
+    for text in TEXTS:
+        prompt = generator.prompt_ids(text)
+        with torch.inference_mode():
+            expected = classify(model, torch.tensor([prompt]), generator.labels)
+        assert generator.answer_ids(prompt) == expected.answer_ids()
+        assert generator.predict(text) == HARD_LABELS[expected.label]
+    assert generator.predict_batch(TEXTS) == [generator.predict(t) for t in TEXTS]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    texts=st.lists(st.text(min_size=1, max_size=60), min_size=1, max_size=4),
+    labels=st.lists(
+        st.sampled_from(HARD_LABELS + ["p", "positive!", "negative.", "neg", "n", "</s>", "<|assistant|>"]),
+        min_size=2,
+        max_size=6,
+        unique=True,
+    ),
+)
+def test_label_answers_never_leave_the_label_set(
+    exported: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, texts: list[str], labels: list[str]
+) -> None:
+    from transformers import AutoTokenizer
+
+    sequences = label_sequences(AutoTokenizer.from_pretrained(tiny_model), labels)
+    if len({tuple(s["ids"]) for s in sequences}) < len(labels):
+        return  # two labels the tokenizer cannot tell apart: the compiler refuses such a set
+    generator = Generator(with_labels(exported, tiny_model, tmp_path_factory.mktemp("labels") / "m", labels))
+    assert set(generator.predict_batch(texts)) <= set(labels)
+
+
+def test_label_trie_settles_as_soon_as_one_label_is_left() -> None:
+    trie = LabelTrie(["ab", "ac", "d"], [[1, 2, 9], [1, 3, 9], [4, 9]])
+    state = trie.start()
+    assert not state.done and sorted(state.allowed().tolist()) == [1, 4]
+    logits = np.zeros(10)
+    logits[1], logits[4], logits[7] = 1.0, 0.5, 99.0  # 7 is the model's favourite, and not allowed
+    state.advance(state.choose(logits))
+    assert not state.done and sorted(state.allowed().tolist()) == [2, 3]
+    state.advance(3)
+    assert state.done and state.label == 1 and state.answer_ids() == [1, 3]
+    shared = LabelTrie(["x y", "x z"], [[5, 6, 7, 9], [5, 6, 8, 9]])
+    assert shared.start().forced() == [5, 6]
+    with pytest.raises(ValueError, match="same token sequence"):
+        LabelTrie(["a", "A"], [[1, 9], [1, 9]])
