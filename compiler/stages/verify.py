@@ -56,7 +56,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             "name": name,
             "listed": name in spec.export.quantization,
             "score": round(value, 6),
-            "drop": round(variants[0]["score"] - value, 6) if variants else 0.0,
+            "drop": round(variants[0]["score"] - value, 6) + 0.0 if variants else 0.0,  # + 0.0: no "-0.0"
             "agreement": round(sum(a == b for a, b in zip(outputs, reference, strict=True)) / len(outputs), 6),
             "p50_ms": latency["p50"],
             "p95_ms": latency["p95"],
