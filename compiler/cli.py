@@ -155,8 +155,23 @@ def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...
             f"{evaluation['metric']}: {evaluation['score']:.3f} on {evaluation['n']} held-out inputs "
             f"(min_score {evaluation['min_score']})"
         )
+    if "verify" in result.report:
+        click.echo(verify_table(result.report["verify"], result.report.get("package", {}).get("variant")))
     if result.package_dir:
         click.echo(f"package: {result.package_dir}  (distillc serve {result.package_dir})")
+
+
+def verify_table(verify: dict, shipped: str | None) -> str:
+    """Each exported variant as shipped: score, drop below fp32, agreement, latency alone and batched."""
+    size = verify["variants"][0]["batch"]["size"]
+    lines = [f"variant  {verify['metric']:>8}  drop    agrees  p50 ms  p95 ms  batch {size}: inputs/s"]
+    for v in verify["variants"]:
+        mark = "  <- ships" if v["name"] == shipped else ("" if v["listed"] else "  (reference)")
+        lines.append(
+            f"{v['name']:<7}  {v['score']:>8.3f}  {v['drop']:>6.3f}  {v['agreement']:>6.1%}  {v['p50_ms']:>6.1f}  "
+            f"{v['p95_ms']:>6.1f}  {v['batch']['inputs_per_s']:>10.1f}{mark}"
+        )
+    return "\n".join(lines)
 
 
 @main.command()
