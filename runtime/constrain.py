@@ -86,3 +86,55 @@ class LabelState:
         """The settled label's tokens, without the end-of-sequence token (what unconstrained greedy
         decoding returns when it produces that label)."""
         return self.trie.sequences[self.label][:-1]
+
+
+class JsonGrammar:
+    """A JSON task's schema compiled for the model's tokenizer (llguidance), built once per model.
+
+    Decoding can then only write JSON that the schema accepts, in compact form (no free whitespace: the
+    student was trained on compact JSON, and free whitespace would let a long answer run out of tokens).
+    """
+
+    def __init__(self, tokenizer_json: str, schema: str, eos: int, vocab_size: int) -> None:
+        import json
+
+        import llguidance
+
+        compact = {**json.loads(schema or "{}"), "x-guidance": {"whitespace_flexible": False}}
+        self.tokenizer = llguidance.LLTokenizer(tokenizer_json, n_vocab=vocab_size, eos_token=eos)
+        self.grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(compact))
+        self.vocab_size = vocab_size
+
+    def start(self) -> JsonState:
+        return JsonState(self)
+
+
+class JsonState:
+    """One request's place in the grammar."""
+
+    def __init__(self, grammar: JsonGrammar) -> None:
+        import llguidance
+        import llguidance.numpy
+
+        self.matcher = llguidance.LLMatcher(grammar.tokenizer, grammar.grammar)
+        self.mask = llguidance.numpy.allocate_token_bitmask(1, grammar.vocab_size)
+        self.taken: list[int] = []
+
+    @property
+    def done(self) -> bool:
+        """The answer is complete: the grammar allows nothing more (or the end-of-sequence was taken)."""
+        return self.matcher.is_stopped()
+
+    def choose(self, logits: np.ndarray) -> int:
+        """The likeliest token the grammar allows next."""
+        import llguidance.numpy
+
+        llguidance.numpy.fill_next_token_bitmask(self.matcher, self.mask, 0)
+        masked = np.array(logits, dtype=np.float32)[None]
+        llguidance.numpy.apply_token_bitmask_inplace(masked, self.mask)
+        return int(masked[0].argmax())
+
+    def advance(self, token: int) -> None:
+        if not self.matcher.consume_token(token):
+            raise ValueError(f"token {token} is not allowed here: {self.matcher.get_error()}")
+        self.taken.append(token)

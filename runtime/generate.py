@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from distillc_runtime.constrain import LabelState, LabelTrie
+from distillc_runtime.constrain import JsonGrammar, LabelState, LabelTrie
 from distillc_runtime.kvcache import GrowingCache, Layout, SharedCache, prefill_prefix
 from distillc_runtime.prompt import render
 from distillc_runtime.providers import Provider, max_input_tokens, provider_name
@@ -64,6 +64,10 @@ class Generator:
         labels = config.get("labels") or []
         self.labels = LabelTrie([x["text"] for x in labels], [x["ids"] for x in labels]) if labels else None
         self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
+        self.json = None
+        if self.output_type == "json" and "answer_eos" in config:
+            tokenizer_json = files.tokenizer.read_text(encoding="utf-8")
+            self.json = JsonGrammar(tokenizer_json, config["json_schema"], config["answer_eos"], config["vocab_size"])
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -138,25 +142,33 @@ class Generator:
     def generate_batch(
         self, prompts: list[list[int]], max_new_tokens: int | None = None, stop_at_eos: bool = True
     ) -> list[list[int]]:
-        """Greedy continuations of several prompts at once, each as if run alone.
+        """Greedy continuations of several prompts at once, each as if run alone; a JSON task's answers
+        follow its schema (a row ends when its JSON is complete).
 
-        `stop_at_eos=False` decodes exactly `max_new_tokens` tokens (for measuring decode speed)."""
+        `stop_at_eos=False` decodes exactly `max_new_tokens` unconstrained tokens (to measure decode speed)."""
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         outputs: list[list[int]] = [[] for _ in prompts]
         if limit <= 0:
             return outputs
+        states = [self.json.start() for _ in prompts] if self.json is not None and stop_at_eos else None
         done = [False] * len(prompts)
         cache = self._cache()
         logits = cache.start(prompts, limit)
         for step in range(limit):
-            tokens = logits.argmax(axis=-1).tolist()
-            for row, token in enumerate(tokens):
+            tokens = []
+            for row in range(len(prompts)):
                 if done[row]:
+                    tokens.append(min(self.eos_ids))
                     continue
+                token = states[row].choose(logits[row]) if states else int(logits[row].argmax())
+                tokens.append(token)
                 if stop_at_eos and token in self.eos_ids:
                     done[row] = True
-                else:
-                    outputs[row].append(token)
+                    continue
+                outputs[row].append(token)
+                if states:
+                    states[row].advance(token)
+                    done[row] = states[row].done
             if all(done) or step == limit - 1:
                 break
             logits = cache.advance(tokens)

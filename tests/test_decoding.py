@@ -168,3 +168,60 @@ def test_label_trie_settles_as_soon_as_one_label_is_left() -> None:
     assert shared.start().forced() == [5, 6]
     with pytest.raises(ValueError, match="same token sequence"):
         LabelTrie(["a", "A"], [[1, 9], [1, 9]])
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"enum": ["positive", "negative"]},
+        "sure": {"type": "boolean"},
+        "why": {"type": "string", "maxLength": 12},
+    },
+    "required": ["sentiment", "sure", "why"],
+    "additionalProperties": False,
+}
+
+
+def with_schema(exported: Path, tiny_model: Path, target: Path) -> Path:
+    """A copy of the exported model whose task is a JSON task under SCHEMA."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    shutil.copytree(exported, target)
+    config = json.loads((target / "generation.json").read_text())
+    config |= {
+        "output_type": "json",
+        "max_new_tokens": 64,
+        "json_schema": json.dumps(SCHEMA),
+        "answer_eos": AutoTokenizer.from_pretrained(tiny_model).eos_token_id,
+        "vocab_size": AutoConfig.from_pretrained(tiny_model).vocab_size,
+    }
+    (target / "generation.json").write_text(json.dumps(config))
+    return target
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.text(min_size=1, max_size=60), min_size=1, max_size=3))
+def test_json_answers_always_parse_and_follow_the_schema(
+    exported: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, texts: list[str]
+) -> None:
+    import jsonschema
+
+    generator = Generator(with_schema(exported, tiny_model, tmp_path_factory.mktemp("json") / "m"))
+    for answer in generator.predict_batch(texts) + [generator.predict(texts[0])]:
+        jsonschema.validate(json.loads(answer), SCHEMA)  # an untrained model, and still valid every time
+
+
+def test_json_decoding_matches_the_pytorch_student(exported: Path, tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distillc.stages.evaluate import generate_json
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    generator = Generator(with_schema(exported, tiny_model, tmp_path / "m"))
+    assert generator.json is not None
+    for text in TEXTS[:3]:
+        prompt = generator.prompt_ids(text)
+        with torch.inference_mode():
+            expected = generate_json(model, torch.tensor([prompt]), generator.json.start(), 64, generator.eos_ids)
+        assert generator.answer_ids(prompt) == expected

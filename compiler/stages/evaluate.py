@@ -1,7 +1,7 @@
 """Score the trained student against the teacher on the held-out inputs (greedy, batch 1, as served).
 
-A label task is decoded over its label set, as the package decodes it (distillc_runtime.constrain),
-so the score is that of the answers users will get.
+A label task is decoded over its label set and a JSON task within its schema, as the package decodes
+them (distillc_runtime.constrain), so the score is that of the answers users will get.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from distillc.models import quiet_transformers
 from distillc.runner import StageContext
 from distillc.scoring import agrees, score
 from distillc.student import label_sequences, load_prompt, prompt_text
-from distillc_runtime.constrain import LabelState, LabelTrie
+from distillc_runtime.constrain import JsonGrammar, JsonState, LabelState, LabelTrie
 
 NAME = "evaluate"
 VERSION = 3
@@ -37,6 +37,10 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
     if task.output_type == "label":
         sequences = label_sequences(tokenizer, task.labels)
         labels = LabelTrie([s["text"] for s in sequences], [s["ids"] for s in sequences])
+    grammar = None
+    if task.output_type == "json":
+        tokenizer_json = (model_dir / "tokenizer.json").read_text(encoding="utf-8")
+        grammar = JsonGrammar(tokenizer_json, task.json_schema, tokenizer.eos_token_id, model.config.vocab_size)
     rows = read_jsonl(split / "holdout.jsonl")
     predictions = []
     with torch.inference_mode():
@@ -45,6 +49,10 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
             if labels is not None:
                 state = classify(model, ids["input_ids"], labels)
                 new, text = state.answer_ids(), labels.texts[state.label]
+            elif grammar is not None:
+                limit, stop = ctx.spec.deploy.max_new_tokens, set(prompt["eos_token_ids"])
+                new = generate_json(model, ids["input_ids"], grammar.start(), limit, stop)
+                text = tokenizer.decode(new, skip_special_tokens=True).strip()
             else:
                 out = model.generate(
                     **ids,
@@ -75,7 +83,7 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
     ctx.log(f"{metric} {value:.3f} on {len(predictions)} held-out inputs")
     misses = [{k: p[k] for k in ("input", "expected", "output")} for p in predictions if not p["agrees"]][:10]
     return {
-        "decoding": "label-constrained" if labels is not None else "greedy",
+        "decoding": "label-constrained" if labels else "json-schema-constrained" if grammar else "greedy",
         "metric": metric,
         "score": round(value, 6),
         "scores": scores,
@@ -94,3 +102,19 @@ def classify(model: Any, prompt_ids: Any, labels: LabelTrie) -> LabelState:
         state.advance(token)
         ids, cache = ids.new_tensor([[token]]), out.cache
     return state
+
+
+def generate_json(model: Any, prompt_ids: Any, state: JsonState, limit: int, eos_ids: set[int]) -> list[int]:
+    """Greedy decoding within a JSON schema with the PyTorch model, step for step as the package does it."""
+    ids, cache, out = prompt_ids, None, []
+    for _ in range(limit):
+        step = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        token = state.choose(step.logits[0, -1].float().numpy())
+        if token in eos_ids:
+            break
+        out.append(token)
+        state.advance(token)
+        if state.done:
+            break
+        ids, cache = ids.new_tensor([[token]]), step.cache
+    return out

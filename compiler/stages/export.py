@@ -35,7 +35,14 @@ from distillc.student import label_sequences, load_prompt
 
 NAME = "export"
 VERSION = 4
-READS = ("task.output_type", "task.labels", "deploy.max_new_tokens", "export.quantization", "export.target")
+READS = (
+    "task.output_type",
+    "task.labels",
+    "task.json_schema",
+    "deploy.max_new_tokens",
+    "export.quantization",
+    "export.target",
+)
 NEEDS = ("train", "evaluate")
 
 
@@ -97,7 +104,7 @@ def export_graph(ctx: StageContext, model_dir: Path, target: Path) -> tuple[str,
 
 def write_generation_config(model_dir: Path, out: Path, spec: Any) -> None:
     """generation.json: the prompt around each input, when to stop, and what the answer may be
-    (a label task's labels as the token sequences the student was trained on)."""
+    (a label task's labels as the token sequences the student was trained on; a JSON task's schema)."""
     from transformers import AutoTokenizer
 
     config = {
@@ -105,8 +112,12 @@ def write_generation_config(model_dir: Path, out: Path, spec: Any) -> None:
         "max_new_tokens": spec.deploy.max_new_tokens,
         "output_type": spec.task.output_type,
     }
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if spec.task.output_type == "label":
-        config["labels"] = label_sequences(AutoTokenizer.from_pretrained(model_dir), spec.task.labels)
+        config["labels"] = label_sequences(tokenizer, spec.task.labels)
+    if spec.task.output_type == "json":
+        vocab_size = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+        config |= {"json_schema": spec.task.json_schema, "answer_eos": tokenizer.eos_token_id, "vocab_size": vocab_size}
     (out / "generation.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 

@@ -37,10 +37,11 @@ def runtime_dir() -> Path:
     return Path(distillc_runtime.__file__).parent
 
 
-def requirements(target: str) -> str:
-    """The runtime's dependencies, pinned to the versions the build verified the model with."""
+def requirements(target: str, output_type: str = "text") -> str:
+    """The runtime's dependencies, pinned to the versions the build verified the model with (llguidance
+    only for JSON tasks, whose decoding follows the schema)."""
     lines = []
-    for name in RUNTIME_REQUIREMENTS:
+    for name in (*RUNTIME_REQUIREMENTS, *(["llguidance"] if output_type == "json" else [])):
         try:
             installed = version(name)
         except PackageNotFoundError:
@@ -108,7 +109,7 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
         "latency_ms_at_build": latency,
     }
     write_json(out / "package.json", info)
-    (out / "requirements.txt").write_text(requirements(spec.export.target), encoding="utf-8")
+    (out / "requirements.txt").write_text(requirements(spec.export.target, spec.task.output_type), encoding="utf-8")
     example = spec.task.examples[0]
     values = dict(name=spec.name, distillc_version=__version__, port=spec.deploy.port, **image(spec.export.target))
     (out / "Dockerfile").write_text(render("Dockerfile.j2", **values), encoding="utf-8")
