@@ -225,3 +225,21 @@ def test_json_decoding_matches_the_pytorch_student(exported: Path, tiny_model: P
         with torch.inference_mode():
             expected = generate_json(model, torch.tensor([prompt]), generator.json.start(), 64, generator.eos_ids)
         assert generator.answer_ids(prompt) == expected
+
+
+def test_labels_the_tokenizer_cannot_tell_apart_are_a_clear_error(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from distillc.errors import DistillcError
+    from distillc.stages import export
+
+    collide = [{"text": "Yes", "ids": [5, 2]}, {"text": "no", "ids": [6, 2]}, {"text": "yes", "ids": [5, 2]}]
+    monkeypatch.setattr(export, "label_sequences", lambda tokenizer, labels: collide)
+    monkeypatch.setattr(export, "load_prompt", lambda model_dir: {})
+    task = SimpleNamespace(output_type="label", labels=("Yes", "no", "yes"))
+    spec = SimpleNamespace(task=task, deploy=SimpleNamespace(max_new_tokens=4))
+    with pytest.raises(DistillcError) as caught:
+        export.write_generation_config(tiny_model, tmp_path, spec)
+    assert caught.value.code == "E313" and "'Yes' and 'yes'" in caught.value.message

@@ -40,7 +40,8 @@ def test_a_json_task_answers_valid_json_everywhere(tmp_path: Path, tiny_model: P
         text = text.replace("deploy: {max_new_tokens: 8}", "deploy: {max_new_tokens: 32}")  # room for the JSON
         spec.write_text(text.replace("min_score: 0.5", "min_score: 0.0"))
         result = api.build(spec, out=tmp_path / "out", emit=lambda e: None)
-    assert result.stage("evaluate").summary["decoding"] == "json-schema-constrained"
+    evaluation = result.stage("evaluate").summary
+    assert evaluation["decoding"] == "json-schema-constrained" and evaluation["cut_short"] == 0
     verify = result.stage("verify").artifact
     for name in ("fp32.predictions.jsonl",):
         for line in (verify / name).read_text().splitlines():

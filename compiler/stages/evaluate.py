@@ -81,9 +81,15 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
     metrics = ("accuracy", "macro_f1") if ctx.spec.task.output_type == "label" else ("exact_match",)
     scores = {m: round(score(ctx.spec.task, m, pairs), 6) for m in metrics}
     ctx.log(f"{metric} {value:.3f} on {len(predictions)} held-out inputs")
+    limit = ctx.spec.deploy.max_new_tokens
+    cut_short = sum(1 for p in predictions if len(p["output_ids"]) >= limit and not p["agrees"])
+    if cut_short:
+        # A JSON answer cut off by the token limit cannot parse: say so, rather than leave a low score unexplained.
+        ctx.log(f"{cut_short} answers reached deploy.max_new_tokens ({limit}) unfinished; raise it if they were cut")
     misses = [{k: p[k] for k in ("input", "expected", "output")} for p in predictions if not p["agrees"]][:10]
     return {
         "decoding": "label-constrained" if labels else "json-schema-constrained" if grammar else "greedy",
+        "cut_short": cut_short,
         "metric": metric,
         "score": round(value, 6),
         "scores": scores,

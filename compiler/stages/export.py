@@ -115,6 +115,14 @@ def write_generation_config(model_dir: Path, out: Path, spec: Any) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if spec.task.output_type == "label":
         config["labels"] = label_sequences(tokenizer, spec.task.labels)
+        seen: dict[tuple[int, ...], str] = {}
+        for label in config["labels"]:
+            if (twin := seen.setdefault(tuple(label["ids"]), label["text"])) != label["text"]:
+                raise DistillcError(
+                    "E313",
+                    f"labels {twin!r} and {label['text']!r} are the same tokens to the student's tokenizer",
+                    help="rename one of them in task.output.labels",
+                )
     if spec.task.output_type == "json":
         vocab_size = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["vocab_size"]
         config |= {"json_schema": spec.task.json_schema, "answer_eos": tokenizer.eos_token_id, "vocab_size": vocab_size}
