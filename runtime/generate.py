@@ -23,7 +23,8 @@ from tokenizers import Tokenizer
 from distillc_runtime.constrain import JsonGrammar, LabelState, LabelTrie
 from distillc_runtime.kvcache import GrowingCache, Layout, SharedCache, prefill_prefix
 from distillc_runtime.prompt import render
-from distillc_runtime.providers import Provider, max_input_tokens, provider_name
+from distillc_runtime.providers import Provider, provider_name
+from distillc_runtime.providers import max_input_tokens as profile_input_tokens
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Generator:
         providers: list[Provider] | None = None,
         threads: int = 0,
         cache_prefix: bool = True,
+        max_input_tokens: int | None = None,
     ) -> None:
         files = ModelFiles(Path(model_dir))
         self.model_dir = files.root
@@ -73,9 +75,10 @@ class Generator:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(files.onnx), options, providers=providers or ["CPUExecutionProvider"])
         self.layout = Layout(self.session)
-        # A TensorRT engine covers the prompt lengths of its optimization profile, and no longer ones.
+        # The package's prompt limit; a TensorRT engine also covers only the lengths of its optimization profile.
         uses_tensorrt = any(provider_name(p) == "TensorrtExecutionProvider" for p in self.session.get_providers())
-        self.max_input_tokens = max_input_tokens(files.root) if uses_tensorrt else None
+        limits = [max_input_tokens, profile_input_tokens(files.root) if uses_tensorrt else None]
+        self.max_input_tokens = min((n for n in limits if n), default=None)
         self.prefix_ids: list[int] = []
         self.prefix_cache: dict[str, np.ndarray] = {}
         if cache_prefix:
@@ -84,7 +87,7 @@ class Generator:
                 self.prefix_ids, self.prefix_cache = ids, prefill_prefix(self.layout, ids)
 
     def too_long(self, text: str) -> str | None:
-        """Why this input cannot be answered, when it is longer than the model's engines cover."""
+        """Why this input cannot be answered, when its prompt is longer than the package's limit."""
         if self.max_input_tokens is None:
             return None
         n = len(self.prompt_ids(text))

@@ -1,12 +1,22 @@
-"""HTTP server for a distilled model: POST /v1/predict and GET /healthz."""
+"""HTTP server for a distilled model: POST /v1/predict and GET /healthz.
+
+Bad input gets a short 4xx that says what is wrong and never echoes the input back:
+- a body over `deploy.max_request_bytes`: 413, refused from its Content-Length or as soon as the bytes
+  read pass the limit, so a large body is never read whole;
+- a body that is not UTF-8 or not JSON, wrong types, unknown fields, lone surrogates: 422;
+- a prompt over `deploy.max_input_tokens` tokens: 422.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from distillc_runtime.batching import Batcher
@@ -15,23 +25,84 @@ from distillc_runtime.providers import TARGET_PROVIDERS, providers_for
 
 logger = logging.getLogger("distillc_runtime")
 
-MAX_INPUT_CHARS = 20_000
+DEFAULT_MAX_REQUEST_BYTES = 65536
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
+    input: str = Field(min_length=1)  # pydantic refuses lone surrogates: text the tokenizer cannot encode
 
 
 class PredictResponse(BaseModel):
     output: str
 
 
+class BodyGuard:
+    """ASGI middleware that reads a request's body before the app does, within `limit` bytes:
+    413 from the declared length or as soon as the bytes read pass it (a large body is never read
+    whole), 422 for a body that is not UTF-8. The app then reads the body from memory."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body is over this server's limit of {self.limit} bytes"
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await JSONResponse(status_code=413, content={"detail": too_large})(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:  # longer than it declared, or sent in chunks without a length
+                await JSONResponse(status_code=413, content={"detail": too_large})(scope, receive, send)
+                return
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            detail = [{"loc": ["body"], "msg": f"body is not valid UTF-8 (byte {error.start})"}]
+            await JSONResponse(status_code=422, content={"detail": detail})(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for a disconnect, as the app expects
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def validation_problems(error: RequestValidationError) -> list[dict[str, Any]]:
+    """Where and what, without the offending value (which may be megabytes, or someone else's data)."""
+    problems = []
+    for item in error.errors():
+        message = item.get("msg", "invalid")
+        if item.get("type") == "json_invalid":
+            message = "body is not valid JSON"
+        problems.append({"loc": [str(part) for part in item.get("loc", ())], "msg": message})
+    return problems
+
+
 def create_app(package_dir: str | Path) -> FastAPI:
     package = Path(package_dir)
     info = json.loads((package / "package.json").read_text(encoding="utf-8"))
     target = info.get("target", "cpu")
-    generator = Generator(package / "model", providers=providers_for(target, package / "model"))
+    deploy = info.get("deploy", {})
+    generator = Generator(
+        package / "model",
+        providers=providers_for(target, package / "model"),
+        max_input_tokens=deploy.get("max_input_tokens"),
+    )
     running = generator.session.get_providers()
     if running[0] != TARGET_PROVIDERS.get(target, running)[0]:
         # onnxruntime falls back to the CPU when a GPU provider cannot load (no GPU, no driver, a CUDA
@@ -40,9 +111,14 @@ def create_app(package_dir: str | Path) -> FastAPI:
     # Warm up before serving: first-run allocations (and, on GPUs, kernel or TensorRT engine builds)
     # then happen before the health check passes, not in a user's request.
     generator.predict("warm-up", max_new_tokens=1)
-    max_batch_size = int(info.get("deploy", {}).get("max_batch_size", 1))
+    max_batch_size = int(deploy.get("max_batch_size", 1))
     batcher = Batcher(generator.predict_batch, max_batch_size) if max_batch_size > 1 else None
     app = FastAPI(title=info["name"], version=info.get("distillc_version", ""))
+    app.add_middleware(BodyGuard, limit=int(deploy.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": validation_problems(error)})
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:

@@ -119,6 +119,8 @@ class DeployIR:
     latency_p95_ms: float
     port: int
     max_batch_size: int
+    max_request_bytes: int
+    max_input_tokens: int  # student.max_seq_len unless set
 
 
 @dataclass(frozen=True)

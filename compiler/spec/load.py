@@ -487,6 +487,8 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             latency_p95_ms=raw.deploy.latency_budget_ms.p95 or 0.0,
             port=raw.deploy.port,
             max_batch_size=raw.deploy.max_batch_size,
+            max_request_bytes=raw.deploy.max_request_bytes,
+            max_input_tokens=raw.deploy.max_input_tokens or raw.student.max_seq_len,
         ),
         budget=ir.BudgetIR(max_usd=raw.budget.max_usd or 0.0),
     )

@@ -157,6 +157,18 @@ class Deploy(Strict):
     max_batch_size: int = Field(
         default=8, ge=1, le=256, description="Concurrent requests answered in one batched generation (1: no batching)."
     )
+    max_request_bytes: int = Field(
+        default=65536,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest request body the server reads; a larger one gets HTTP 413 without being read.",
+    )
+    max_input_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Longest prompt (instructions and input, in tokens) the server answers; longer ones get "
+        "HTTP 422. Default: student.max_seq_len, the longest the student was trained on.",
+    )
 
 
 class Export(Strict):

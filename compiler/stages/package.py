@@ -104,6 +104,8 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
             "port": spec.deploy.port,
             "max_new_tokens": spec.deploy.max_new_tokens,
             "max_batch_size": spec.deploy.max_batch_size,
+            "max_request_bytes": spec.deploy.max_request_bytes,
+            "max_input_tokens": spec.deploy.max_input_tokens,
             "latency_budget_ms": {"p50": spec.deploy.latency_p50_ms or None, "p95": spec.deploy.latency_p95_ms or None},
         },
         "latency_ms_at_build": latency,

@@ -1,0 +1,112 @@
+"""The package's server under bad input, over real HTTP: each request gets the right 4xx with a short
+reason that never echoes the input, and the server answers the next good request as before."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distillc import api
+from tests.conftest import review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+from tests.helpers import free_port, wait_healthy
+
+MARKER = "zebra-marker"  # in every bad input: a response must never contain it
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[tuple[str, int]]:
+    folder = tmp_path_factory.mktemp("limits")
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(folder, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60), epochs=2)
+        spec.write_text(spec.read_text().replace("min_score: 0.5", "min_score: 0.0"))
+        package = api.build(spec, out=folder / "out", emit=lambda e: None).package_dir
+    assert package is not None
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distillc_runtime", "serve", str(package), "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(package)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+        yield "127.0.0.1", port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def send(address: tuple[str, int], body: bytes, headers: dict[str, str] | None = None, declared: int | None = None):
+    """POST /v1/predict on a raw socket: (status, response body). `declared` overrides Content-Length
+    (the body sent may be shorter: a client that says 50 MB and is refused at once)."""
+    head = {"content-type": "application/json", "content-length": str(len(body) if declared is None else declared)}
+    head |= headers or {}
+    request = "POST /v1/predict HTTP/1.1\r\nhost: test\r\nconnection: close\r\n"
+    request += "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n"
+    with socket.create_connection(address, timeout=30) as sock:
+        sock.sendall(request.encode())
+        # A server that refuses from the headers answers before the body is sent (and may reset the
+        # connection if the client keeps sending): look for that answer first.
+        ready, _, _ = select.select([sock], [], [], 0.3)
+        if not ready:
+            sock.sendall(body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+def good(address: tuple[str, int]) -> None:
+    status, body = send(address, json.dumps({"input": "the kettle was lovely"}).encode())
+    assert status == 200 and json.loads(body)["output"] in {"positive", "negative"}
+
+
+def chunked(payload: bytes, size: int = 8192) -> bytes:
+    parts = [payload[i : i + size] for i in range(0, len(payload), size)]
+    return b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+
+
+BAD = {
+    "invalid JSON": (b'{"input": "zebra-marker', 422, "not valid JSON"),
+    "wrong type": (b'{"input": 5}', 422, "string"),
+    "empty input": (b'{"input": ""}', 422, "at least 1 character"),
+    "unknown field": (b'{"input": "zebra-marker", "mode": "zebra-marker"}', 422, "Extra inputs"),
+    "lone surrogate": (b'{"input": "zebra-marker \\ud800"}', 422, "unicode string"),
+    "invalid UTF-8": (b'{"input": "zebra-marker \xff\xfe"}', 422, "UTF-8"),
+    "1 MB body": (json.dumps({"input": MARKER * 80_000}).encode(), 413, "limit of 65536 bytes"),
+    "too many tokens": (json.dumps({"input": f"{MARKER} " * 2000}).encode(), 422, "over this package's limit of 64"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gets_a_short_4xx_and_the_server_serves_on(server: tuple[str, int], case: str) -> None:
+    body, expected, reason = BAD[case]
+    status, response = send(server, body)
+    assert status == expected, response[:300]
+    assert reason in response.decode("utf-8", "replace")
+    assert MARKER.encode() not in response and len(response) < 2000
+    good(server)
+
+
+def test_a_50_mb_body_is_refused_from_its_length_without_being_read(server: tuple[str, int]) -> None:
+    status, response = send(server, b'{"input": "' + b"x" * 1024, declared=50 * 1024 * 1024)
+    assert status == 413 and len(response) < 200
+    good(server)
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit(server: tuple[str, int]) -> None:
+    payload = json.dumps({"input": MARKER * 10_000}).encode()
+    status, response = send(server, chunked(payload), headers={"transfer-encoding": "chunked"}, declared=0)
+    assert status == 413 and MARKER.encode() not in response
+    good(server)
