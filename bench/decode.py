@@ -34,7 +34,7 @@ from typing import Any
 
 from distillc.artifacts import read_json, read_jsonl
 from distillc.latency import percentiles
-from distillc.student import label_sequences, load_prompt, prompt_text
+from distillc.student import label_sequences, load_prompt, prompt_ids, prompt_text
 from distillc.teacher.contract import normalize_label
 from distillc_runtime.constrain import LabelTrie
 
@@ -81,7 +81,7 @@ def main() -> int:
         except ImportError as error:
             skipped.append(f"{name} ({error})")
             continue
-        ids = engine["tokenize"](prompt_text(prompt, " ".join(texts)))[: args.prompt_tokens]
+        ids = engine["tokenize"](prompt_text(prompt, " ".join(texts)))[: args.prompt_tokens]  # any 60 tokens
         rate = decode_rate(engine["generate"], ids, args.tokens, args.repeats)
         answers, latencies = [], []
         engine["answer"](texts[0])  # warm-up
@@ -179,7 +179,7 @@ def torch_engine(model_dir: Path, labels: list[str], threads: int) -> dict[str, 
 
     @torch.inference_mode()
     def answer(text: str) -> str:
-        return labels[classify(model, torch.tensor([tokenize(prompt_text(prompt, text))]), trie).label]
+        return labels[classify(model, torch.tensor([prompt_ids(tokenizer, prompt, text)]), trie).label]
 
     return {"tokenize": tokenize, "generate": generate, "answer": answer}
 
@@ -202,6 +202,7 @@ def llama_engine(model_dir: Path, args: argparse.Namespace, outtype: str, labels
     import numpy as np
     from llama_cpp import Llama
     from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
 
     gguf = args.build / f"bench-{outtype}.gguf"
     if not gguf.exists():
@@ -211,6 +212,7 @@ def llama_engine(model_dir: Path, args: argparse.Namespace, outtype: str, labels
         subprocess.run(command, env=env, check=True, capture_output=True)
     llm = Llama(str(gguf), n_threads=args.threads, n_threads_batch=args.threads, n_ctx=1024, verbose=False)
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompt = load_prompt(model_dir)
     by_form = {normalize_label(label): label for label in labels}
 
@@ -224,7 +226,7 @@ def llama_engine(model_dir: Path, args: argparse.Namespace, outtype: str, labels
             llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
 
     def answer(text: str) -> str:
-        out = llm.create_completion(tokenize(prompt_text(prompt, text)), max_tokens=4, temperature=0.0)
+        out = llm.create_completion(prompt_ids(hf_tokenizer, prompt, text), max_tokens=4, temperature=0.0)
         return by_form.get(normalize_label(out["choices"][0]["text"]), "")
 
     return {"tokenize": tokenize, "generate": generate, "answer": answer}

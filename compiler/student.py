@@ -61,3 +61,16 @@ def load_prompt(model_dir: Path) -> dict[str, Any]:
 
 def prompt_text(prompt: dict[str, Any], text: str) -> str:
     return render(prompt["prompt_prefix"], prompt["prompt_suffix"], text)
+
+
+def prompt_ids(tokenizer: Any, prompt: dict[str, Any], text: str) -> list[int]:
+    """The prompt's tokens: prefix, input and suffix tokenized apart, the input always as plain text.
+
+    A `<|im_end|>` (or any control token) typed into an input stays characters: only the chat template
+    can open or close a turn, so a user cannot forge one. The package tokenizes the same way
+    (distillc_runtime.generate.Generator.prompt_ids)."""
+
+    def encode(piece: str, **options: Any) -> list[int]:
+        return tokenizer(piece, add_special_tokens=False, **options)["input_ids"] if piece else []
+
+    return encode(prompt["prompt_prefix"]) + encode(text, split_special_tokens=True) + encode(prompt["prompt_suffix"])

@@ -22,7 +22,6 @@ from tokenizers import Tokenizer
 
 from distillc_runtime.constrain import JsonGrammar, LabelState, LabelTrie
 from distillc_runtime.kvcache import GrowingCache, Layout, SharedCache, prefill_prefix
-from distillc_runtime.prompt import render
 from distillc_runtime.providers import Provider, provider_name
 from distillc_runtime.providers import max_input_tokens as profile_input_tokens
 
@@ -66,6 +65,10 @@ class Generator:
         labels = config.get("labels") or []
         self.labels = LabelTrie([x["text"] for x in labels], [x["ids"] for x in labels]) if labels else None
         self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
+        # Inputs are encoded with control tokens as plain text: only the template opens and closes turns.
+        self.text_tokenizer = Tokenizer.from_file(str(files.tokenizer))
+        self.text_tokenizer.encode_special_tokens = True
+        self.template_ids = (self._encode(self.prefix), self._encode(self.suffix))
         self.json = None
         if self.output_type == "json" and "answer_eos" in config:
             tokenizer_json = files.tokenizer.read_text(encoding="utf-8")
@@ -81,10 +84,9 @@ class Generator:
         self.max_input_tokens = min((n for n in limits if n), default=None)
         self.prefix_ids: list[int] = []
         self.prefix_cache: dict[str, np.ndarray] = {}
-        if cache_prefix:
-            ids = self.tokenizer.encode(self.prefix, add_special_tokens=False).ids
-            if ids:
-                self.prefix_ids, self.prefix_cache = ids, prefill_prefix(self.layout, ids)
+        if cache_prefix and self.template_ids[0]:
+            self.prefix_ids = self.template_ids[0]
+            self.prefix_cache = prefill_prefix(self.layout, self.prefix_ids)
 
     def too_long(self, text: str) -> str | None:
         """Why this input cannot be answered, when its prompt is longer than the package's limit."""
@@ -96,7 +98,12 @@ class Generator:
         return f"input is {n} tokens with the prompt, over this package's limit of {self.max_input_tokens}"
 
     def prompt_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(render(self.prefix, self.suffix, text), add_special_tokens=False).ids
+        """Prefix, input and suffix tokenized apart, as training did (distillc.student.prompt_ids)."""
+        prefix, suffix = self.template_ids
+        return prefix + self._encode(text, self.text_tokenizer) + suffix
+
+    def _encode(self, text: str, tokenizer: Tokenizer | None = None) -> list[int]:
+        return (tokenizer or self.tokenizer).encode(text, add_special_tokens=False).ids if text else []
 
     # -- answers as the task defines them ---------------------------------------------------------
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from distillc.stages.export import export_onnx
-from distillc.student import eos_ids, prompt_template, save_prompt
+from distillc.student import eos_ids, prompt_ids, prompt_template, save_prompt
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,8 @@ def test_greedy_generation_matches_transformers(tiny_model: Path, exported: Path
     generator = Generator(exported)
     for text in ("the kettle was lovely", "the app was useless and the room too", "price"):
         prompt = generator.prompt_ids(text)
-        assert prompt == tokenizer(generator.prefix + text + generator.suffix, add_special_tokens=False)["input_ids"]
+        template = {"prompt_prefix": generator.prefix, "prompt_suffix": generator.suffix}
+        assert prompt == prompt_ids(tokenizer, template, text)
         with torch.no_grad():
             out = model.generate(
                 torch.tensor([prompt]),

@@ -52,14 +52,14 @@ class WordTokenizer:
 
 
 def test_loss_is_on_the_answer_and_end_of_turn_only() -> None:
-    ids, labels, truncated = encode(WordTokenizer(), "aa bbb cccc", "d ee", max_len=64)
+    ids, labels, truncated = encode(WordTokenizer(), [2, 3, 4], "d ee", max_len=64)
     assert ids == [2, 3, 4, 1, 2, 99]
     assert labels == [IGNORE, IGNORE, IGNORE, 1, 2, 99]
     assert not truncated
 
 
 def test_long_prompts_lose_their_start_not_the_answer() -> None:
-    ids, labels, truncated = encode(WordTokenizer(), "a bb ccc dddd eeeee", "ff", max_len=4)
+    ids, labels, truncated = encode(WordTokenizer(), [1, 2, 3, 4, 5], "ff", max_len=4)
     assert truncated
     assert ids == [4, 5, 2, 99]
     assert labels == [IGNORE, IGNORE, 2, 99]

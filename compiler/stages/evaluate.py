@@ -13,11 +13,11 @@ from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.models import quiet_transformers
 from distillc.runner import StageContext
 from distillc.scoring import agrees, score
-from distillc.student import label_sequences, load_prompt, prompt_text
+from distillc.student import label_sequences, load_prompt, prompt_ids
 from distillc_runtime.constrain import JsonGrammar, JsonState, LabelState, LabelTrie
 
 NAME = "evaluate"
-VERSION = 3
+VERSION = 4
 READS = ("task", "evaluation.metric", "deploy.max_new_tokens")
 NEEDS = ("split", "train")
 
@@ -45,7 +45,8 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
     predictions = []
     with torch.inference_mode():
         for row in rows:
-            ids = tokenizer(prompt_text(prompt, row["input"]), add_special_tokens=False, return_tensors="pt")
+            ids = {"input_ids": torch.tensor([prompt_ids(tokenizer, prompt, row["input"])])}
+            ids["attention_mask"] = torch.ones_like(ids["input_ids"])
             if labels is not None:
                 state = classify(model, ids["input_ids"], labels)
                 new, text = state.answer_ids(), labels.texts[state.label]

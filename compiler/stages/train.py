@@ -15,18 +15,18 @@ from distillc.errors import DistillcError
 from distillc.models import load_causal_lm, pick_device
 from distillc.runner import StageContext
 from distillc.spec.ir import LoraIR
-from distillc.student import answer_ids, eos_ids, prompt_template, save_prompt
+from distillc.student import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
 
 NAME = "train"
-VERSION = 1
+VERSION = 2
 READS = ("task", "student")
 NEEDS = ("split",)
 IGNORE = -100
 
 
-def encode(tokenizer: Any, prompt: str, target: str, max_len: int) -> tuple[list[int], list[int], bool]:
+def encode(tokenizer: Any, prompt: list[int], target: str, max_len: int) -> tuple[list[int], list[int], bool]:
     """(input_ids, labels, truncated): the prompt is cut from the left when too long, the answer kept."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    prompt_ids = list(prompt)
     target_ids = answer_ids(tokenizer, target)
     truncated = len(prompt_ids) + len(target_ids) > max_len
     if truncated:
@@ -48,9 +48,12 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
         model = add_lora(model, cfg.lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
     prefix, suffix = prompt_template(tokenizer, ctx.spec.task.instructions)
+    template = {"prompt_prefix": prefix, "prompt_suffix": suffix}
     eos = eos_ids(tokenizer, model.config)
     rows = read_jsonl(split / "train.jsonl")
-    encoded = [encode(tokenizer, f"{prefix}{r['input']}{suffix}", r["output"], cfg.max_seq_len) for r in rows]
+    encoded = [
+        encode(tokenizer, prompt_ids(tokenizer, template, r["input"]), r["output"], cfg.max_seq_len) for r in rows
+    ]
     truncated = sum(1 for e in encoded if e[2])
 
     model.train()
