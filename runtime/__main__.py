@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -32,11 +33,26 @@ def main(argv: list[str] | None = None) -> int:
         model = args.package_dir / "model"
         print(Generator(model, providers=providers_for(target, model)).predict(args.text))
         return 0
+    import json
+
     import uvicorn
 
     from distillc_runtime.server import create_app
 
-    uvicorn.run(create_app(args.package_dir), host=args.host, port=args.port, log_level="info")
+    deploy = json.loads((args.package_dir / "package.json").read_text(encoding="utf-8")).get("deploy", {})
+    # uvicorn drains on SIGTERM, then restores this handler and raises the signal again: exit 0, the
+    # status of a clean stop, rather than death by signal.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(
+        create_app(args.package_dir),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        # Connections beyond the queue's worth (plus room for probes) get 503 from uvicorn itself.
+        limit_concurrency=int(deploy.get("max_queue", 64)) + 32,
+        # SIGTERM: stop accepting, let requests in flight finish (each is bounded by its own timeout), exit 0.
+        timeout_graceful_shutdown=float(deploy.get("request_timeout_s", 30.0)) + 5,
+    )
     return 0
 
 

@@ -5,6 +5,10 @@ Bad input gets a short 4xx that says what is wrong and never echoes the input ba
   read pass the limit, so a large body is never read whole;
 - a body that is not UTF-8 or not JSON, wrong types, unknown fields, lone surrogates: 422;
 - a prompt over `deploy.max_input_tokens` tokens: 422.
+
+Load is bounded: one worker runs the model (micro-batches of up to `deploy.max_batch_size`); at most
+`deploy.max_queue` requests wait for it, and more get 429 with Retry-After at once; a request not
+answered within `deploy.request_timeout_s` gets 504, and is dropped if it had not started.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from distillc_runtime.batching import Batcher
+from distillc_runtime.batching import Batcher, DeadlineExceeded, Overloaded
 from distillc_runtime.generate import Generator
 from distillc_runtime.providers import TARGET_PROVIDERS, providers_for
 
@@ -111,8 +115,12 @@ def create_app(package_dir: str | Path) -> FastAPI:
     # Warm up before serving: first-run allocations (and, on GPUs, kernel or TensorRT engine builds)
     # then happen before the health check passes, not in a user's request.
     generator.predict("warm-up", max_new_tokens=1)
-    max_batch_size = int(deploy.get("max_batch_size", 1))
-    batcher = Batcher(generator.predict_batch, max_batch_size) if max_batch_size > 1 else None
+    batcher = Batcher(
+        generator.predict_batch,
+        max_batch_size=int(deploy.get("max_batch_size", 1)),
+        max_queue=int(deploy.get("max_queue", 64)),
+    )
+    timeout_s = float(deploy.get("request_timeout_s", 30.0))
     app = FastAPI(title=info["name"], version=info.get("distillc_version", ""))
     app.add_middleware(BodyGuard, limit=int(deploy.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)))
 
@@ -125,11 +133,17 @@ def create_app(package_dir: str | Path) -> FastAPI:
         return {"status": "ok", "model": info["name"], "target": target, "providers": running}
 
     @app.post("/v1/predict", response_model=PredictResponse)
-    def predict(request: PredictRequest) -> PredictResponse:
-        # A plain `def`: FastAPI runs it in a worker thread, and onnxruntime sessions are thread-safe.
+    async def predict(request: PredictRequest) -> PredictResponse:
         if problem := generator.too_long(request.input):
             raise HTTPException(status_code=422, detail=problem)
-        output = batcher.submit(request.input) if batcher else generator.predict(request.input)
+        try:
+            output = await batcher.answer(request.input, timeout_s)
+        except Overloaded:
+            raise HTTPException(
+                status_code=429, detail="too many requests are waiting; retry shortly", headers={"Retry-After": "1"}
+            ) from None
+        except DeadlineExceeded:
+            raise HTTPException(status_code=504, detail=f"no answer within {timeout_s:g} s") from None
         return PredictResponse(output=output)
 
     return app

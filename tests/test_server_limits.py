@@ -3,13 +3,19 @@ reason that never echoes the input, and the server answers the next good request
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import select
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,13 +29,32 @@ MARKER = "zebra-marker"  # in every bad input: a response must never contain it
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[tuple[str, int]]:
+def package(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     folder = tmp_path_factory.mktemp("limits")
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(folder, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60), epochs=2)
         spec.write_text(spec.read_text().replace("min_score: 0.5", "min_score: 0.0"))
-        package = api.build(spec, out=folder / "out", emit=lambda e: None).package_dir
-    assert package is not None
+        built = api.build(spec, out=folder / "out", emit=lambda e: None).package_dir
+    assert built is not None
+    return built
+
+
+@pytest.fixture(scope="module")
+def server(package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    process, port = start(package)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def start(package: Path, **deploy: object) -> tuple[subprocess.Popen, int]:
+    """The package's server as `distillc serve` starts it, with some deploy settings changed."""
+    if deploy:
+        info = json.loads((package / "package.json").read_text())
+        info["deploy"] |= deploy
+        (package / "package.json").write_text(json.dumps(info))
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "distillc_runtime", "serve", str(package), "--port", str(port)],
@@ -38,12 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterat
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
-        yield "127.0.0.1", port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+    return process, port
 
 
 def send(address: tuple[str, int], body: bytes, headers: dict[str, str] | None = None, declared: int | None = None):
@@ -110,3 +131,53 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit(server: tuple[str, i
     status, response = send(server, chunked(payload), headers={"transfer-encoding": "chunked"}, declared=0)
     assert status == 413 and MARKER.encode() not in response
     good(server)
+
+
+def predict_status(port: int, text: str) -> tuple[int, str | None]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/v1/predict", json.dumps({"input": text}), {"content-type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("retry-after")
+    finally:
+        connection.close()
+
+
+def test_overload_gets_429_with_retry_after_at_once(package: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(package, tmp_path / "package")
+    process, port = start(copy, max_queue=1, max_batch_size=1)
+    try:
+        texts = [f"the kettle was lovely {i}" for i in range(120)]
+        with ThreadPoolExecutor(30) as pool:
+            outcomes = list(pool.map(lambda t: predict_status(port, t), texts))
+        statuses = Counter(status for status, _ in outcomes)
+        assert set(statuses) <= {200, 429} and statuses[429] > 0 and statuses[200] > 0, statuses
+        assert all(retry == "1" for status, retry in outcomes if status == 429)
+        assert predict_status(port, "the kettle was lovely")[0] == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_request_past_the_deadline_gets_504(package: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(package, tmp_path / "package")
+    process, port = start(copy, request_timeout_s=0.0001)
+    try:
+        assert predict_status(port, "the kettle was lovely")[0] == 504
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(package: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(package, tmp_path / "package")
+    process, port = start(copy, max_batch_size=1)
+    texts = [f"the app was useless {i}" for i in range(40)]
+    with ThreadPoolExecutor(40) as pool:
+        pending = [pool.submit(predict_status, port, t) for t in texts]
+        time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        statuses = [p.result()[0] for p in pending]
+    assert process.wait(timeout=60) == 0
+    assert statuses == [200] * len(texts)

@@ -120,6 +120,8 @@ class DeployIR:
     port: int
     max_batch_size: int
     max_request_bytes: int
+    max_queue: int
+    request_timeout_s: float
     max_input_tokens: int  # student.max_seq_len unless set
 
 

@@ -488,6 +488,8 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             port=raw.deploy.port,
             max_batch_size=raw.deploy.max_batch_size,
             max_request_bytes=raw.deploy.max_request_bytes,
+            max_queue=raw.deploy.max_queue,
+            request_timeout_s=raw.deploy.request_timeout_s,
             max_input_tokens=raw.deploy.max_input_tokens or raw.student.max_seq_len,
         ),
         budget=ir.BudgetIR(max_usd=raw.budget.max_usd or 0.0),

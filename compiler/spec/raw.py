@@ -163,6 +163,19 @@ class Deploy(Strict):
         le=64 * 1024 * 1024,
         description="Largest request body the server reads; a larger one gets HTTP 413 without being read.",
     )
+    max_queue: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Requests that may wait for the model; when that many wait, more get HTTP 429 with Retry-After.",
+    )
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A request not answered within this many seconds gets HTTP 504, and one still waiting is "
+        "dropped rather than computed for a client that has gone.",
+    )
     max_input_tokens: int | None = Field(
         default=None,
         ge=1,

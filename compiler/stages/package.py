@@ -105,6 +105,8 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
             "max_new_tokens": spec.deploy.max_new_tokens,
             "max_batch_size": spec.deploy.max_batch_size,
             "max_request_bytes": spec.deploy.max_request_bytes,
+            "max_queue": spec.deploy.max_queue,
+            "request_timeout_s": spec.deploy.request_timeout_s,
             "max_input_tokens": spec.deploy.max_input_tokens,
             "latency_budget_ms": {"p50": spec.deploy.latency_p50_ms or None, "p95": spec.deploy.latency_p95_ms or None},
         },
