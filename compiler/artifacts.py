@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from distillc_runtime.integrity import sha256
+
 SCHEMA_VERSION = 1
 
 
@@ -39,11 +41,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256(path)  # the package's own check hashes the same way
 
 
 def canonical_sha256(value: Any) -> str:

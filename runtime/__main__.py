@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("package_dir", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    check = commands.add_parser("check", help="check every file against the package's manifest")
+    check.add_argument("package_dir", type=Path)
     predict = commands.add_parser("predict", help="answer one input and print the output")
     predict.add_argument("package_dir", type=Path)
     predict.add_argument("text")
@@ -23,6 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.package_dir / "package.json").is_file():
         print(f"error: {args.package_dir} is not a distillc package (no package.json)", file=sys.stderr)
         return 2
+    from distillc_runtime.integrity import problems
+
+    if found := problems(args.package_dir):
+        print(f"error: {args.package_dir} does not match its manifest:", file=sys.stderr)
+        for line in found:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    if args.command == "check":
+        print(f"{args.package_dir}: every file matches the manifest")
+        return 0
     if args.command == "predict":
         import json
 

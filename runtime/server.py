@@ -20,11 +20,12 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from distillc_runtime.batching import Batcher, DeadlineExceeded, Overloaded
 from distillc_runtime.generate import Generator
+from distillc_runtime.metrics import Metrics, RequestMetrics
 from distillc_runtime.providers import TARGET_PROVIDERS, providers_for
 
 logger = logging.getLogger("distillc_runtime")
@@ -115,14 +116,23 @@ def create_app(package_dir: str | Path) -> FastAPI:
     # Warm up before serving: first-run allocations (and, on GPUs, kernel or TensorRT engine builds)
     # then happen before the health check passes, not in a user's request.
     generator.predict("warm-up", max_new_tokens=1)
-    batcher = Batcher(
-        generator.predict_batch,
-        max_batch_size=int(deploy.get("max_batch_size", 1)),
-        max_queue=int(deploy.get("max_queue", 64)),
-    )
+    max_batch_size = int(deploy.get("max_batch_size", 1))
+    metrics = Metrics(max_batch_size)
+
+    def answer_batch(texts: list[str]) -> list[str]:
+        outputs = generator.predict_batch(texts)
+        metrics.batch_size.observe(len(texts))
+        metrics.tokens.labels("in").inc(sum(len(generator.prompt_ids(t)) for t in texts))
+        metrics.tokens.labels("out").inc(sum(len(generator.tokenizer.encode(o).ids) for o in outputs))
+        return outputs
+
+    batcher = Batcher(answer_batch, max_batch_size=max_batch_size, max_queue=int(deploy.get("max_queue", 64)))
+    metrics.watch_queue(lambda: batcher.depth)
     timeout_s = float(deploy.get("request_timeout_s", 30.0))
     app = FastAPI(title=info["name"], version=info.get("distillc_version", ""))
     app.add_middleware(BodyGuard, limit=int(deploy.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)))
+    routes = {"/healthz", "/readyz", "/metrics", "/v1/predict"}
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=routes)  # outermost: sees 413s too
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -130,7 +140,19 @@ def create_app(package_dir: str | Path) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
+        """Liveness: the process answers."""
         return {"status": "ok", "model": info["name"], "target": target, "providers": running}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """Readiness: warmed up (the app exists only after warm-up) and the model's worker is alive."""
+        if not batcher.alive:
+            return JSONResponse(status_code=503, content={"status": "the model worker has stopped"})
+        return JSONResponse(content={"status": "ready", "queue_depth": batcher.depth})
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/v1/predict", response_model=PredictResponse)
     async def predict(request: PredictRequest) -> PredictResponse:

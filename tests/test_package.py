@@ -42,7 +42,7 @@ def test_gpu_packages_take_a_cuda_13_onnxruntime_up_to_the_verified_version() ->
 def test_dockerfile_layers_change_least_first() -> None:
     lines = [line for line in (GOLDEN / "Dockerfile.cpu").read_text().splitlines() if line.startswith(("COPY", "RUN"))]
     order = [line.split()[1] for line in lines if line.startswith("COPY")]
-    assert order == ["requirements.txt", "distillc_runtime/", "package.json", "model/"]
+    assert order == ["requirements.txt", "distillc_runtime/", "package.json", "model/", "manifest.json"]
 
 
 def test_score_below_min_score_fails_after_writing_the_report(tmp_path: Path, tiny_model: Path) -> None:

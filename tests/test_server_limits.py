@@ -3,6 +3,7 @@ reason that never echoes the input, and the server answers the next good request
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -55,6 +56,9 @@ def start(package: Path, **deploy: object) -> tuple[subprocess.Popen, int]:
         info = json.loads((package / "package.json").read_text())
         info["deploy"] |= deploy
         (package / "package.json").write_text(json.dumps(info))
+        manifest = json.loads((package / "manifest.json").read_text())  # as a rebuild would record it
+        manifest["files"]["package.json"] = hashlib.sha256((package / "package.json").read_bytes()).hexdigest()
+        (package / "manifest.json").write_text(json.dumps(manifest))
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "distillc_runtime", "serve", str(package), "--port", str(port)],
@@ -181,3 +185,58 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(package: Path, tmp_path
         statuses = [p.result()[0] for p in pending]
     assert process.wait(timeout=60) == 0
     assert statuses == [200] * len(texts)
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_readiness_and_prometheus_metrics(server: tuple[str, int]) -> None:
+    port = server[1]
+    assert get(port, "/readyz")[0] == 200 and get(port, "/healthz")[0] == 200
+    good(server)
+    send(server, json.dumps({"input": MARKER * 80_000}).encode())  # a 413, counted like any answer
+    status, text = get(port, "/metrics")
+    assert status == 200
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['distillc_requests_total{route="/v1/predict",status="200"}'] >= 1
+    assert samples['distillc_requests_total{route="/v1/predict",status="413"}'] >= 1
+    assert samples['distillc_request_seconds_count{route="/v1/predict"}'] >= 2
+    assert samples["distillc_queue_depth"] == 0
+    assert samples["distillc_batch_size_count"] >= 1
+    assert samples['distillc_tokens_total{direction="in"}'] > samples['distillc_tokens_total{direction="out"}'] > 0
+
+
+def test_a_tampered_model_file_stops_the_server_naming_the_file(package: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(package, tmp_path / "package")
+    data = next((copy / "model").glob("model.onnx*.data"), copy / "model" / "model.onnx")
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one bit of one byte
+    data.write_bytes(bytes(raw))
+    command = [sys.executable, "-m", "distillc_runtime"]
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    checked = subprocess.run([*command, "check", str(copy)], env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1 and f"model/{data.name}: sha256 differs" in checked.stderr
+    served = subprocess.run(
+        [*command, "serve", str(copy), "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert served.returncode == 1 and f"model/{data.name}: sha256 differs" in served.stderr
+    assert "Traceback" not in served.stderr
+    intact = subprocess.run(
+        [*command, "check", str(package)],
+        env={**os.environ, "PYTHONPATH": str(package)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert intact.returncode == 0, intact.stderr

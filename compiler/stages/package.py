@@ -28,7 +28,7 @@ NEEDS = ("export", "verify")
 CUDA_IMAGE = "nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04"
 GPU_ONNXRUNTIME_FLOOR = (1, 31, 1)
 TENSORRT_LIBS = "tensorrt-cu13-libs>=10,<11"
-RUNTIME_REQUIREMENTS = ("numpy", "onnxruntime", "tokenizers", "fastapi", "uvicorn", "pydantic")
+RUNTIME_REQUIREMENTS = ("numpy", "onnxruntime", "tokenizers", "fastapi", "uvicorn", "pydantic", "prometheus-client")
 
 
 def runtime_dir() -> Path:

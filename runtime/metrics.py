@@ -1,0 +1,71 @@
+"""Prometheus metrics of the package's server, in a registry of its own (one per app).
+
+requests by route and status (413s and 429s included), request latency, queue depth, batch sizes and
+tokens in and out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self, max_batch_size: int) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "distillc_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "distillc_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge("distillc_queue_depth", "Requests waiting for the model", registry=self.registry)
+        self.batch_size = Histogram(
+            "distillc_batch_size",
+            "Requests answered per model batch",
+            buckets=tuple(range(1, max_batch_size + 1)),
+            registry=self.registry,
+        )
+        self.tokens = Counter("distillc_tokens", "Prompt and answer tokens", ["direction"], registry=self.registry)
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        self.queue_depth.set_function(depth)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """ASGI middleware: counts and times every HTTP request by its route's path and response status."""
+
+    def __init__(self, app: Any, metrics: Metrics, routes: set[str]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in self.routes else "other"  # unknown paths share one label
+        status = 500
+        started = time.perf_counter()
+
+        async def recorded(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recorded)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
