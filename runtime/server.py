@@ -1,4 +1,5 @@
-"""HTTP server for a distilled model: POST /v1/predict and GET /healthz.
+"""HTTP server for a distilled model: POST /v1/predict, the OpenAI-compatible /v1/chat/completions and
+/v1/models (openai_api.py), GET /healthz, /readyz and /metrics.
 
 Bad input gets a short 4xx that says what is wrong and never echoes the input back:
 - a body over `deploy.max_request_bytes`: 413, refused from its Content-Length or as soon as the bytes
@@ -23,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from distillc_runtime import openai_api
 from distillc_runtime.batching import Batcher, DeadlineExceeded, Overloaded
 from distillc_runtime.generate import Generator
 from distillc_runtime.metrics import Metrics, RequestMetrics
@@ -131,7 +133,7 @@ def create_app(package_dir: str | Path) -> FastAPI:
     timeout_s = float(deploy.get("request_timeout_s", 30.0))
     app = FastAPI(title=info["name"], version=info.get("distillc_version", ""))
     app.add_middleware(BodyGuard, limit=int(deploy.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)))
-    routes = {"/healthz", "/readyz", "/metrics", "/v1/predict"}
+    routes = {"/healthz", "/readyz", "/metrics", "/v1/predict", "/v1/chat/completions", "/v1/models"}
     app.add_middleware(RequestMetrics, metrics=metrics, routes=routes)  # outermost: sees 413s too
 
     @app.exception_handler(RequestValidationError)
@@ -154,18 +156,27 @@ def create_app(package_dir: str | Path) -> FastAPI:
     def prometheus() -> Response:
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/v1/predict", response_model=PredictResponse)
-    async def predict(request: PredictRequest) -> PredictResponse:
-        if problem := generator.too_long(request.input):
+    async def answer(text: str) -> str:
+        """The model's answer through the queue, or the HTTP error that says why there is none."""
+        if problem := generator.too_long(text):
             raise HTTPException(status_code=422, detail=problem)
         try:
-            output = await batcher.answer(request.input, timeout_s)
+            return await batcher.answer(text, timeout_s)
         except Overloaded:
             raise HTTPException(
                 status_code=429, detail="too many requests are waiting; retry shortly", headers={"Retry-After": "1"}
             ) from None
         except DeadlineExceeded:
             raise HTTPException(status_code=504, detail=f"no answer within {timeout_s:g} s") from None
-        return PredictResponse(output=output)
+
+    @app.post("/v1/predict", response_model=PredictResponse)
+    async def predict(request: PredictRequest) -> PredictResponse:
+        return PredictResponse(output=await answer(request.input))
+
+    def count_tokens(text: str) -> int:
+        return len(generator.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    max_new_tokens = int(deploy.get("max_new_tokens", generator.max_new_tokens))
+    app.include_router(openai_api.router(info["name"], answer, count_tokens, max_new_tokens))
 
     return app

@@ -240,3 +240,41 @@ def test_a_tampered_model_file_stops_the_server_naming_the_file(package: Path, t
         timeout=60,
     )
     assert intact.returncode == 0, intact.stderr
+
+
+def test_the_official_openai_client_works_unchanged(server: tuple[str, int], package: Path) -> None:
+    import openai
+
+    name = json.loads((package / "package.json").read_text())["name"]
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server[1]}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == [name]
+    messages = [
+        {"role": "system", "content": "ignored: the instructions are trained in"},
+        {"role": "user", "content": "the kettle was lovely"},
+    ]
+    done = client.chat.completions.create(model=name, messages=messages, max_tokens=8, temperature=0.7, stop=["\n"])
+    expected = json.loads(send(server, json.dumps({"input": "the kettle was lovely"}).encode())[1])["output"]
+    assert done.choices[0].message.content == expected and done.choices[0].finish_reason == "stop"
+    assert done.usage.prompt_tokens > 0 and done.usage.completion_tokens > 0
+    assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
+    chunks = list(client.chat.completions.create(model=name, messages=messages, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=messages)
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model=name, messages=messages, max_tokens=-1)
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model=name, messages=[{"role": "user", "content": f"{MARKER} " * 2000}])
+    good(server)
+
+
+def test_stop_strings_and_max_tokens_cut_the_answer() -> None:
+    from distillc_runtime.openai_api import cut
+
+    def words(text: str) -> int:
+        return len(text.split())
+
+    assert cut("one two. three", [".", "three"], 10, words) == ("one two", "stop")
+    assert cut("one two three four", None, 2, words) == ("one two", "length")
+    assert cut("one two", "x", 2, words) == ("one two", "stop")

@@ -1,0 +1,134 @@
+"""OpenAI-compatible endpoints, so an app switches from the teacher to the student by its base URL.
+
+POST /v1/chat/completions (plain and `stream: true` as server-sent events) and GET /v1/models.
+
+What the student does with a chat request, since its task and instructions are trained in:
+- the input is the last user message's text; system messages and earlier turns are ignored (the
+  instructions the student follows are the spec's, fixed at build time);
+- decoding is greedy (`temperature` and `top_p` are accepted and have no effect), and constrained as
+  the task says: a label, JSON under the schema, or text;
+- `max_tokens` (or `max_completion_tokens`) is clamped to the package's `deploy.max_new_tokens`;
+- `stop` strings cut the answer at the first one found.
+The answer streams as one content chunk: it is computed whole, then sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    n: Literal[1] = 1
+    seed: int | None = None
+    user: str | None = None
+
+
+Answer = Callable[[str], Awaitable[str]]
+
+
+def router(model_name: str, answer: Answer, count_tokens: Callable[[str], int], max_new_tokens: int) -> APIRouter:
+    """The endpoints, around `answer` (the server's queued, deadline-bound path to the model)."""
+    routes = APIRouter()
+
+    @routes.get("/v1/models")
+    def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "distillc"}]}
+
+    @routes.post("/v1/chat/completions", response_model=None)
+    async def chat(request: ChatRequest) -> JSONResponse | StreamingResponse:
+        if request.model != model_name:
+            raise HTTPException(
+                status_code=404, detail=f"model {request.model[:100]!r} not found; this server has {model_name!r}"
+            )
+        users = [m for m in request.messages if m.role == "user"]
+        if not users or not users[-1].text():
+            raise HTTPException(status_code=422, detail="messages need a user message with text")
+        text = users[-1].text()
+        content = await answer(text)
+        limit = min(request.max_completion_tokens or request.max_tokens or max_new_tokens, max_new_tokens)
+        content, finish = cut(content, request.stop, limit, count_tokens)
+        usage = {"prompt_tokens": count_tokens(text), "completion_tokens": count_tokens(content)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if request.stream:
+            chunks = stream(ident, created, model_name, content, finish, usage)
+            return StreamingResponse(chunks, media_type="text/event-stream")
+        return JSONResponse(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model_name,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+                ],
+                "usage": usage,
+            }
+        )
+
+    return routes
+
+
+def cut(content: str, stop: str | list[str] | None, limit: int, count_tokens: Callable[[str], int]) -> tuple[str, str]:
+    """The answer cut at the first stop string, or to `limit` tokens: (content, finish_reason)."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    found = [content.index(s) for s in stops if s and s in content]
+    if found:
+        return content[: min(found)], "stop"
+    if count_tokens(content) <= limit:
+        return content, "stop"
+    words = content.split(" ")
+    while words and count_tokens(" ".join(words)) > limit:  # whole words, so no character is split
+        words.pop()
+    return " ".join(words), "length"
+
+
+def stream(ident: str, created: int, model: str, content: str, finish: str, usage: dict) -> Iterator[str]:
+    def event(delta: dict, finish_reason: str | None = None, **extra: Any) -> str:
+        chunk = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            **extra,
+        }
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    yield event({"content": content})
+    yield event({}, finish, usage=usage)
+    yield "data: [DONE]\n\n"
