@@ -49,13 +49,16 @@ class Batcher:
     def depth(self) -> int:
         return self.queue.qsize()
 
-    def submit(self, text: str, timeout_s: float = 30.0) -> str:
+    def _enqueue(self, text: str, timeout_s: float) -> Future[str]:
         future: Future[str] = Future()
-        deadline = time.monotonic() + timeout_s
         try:
-            self.queue.put_nowait((text, future, deadline))
+            self.queue.put_nowait((text, future, time.monotonic() + timeout_s))
         except queue.Full:
             raise Overloaded from None
+        return future
+
+    def submit(self, text: str, timeout_s: float = 30.0) -> str:
+        future = self._enqueue(text, timeout_s)
         try:
             return future.result(timeout=timeout_s)
         except FutureTimeout:
@@ -70,12 +73,7 @@ class Batcher:
         how many requests wait."""
         import asyncio
 
-        future: Future[str] = Future()
-        deadline = time.monotonic() + timeout_s
-        try:
-            self.queue.put_nowait((text, future, deadline))
-        except queue.Full:
-            raise Overloaded from None
+        future = self._enqueue(text, timeout_s)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
         except (TimeoutError, asyncio.TimeoutError):

@@ -3,6 +3,7 @@ reason that never echoes the input, and the server answers the next good request
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -148,10 +149,19 @@ def predict_status(port: int, text: str) -> tuple[int, str | None]:
         connection.close()
 
 
-def test_overload_gets_429_with_retry_after_at_once(package: Path, tmp_path: Path) -> None:
-    copy = shutil.copytree(package, tmp_path / "package")
-    process, port = start(copy, max_queue=1, max_batch_size=1)
+@contextlib.contextmanager
+def running(package: Path, copy: Path, **deploy: object) -> Iterator[int]:
+    """A copy of the package served with some deploy settings changed; yields its port."""
+    process, port = start(shutil.copytree(package, copy), **deploy)
     try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_overload_gets_429_with_retry_after_at_once(package: Path, tmp_path: Path) -> None:
+    with running(package, tmp_path / "package", max_queue=1, max_batch_size=1) as port:
         texts = [f"the kettle was lovely {i}" for i in range(120)]
         with ThreadPoolExecutor(30) as pool:
             outcomes = list(pool.map(lambda t: predict_status(port, t), texts))
@@ -159,19 +169,11 @@ def test_overload_gets_429_with_retry_after_at_once(package: Path, tmp_path: Pat
         assert set(statuses) <= {200, 429} and statuses[429] > 0 and statuses[200] > 0, statuses
         assert all(retry == "1" for status, retry in outcomes if status == 429)
         assert predict_status(port, "the kettle was lovely")[0] == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_a_request_past_the_deadline_gets_504(package: Path, tmp_path: Path) -> None:
-    copy = shutil.copytree(package, tmp_path / "package")
-    process, port = start(copy, request_timeout_s=0.0001)
-    try:
+    with running(package, tmp_path / "package", request_timeout_s=0.0001) as port:
         assert predict_status(port, "the kettle was lovely")[0] == 504
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_sigterm_finishes_requests_in_flight_and_exits_0(package: Path, tmp_path: Path) -> None:
