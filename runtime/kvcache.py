@@ -128,7 +128,7 @@ def run_in_place(layout: Layout, ids: np.ndarray, mask: np.ndarray, buffers: dic
         for bind, target in ((binding.bind_input, name), (binding.bind_output, layout.present[name])):
             bind(target, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
     layout.session.run_with_iobinding(binding)
-    return binding.copy_outputs_to_cpu()[0][:, -1]
+    return binding.get_outputs()[0].numpy()[:, -1]  # the logits only: the caches are already in place
 
 
 def prefill_prefix(layout: Layout, prefix_ids: list[int]) -> dict[str, np.ndarray]:
