@@ -11,8 +11,8 @@ Engines, all on the same fine-tuned weights and the same thread count:
   prefix shared with the previous call, as llama-cpp-python does.
 
 Columns: decode tokens/s (`--tokens` forced greedy tokens after a `--prompt-tokens` prompt: the rate of
-the steps after the first, median of `--repeats`); label p50/p95 ms (one input at a time, in process);
-agreement with the PyTorch fp32 student's answers. `--http` adds the package's server answering the
+the steps after the first, median of `--repeats` rounds in which the engines take turns); label p50/p95
+ms (one input at a time, in process); agreement with the PyTorch fp32 student's answers. `--http` adds the package's server answering the
 same inputs one at a time over HTTP. Timings on shared machines are noisy: compare within one run.
 """
 
@@ -74,15 +74,23 @@ def main() -> int:
     else:
         skipped.append("llama.cpp (no --llama-cpp)")
 
-    reference: list[str] = []
+    loaded: list[tuple[str, dict[str, Callable]]] = []
     for name, make in engines:
         try:
-            engine = make()
+            loaded.append((name, make()))
         except ImportError as error:
             skipped.append(f"{name} ({error})")
-            continue
-        ids = engine["tokenize"](prompt_text(prompt, " ".join(texts)))[: args.prompt_tokens]  # any 60 tokens
-        rate = decode_rate(engine["generate"], ids, args.tokens, args.repeats)
+    # Decode rates: the engines take turns, one measurement each per round, so a slow spell of a shared
+    # machine falls on every engine alike rather than on whichever was being measured.
+    rates: dict[str, list[float]] = {name: [] for name, _ in loaded}
+    prompts = {name: e["tokenize"](prompt_text(prompt, " ".join(texts)))[: args.prompt_tokens] for name, e in loaded}
+    for name, engine in loaded:
+        engine["generate"](prompts[name], 2)  # warm-up
+    for _ in range(args.repeats):
+        for name, engine in loaded:
+            rates[name].append(decode_rate(engine["generate"], prompts[name], args.tokens))
+    reference: list[str] = []
+    for name, engine in loaded:
         answers, latencies = [], []
         engine["answer"](texts[0])  # warm-up
         for text in texts:
@@ -90,7 +98,7 @@ def main() -> int:
             answers.append(engine["answer"](text))
             latencies.append((time.perf_counter() - started) * 1000)
         reference = reference or answers
-        results.append(row(name, rate, latencies, answers, reference))
+        results.append(row(name, statistics.median(rates[name]), latencies, answers, reference))
         print_row(results[-1])
     if args.http:
         package = args.build / "package"
@@ -137,18 +145,14 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def decode_rate(generate: Callable[[list[int], int], None], ids: list[int], tokens: int, repeats: int) -> float:
+def decode_rate(generate: Callable[[list[int], int], None], ids: list[int], tokens: int) -> float:
     """Tokens per second of the decoding steps alone: (tokens - 1) / (time for `tokens` - time for 1)."""
-    generate(ids, 2)
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        generate(ids, 1)
-        one = time.perf_counter() - started
-        started = time.perf_counter()
-        generate(ids, tokens)
-        rates.append((tokens - 1) / (time.perf_counter() - started - one))
-    return statistics.median(rates)
+    started = time.perf_counter()
+    generate(ids, 1)
+    one = time.perf_counter() - started
+    started = time.perf_counter()
+    generate(ids, tokens)
+    return (tokens - 1) / (time.perf_counter() - started - one)
 
 
 # -- engines: each is {"tokenize": text -> ids, "generate": (ids, n) -> None, "answer": text -> label} --
