@@ -12,8 +12,9 @@ Engines, all on the same fine-tuned weights and the same thread count:
 
 Columns: decode tokens/s (`--tokens` forced greedy tokens after a `--prompt-tokens` prompt: the rate of
 the steps after the first, median of `--repeats` rounds in which the engines take turns); label p50/p95
-ms (one input at a time, in process); agreement with the PyTorch fp32 student's answers. `--http` adds the package's server answering the
-same inputs one at a time over HTTP. Timings on shared machines are noisy: compare within one run.
+ms (one input at a time, in process); agreement with the PyTorch fp32 student's answers. `--http` adds
+the package's server answering the same inputs one at a time over HTTP. Timings on shared machines are
+noisy: compare within one run.
 """
 
 from __future__ import annotations
@@ -84,8 +85,6 @@ def main() -> int:
     # machine falls on every engine alike rather than on whichever was being measured.
     rates: dict[str, list[float]] = {name: [] for name, _ in loaded}
     prompts = {name: e["tokenize"](prompt_text(prompt, " ".join(texts)))[: args.prompt_tokens] for name, e in loaded}
-    for name, engine in loaded:
-        engine["generate"](prompts[name], 2)  # warm-up
     for _ in range(args.repeats):
         for name, engine in loaded:
             rates[name].append(decode_rate(engine["generate"], prompts[name], args.tokens))
@@ -147,6 +146,7 @@ def table(results: list[dict]) -> str:
 
 def decode_rate(generate: Callable[[list[int], int], None], ids: list[int], tokens: int) -> float:
     """Tokens per second of the decoding steps alone: (tokens - 1) / (time for `tokens` - time for 1)."""
+    generate(ids, 2)  # warm-up: another engine's turn may have evicted this one's weights from the caches
     started = time.perf_counter()
     generate(ids, 1)
     one = time.perf_counter() - started
