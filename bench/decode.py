@@ -144,9 +144,16 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SETTLE_S = 1.0
+
+
 def decode_rate(generate: Callable[[list[int], int], None], ids: list[int], tokens: int) -> float:
     """Tokens per second of the decoding steps alone: (tokens - 1) / (time for `tokens` - time for 1)."""
-    generate(ids, 2)  # warm-up: another engine's turn may have evicted this one's weights from the caches
+    # Let the previous engine's idle threads stop spinning (OpenMP, onnxruntime and llama.cpp pools all
+    # spin-wait a while after work, and would take the 2 cores from whoever runs next), then warm up:
+    # another engine's turn may have evicted this one's weights from the caches.
+    time.sleep(SETTLE_S)
+    generate(ids, 2)
     started = time.perf_counter()
     generate(ids, 1)
     one = time.perf_counter() - started
