@@ -28,13 +28,18 @@ from distillc_runtime.providers import max_input_tokens as profile_input_tokens
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """What a model directory holds: model.onnx, tokenizer.json and generation.json."""
+    """What a model directory holds: model.onnx, tokenizer.json and generation.json, and optionally
+    prefill.onnx, the same model quantized for prompts (see kvcache.Layout)."""
 
     root: Path
 
     @property
     def onnx(self) -> Path:
         return self.root / "model.onnx"
+
+    @property
+    def prefill(self) -> Path:
+        return self.root / "prefill.onnx"
 
     @property
     def tokenizer(self) -> Path:
@@ -76,8 +81,12 @@ class Generator:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(files.onnx), options, providers=providers or ["CPUExecutionProvider"])
-        self.layout = Layout(self.session)
+        providers = providers or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(files.onnx), options, providers=providers)
+        prefill = None
+        if files.prefill.exists():
+            prefill = ort.InferenceSession(str(files.prefill), options, providers=providers)
+        self.layout = Layout(self.session, prefill)
         # The package's prompt limit; a TensorRT engine also covers only the lengths of its optimization profile.
         uses_tensorrt = any(provider_name(p) == "TensorrtExecutionProvider" for p in self.session.get_providers())
         limits = [max_input_tokens, profile_input_tokens(files.root) if uses_tensorrt else None]

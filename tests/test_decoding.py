@@ -105,6 +105,34 @@ def test_prefix_cache_is_used_for_every_prompt_that_starts_with_it(
     assert seen == [(1, len(prompt) - len(generator.prefix_ids))]
 
 
+def test_a_prefill_graph_runs_the_prompts_and_gives_the_same_tokens(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The int8 variant's two graphs share one cache: prompts run in prefill.onnx, steps of a token or two
+    in model.onnx. With the same weights in both, every token must equal the single graph's."""
+    two = shutil.copytree(exported, tmp_path / "two")
+    shutil.copy2(exported / "model.onnx", two / "prefill.onnx")  # its weights file, if any, is model.onnx's
+    one, both = Generator(exported), Generator(two)
+    assert one.layout.prefill is None and both.layout.prefill is not None
+    chosen: list[tuple[tuple[int, ...], str]] = []
+    session_for = both.layout.session_for
+
+    def recording(ids: np.ndarray) -> object:
+        session = session_for(ids)
+        chosen.append((ids.shape, "prefill" if session is both.layout.prefill else "model"))
+        return session
+
+    monkeypatch.setattr(both.layout, "session_for", recording)
+    prompts = [both.prompt_ids(t) for t in TEXTS]
+    assert both.generate_batch(prompts[:1], 8, stop_at_eos=False) == one.generate_batch(prompts[:1], 8, False)
+    assert chosen[0] == ((1, len(prompts[0]) - len(both.prefix_ids)), "prefill")
+    assert chosen[1:] == [((1, 1), "model")] * 7
+    chosen.clear()
+    assert both.generate_batch(prompts, 8, stop_at_eos=False) == one.generate_batch(prompts, 8, False)
+    # A step over many rows does enough arithmetic per weight to go to the prefill graph too.
+    assert chosen[-1] == ((len(prompts), 1), "prefill")
+
+
 def test_label_answers_come_from_the_label_set_in_one_pass(
     exported: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

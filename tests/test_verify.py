@@ -102,7 +102,7 @@ def test_a_deliberately_degraded_variant_is_measured_and_rejected(
 
     from distillc.stages import export
 
-    def degraded(source: Path, target: Path, variant: str, log_path: Path) -> None:
+    def degraded(source: Path, target: Path, variant: str) -> None:
         target.mkdir(parents=True)
         for name in ("tokenizer.json", "generation.json"):
             (target / name).write_bytes((source / name).read_bytes())

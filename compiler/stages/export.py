@@ -30,11 +30,12 @@ from distillc.errors import DistillcError
 from distillc.fused_export import build_fused_onnx
 from distillc.latency import percentiles
 from distillc.models import quiet_transformers
+from distillc.quantize import quantize
 from distillc.runner import StageContext
 from distillc.student import label_sequences, load_prompt
 
 NAME = "export"
-VERSION = 4
+VERSION = 5
 READS = (
     "task.output_type",
     "task.labels",
@@ -74,7 +75,14 @@ def run(ctx: StageContext, train: Path, evaluate: Path) -> dict[str, Any]:
     for variant in ctx.spec.export.quantization:
         if variant != "fp32":
             target = variant_dir(ctx.workdir, variant)
-            quantize(out, target, variant, ctx.build_dir / "logs" / f"quantize-{variant}.log")
+            log = ctx.build_dir / "logs" / f"quantize-{variant}.log"
+            failure = DistillcError(
+                "E312",
+                f"{variant} quantization failed",
+                help=f"remove {variant} from export.quantization; the quantizer's log is in {log}",
+            )
+            with library_output(log, failure):
+                quantize(out, target, variant)
             sizes[variant] = _size(target)
             ctx.log(f"{variant}: {sizes[variant] / 1e6:.0f} MB (fp32: {sizes['fp32'] / 1e6:.0f} MB)")
     return {
@@ -129,59 +137,8 @@ def write_generation_config(model_dir: Path, out: Path, spec: Any) -> None:
     (out / "generation.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
-def quantize(source: Path, target: Path, variant: str, log_path: Path) -> None:
-    """Quantized weights of the fp32 export, each kind chosen for what it makes fast on a CPU:
-
-    - int8: per-channel int8 weights with dynamically quantized int8 activations (MatMulInteger), int8
-      arithmetic throughout; the fastest prefill measured (a label prompt 22.6 ms vs fp32's 57).
-    - int4: blockwise int4 weights (MatMulNBits, blocks of 32) computed in int8 (accuracy_level 4); the
-      fewest bytes per token, so the fastest decoding measured (94.5 tokens/s vs fp32's 35.6).
-
-    Quantized variants are not expected to match fp32 token for token; the verify stage scores them as shipped.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    target.mkdir(parents=True)
-    for name in ("tokenizer.json", "generation.json"):
-        shutil.copy2(source / name, target / name)
-    failure = DistillcError(
-        "E312",
-        f"{variant} quantization failed",
-        help=f"remove {variant} from export.quantization; the quantizer's log is in {log_path}",
-    )
-    with library_output(log_path, failure):
-        if variant == "int8":
-            weights = weight_matmuls(source / "model.onnx")
-            quantize_dynamic(
-                str(source / "model.onnx"),
-                str(target / "model.onnx"),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=["MatMul"],
-                nodes_to_quantize=weights,
-                use_external_data_format=True,
-            )
-        else:
-            model = onnx.load(str(source / "model.onnx"))
-            quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=32, is_symmetric=True, accuracy_level=4)
-            quantizer.process()
-            quantizer.model.save_model_to_file(str(target / "model.onnx"), use_external_data_format=True)
-
-
-def weight_matmuls(path: Path) -> list[str]:
-    """MatMul nodes that multiply by a weight: only those are quantized (attention's products of two
-    activations stay in float, where int8 would cost accuracy for little speed)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    weights = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
-
-
 def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("model.onnx"))
+    return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith(("model.onnx", "prefill.onnx")))
 
 
 def export_onnx(model_dir: Path, target: Path, log_path: Path | None = None) -> int:

@@ -1,0 +1,90 @@
+"""The quantized variants' graphs: which kernels each graph runs, and an 8-bit embedding table that
+gives back every row it stored."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from distillc.fused_export import build_fused_onnx
+from distillc.quantize import quantize, quantize_embeddings
+from distillc.student import eos_ids, prompt_template, save_prompt
+from distillc_runtime.generate import Generator
+
+
+def embedding_graph(tied: bool) -> tuple[onnx.ModelProto, np.ndarray]:
+    """ids -> rows of a 100 x 64 table, read directly or (tied to an output head) through a Transpose."""
+    table = np.random.default_rng(0).normal(0, 0.05, (100, 64)).astype(np.float32)
+    table[7] = 0.0  # an all-zero row must come back as zeros, not NaN
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["rows"])]
+    stored = table
+    if tied:
+        stored = table.T.copy()
+        nodes.insert(0, helper.make_node("Transpose", ["head"], ["table"], perm=[1, 0]))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [None, 64])],
+        [numpy_helper.from_array(stored, "head" if tied else "table")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), table
+
+
+def test_embedding_rows_come_back_within_half_a_quantization_step() -> None:
+    ids = np.arange(100, dtype=np.int64)
+    for tied in (False, True):
+        model, table = embedding_graph(tied)
+        quantized = quantize_embeddings(model)
+        assert [n.op_type for n in quantized.graph.node] == ["GatherBlockQuantized"]
+        assert all(i.data_type != TensorProto.FLOAT or i.name.endswith("_scales") for i in quantized.graph.initializer)
+        rows = ort.InferenceSession(quantized.SerializeToString()).run(None, {"ids": ids})[0]
+        step = np.abs(table.reshape(100, 2, 32)).max(axis=2, keepdims=True) / 127
+        assert np.all(np.abs(rows - table).reshape(100, 2, 32) <= step / 2 + 1e-7)
+        assert np.all(rows[7] == 0.0)
+
+
+def test_int8_writes_a_decoding_graph_and_a_prefill_graph_that_answer_alike(tiny_model: Path, tmp_path: Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    fp32 = tmp_path / "fp32"
+    fp32.mkdir()
+    build_fused_onnx(tiny_model, fp32 / "model.onnx", tmp_path / "builder.log")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    eos = eos_ids(tokenizer, AutoConfig.from_pretrained(tiny_model))
+    save_prompt(fp32, *prompt_template(tokenizer, "Say something."), eos)
+    shutil.copy2(tiny_model / "tokenizer.json", fp32 / "tokenizer.json")
+    prompt = json.loads((fp32 / "prompt.json").read_text())
+    (fp32 / "generation.json").write_text(json.dumps({**prompt, "max_new_tokens": 8}))
+
+    quantize(fp32, tmp_path / "int8", "int8")
+    names = ("model.onnx", "prefill.onnx")
+    graphs = {name: onnx.load(str(tmp_path / "int8" / name), load_external_data=False) for name in names}
+    ops = {name: {n.op_type for n in graph.graph.node} for name, graph in graphs.items()}
+    assert "MatMulNBits" in ops["model.onnx"] and "MatMulInteger" not in str(ops["model.onnx"])
+    assert "MatMulNBits" not in ops["prefill.onnx"] and any("MatMulInteger" in op for op in ops["prefill.onnx"])
+    # No float copy of the vocabulary-sized tables (embedding, output head) is left in either graph.
+    vocab = AutoConfig.from_pretrained(tiny_model).vocab_size
+    for name, graph in graphs.items():
+        assert "GatherBlockQuantized" in ops[name], name
+        floats = [i.name for i in graph.graph.initializer if i.data_type == TensorProto.FLOAT and vocab in i.dims]
+        assert floats == [] or all(f.endswith("_scales") or "scale" in f for f in floats), (name, floats)
+
+    # The prompt's pass, and so the first token, is the prefill graph's; the steps after read the cache it
+    # wrote from the decoding graph.
+    pair = Generator(tmp_path / "int8")
+    ids = pair.prompt_ids("the kettle was lovely")
+    prefill_only = shutil.copytree(tmp_path / "int8", tmp_path / "prefill-only")
+    for path in prefill_only.glob("model.onnx*"):
+        path.unlink()
+    (prefill_only / "prefill.onnx").rename(prefill_only / "model.onnx")  # its weights stay in prefill.onnx.data
+    alone = Generator(prefill_only)
+    assert alone.layout.prefill is None and pair.layout.prefill is not None
+    steps = pair.generate_batch([ids], 8, stop_at_eos=False)[0]
+    assert len(steps) == 8 and steps[0] == alone.generate_batch([ids], 1, stop_at_eos=False)[0][0]
