@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the package over HTTP")
     serve.add_argument("package_dir", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")), help="default: $PORT or 8080")
     check = commands.add_parser("check", help="check every file against the package's manifest")
     check.add_argument("package_dir", type=Path)
     predict = commands.add_parser("predict", help="answer one input and print the output")

@@ -109,3 +109,18 @@ def set_teacher(spec: Path, **settings: object) -> None:
     if "max_concurrency" in settings:
         text = text.replace("  max_concurrency: 4\n", "")
     spec.write_text(text.replace("  api_key_env: DISTILLC_TEST_KEY\n", "  api_key_env: DISTILLC_TEST_KEY\n" + lines))
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """A label task's package built from the tiny model. Tests that change its files work on a copy."""
+    from distillc import api
+    from tests.fake_teacher import FakeTeacher
+
+    folder = tmp_path_factory.mktemp("package")
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(folder, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60), epochs=2)
+        spec.write_text(spec.read_text().replace("min_score: 0.5", "min_score: 0.0"))
+        built = api.build(spec, out=folder / "out", emit=lambda e: None).package_dir
+    assert built is not None
+    return built

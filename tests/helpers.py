@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -57,3 +58,24 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> No
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def start(package: Path, **deploy: object) -> tuple[subprocess.Popen, int]:
+    """The package's server as `distillc serve` starts it, with some deploy settings changed."""
+    if deploy:
+        info = json.loads((package / "package.json").read_text())
+        info["deploy"] |= deploy
+        (package / "package.json").write_text(json.dumps(info))
+        manifest = json.loads((package / "manifest.json").read_text())  # as a rebuild would record it
+        manifest["files"]["package.json"] = hashlib.sha256((package / "package.json").read_bytes()).hexdigest()
+        (package / "manifest.json").write_text(json.dumps(manifest))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distillc_runtime", "serve", str(package), "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(package)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+    return process, port

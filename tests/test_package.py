@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from distillc.render import render
-from distillc.stages.package import gpu_onnxruntime, image, requirements
+from distillc.runtime_lock import locked_versions
+from distillc.stages.package import image, requirements
 from tests.conftest import review_texts, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, read_json
@@ -19,24 +20,21 @@ GOLDEN = Path(__file__).parent / "golden"
 
 @pytest.mark.parametrize("target", ["cpu", "cuda", "tensorrt"])
 def test_dockerfile_matches_golden(target: str) -> None:
-    base = {"base_image": "python:3.11-slim", "python": "python", "system_python": False, "tensorrt": False}
-    values = base if target == "cpu" else image(target)
-    rendered = render("Dockerfile.j2", name="review-sentiment", distillc_version="0.0.0", port=8080, **values)
+    rendered = render("Dockerfile.j2", name="review-sentiment", distillc_version="0.0.0", port=8080, **image(target))
     golden = GOLDEN / f"Dockerfile.{target}"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)
     assert rendered == golden.read_text()
 
 
-def test_gpu_packages_take_a_cuda_13_onnxruntime_up_to_the_verified_version() -> None:
-    cpu, cuda = requirements("cpu").splitlines(), requirements("cuda").splitlines()
-    [ort] = [line for line in cpu if line.startswith("onnxruntime")]
-    built_with = ort.split("==")[1]
-    assert f"onnxruntime-gpu>=1.31.1,<={built_with}" in cuda or built_with < "1.31.1"
-    assert gpu_onnxruntime("1.32.0") == "onnxruntime-gpu>=1.31.1,<=1.32.0"  # 1.32.0 has no GPU release yet
-    assert gpu_onnxruntime("1.24.1") == "onnxruntime-gpu>=1.31.1,<=1.31.1"  # older GPU builds were not checked
+def test_gpu_packages_take_a_cuda_13_onnxruntime_and_no_training_stack() -> None:
+    cpu, cuda = requirements("cpu"), requirements("cuda")
+    assert "\nonnxruntime==" in cpu and "onnxruntime-gpu" not in cpu
+    gpu = locked_versions(cuda)["onnxruntime-gpu"]
+    assert tuple(int(x) for x in gpu.split(".")[:3]) >= (1, 31, 1)  # the first CUDA 13 build
+    assert requirements("tensorrt") == cuda
     assert "cuda:13." in image("cuda")["base_image"]
-    assert not any(line.startswith(("torch", "transformers")) for line in cpu + cuda)
+    assert not any(name in locked_versions(cpu + cuda) for name in ("torch", "transformers"))
 
 
 def test_dockerfile_layers_change_least_first() -> None:

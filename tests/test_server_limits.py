@@ -4,7 +4,6 @@ reason that never echoes the input, and the server answers the next good request
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import json
 import os
@@ -22,23 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from distillc import api
-from tests.conftest import review_texts, sentiment, write_spec
-from tests.fake_teacher import FakeTeacher
-from tests.helpers import free_port, wait_healthy
+from tests.helpers import free_port, start
 
 MARKER = "zebra-marker"  # in every bad input: a response must never contain it
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    folder = tmp_path_factory.mktemp("limits")
-    with FakeTeacher(sentiment) as teacher:
-        spec = write_spec(folder, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60), epochs=2)
-        spec.write_text(spec.read_text().replace("min_score: 0.5", "min_score: 0.0"))
-        built = api.build(spec, out=folder / "out", emit=lambda e: None).package_dir
-    assert built is not None
-    return built
+def package(tiny_package: Path) -> Path:
+    return tiny_package
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +39,6 @@ def server(package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def start(package: Path, **deploy: object) -> tuple[subprocess.Popen, int]:
-    """The package's server as `distillc serve` starts it, with some deploy settings changed."""
-    if deploy:
-        info = json.loads((package / "package.json").read_text())
-        info["deploy"] |= deploy
-        (package / "package.json").write_text(json.dumps(info))
-        manifest = json.loads((package / "manifest.json").read_text())  # as a rebuild would record it
-        manifest["files"]["package.json"] = hashlib.sha256((package / "package.json").read_bytes()).hexdigest()
-        (package / "manifest.json").write_text(json.dumps(manifest))
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "distillc_runtime", "serve", str(package), "--port", str(port)],
-        env={**os.environ, "PYTHONPATH": str(package)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
-    return process, port
 
 
 def send(address: tuple[str, int], body: bytes, headers: dict[str, str] | None = None, declared: int | None = None):

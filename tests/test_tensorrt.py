@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from distillc import api
-from distillc.stages.package import TENSORRT_LIBS
+from distillc.runtime_lock import TENSORRT_LIBS
 from distillc_runtime import generate, providers, server
 from tests.conftest import review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
@@ -40,9 +40,9 @@ def test_a_tensorrt_package_carries_its_profile_libraries_and_engine_cache(tenso
     assert "input_ids:1x1," in config["profile"]["min"] and "input_ids:4x64," in config["profile"]["max"]
     assert f"{past[0]}:1x" in config["profile"]["min"] and "x0x" in config["profile"]["min"].split(past[0])[1]
     assert "attention_mask:4x136" in config["profile"]["max"]
-    reqs = (package / "requirements.txt").read_text().splitlines()
-    assert TENSORRT_LIBS in reqs and any(r.startswith("onnxruntime-gpu>=1.31.1,") for r in reqs)
+    assert "\nonnxruntime-gpu==" in (package / "requirements.txt").read_text()
     dockerfile = (package / "Dockerfile").read_text()
+    assert f'"{TENSORRT_LIBS}"' in dockerfile
     assert "DISTILLC_TRT_CACHE=/app/trt-cache" in dockerfile and "VOLUME /app/trt-cache" in dockerfile
     assert "-v review-sentiment-trt:/app/trt-cache" in (package / "README.md").read_text()
 

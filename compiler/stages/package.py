@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import platform
+import hashlib
+import json
+import math
 import shutil
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +13,25 @@ from distillc import __version__
 from distillc.artifacts import read_json, tree_files, write_json
 from distillc.render import render
 from distillc.runner import META, StageContext
+from distillc.runtime_lock import TENSORRT_LIBS, check_versions, lock_path
 from distillc.selection import choose_variant
 from distillc.stages.export import variant_dir
 from distillc.tensorrt import tensorrt_config
 from distillc_runtime.providers import TENSORRT_CONFIG
 
 NAME = "package"
-VERSION = 1
+VERSION = 2
 READS = ("name", "task", "deploy", "student.base_model", "student.max_seq_len", "evaluation.min_score", "export")
 NEEDS = ("export", "verify")
+# What the server needs beside the model (Python, onnxruntime, tokenizer, web stack), rounded up from
+# bench/serve_load.py's resident size of a server with a tiny model.
+SERVER_MEMORY_MI = 256
 # onnxruntime-gpu 1.31.1 (checked in its wheel) needs CUDA 13 (libcudart.so.13, libcublas.so.13), cuDNN 9
-# and, for TensorRT, libnvinfer.so.10: hence a CUDA 13 image (host driver 580 or newer) and TensorRT 10
-# built for CUDA 13. GPU releases of onnxruntime come out after the CPU one, so GPU packages take the
-# newest onnxruntime-gpu from 1.31 up to the version the build ran.
+# and, for TensorRT, libnvinfer.so.10: hence a CUDA 13 image (host driver 580 or newer); the GPU locks
+# take onnxruntime-gpu from 1.31.1 and TensorRT 10 for CUDA 13 from pip (distillc.runtime_lock).
 CUDA_IMAGE = "nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04"
-GPU_ONNXRUNTIME_FLOOR = (1, 31, 1)
-TENSORRT_LIBS = "tensorrt-cu13-libs>=10,<11"
-RUNTIME_REQUIREMENTS = ("numpy", "onnxruntime", "tokenizers", "fastapi", "uvicorn", "pydantic", "prometheus-client")
+# The CPU image's Python: the one the CPU lock was resolved for (distillc.runtime_lock.TARGETS), to the patch.
+PYTHON_IMAGE = "python:3.11.14-slim-bookworm"
 
 
 def runtime_dir() -> Path:
@@ -37,45 +40,53 @@ def runtime_dir() -> Path:
     return Path(distillc_runtime.__file__).parent
 
 
-def requirements(target: str, output_type: str = "text") -> str:
-    """The runtime's dependencies, pinned to the versions the build verified the model with (llguidance
-    only for JSON tasks, whose decoding follows the schema)."""
-    lines = []
-    for name in (*RUNTIME_REQUIREMENTS, *(["llguidance"] if output_type == "json" else [])):
-        try:
-            installed = version(name)
-        except PackageNotFoundError:
-            lines.append(name)
-            continue
-        if name == "onnxruntime" and target in ("cuda", "tensorrt"):
-            lines.append(gpu_onnxruntime(installed))
-        else:
-            lines.append(f"{name}=={installed}")
-    if target == "tensorrt":
-        lines.append(TENSORRT_LIBS)
-    return "\n".join(lines) + "\n"
-
-
-def gpu_onnxruntime(cpu_version: str) -> str:
-    """onnxruntime-gpu from the first CUDA 13 release up to the version the build verified with."""
-    floor = ".".join(map(str, GPU_ONNXRUNTIME_FLOOR))
-    numbers = tuple(int(x) for x in cpu_version.split("+")[0].split(".")[:3] if x.isdigit())
-    ceiling = cpu_version if numbers >= GPU_ONNXRUNTIME_FLOOR else floor
-    return f"onnxruntime-gpu>={floor},<={ceiling}"
+def requirements(target: str) -> str:
+    """The runtime's whole dependency closure for `target`, pinned with hashes (runtime/locks)."""
+    return lock_path(target).read_text(encoding="utf-8")
 
 
 def image(target: str) -> dict[str, Any]:
     """Base image and Python for the Dockerfile: slim CPython for CPU; CUDA + cuDNN runtime for GPUs
-    (TensorRT's libraries come from pip, see TENSORRT_LIBS)."""
+    (TensorRT's libraries come from pip, see distillc.runtime_lock)."""
     if target in ("cuda", "tensorrt"):
-        return {"base_image": CUDA_IMAGE, "python": "python3", "system_python": True, "tensorrt": target == "tensorrt"}
-    python_version = ".".join(platform.python_version_tuple()[:2])
+        return {
+            "base_image": CUDA_IMAGE,
+            "python": "python3",
+            "system_python": True,
+            "tensorrt": target == "tensorrt",
+            "tensorrt_libs": TENSORRT_LIBS,
+        }
+    return {"base_image": PYTHON_IMAGE, "python": "python", "system_python": False, "tensorrt": False}
+
+
+def deployment(spec: Any, model_dir: Path, memory_mb: float | None) -> dict[str, Any]:
+    """What compose.yaml and the Kubernetes manifests need: an image tag tied to the model's bytes, the
+    memory to request (the variant's measured resident size plus the server's), the grace period."""
+    digest = hashlib.sha256(json.dumps(tree_files(model_dir), sort_keys=True).encode()).hexdigest()[:12]
+    model_mi = math.ceil(memory_mb or model_bytes(model_dir) / 2**20)
     return {
-        "base_image": f"python:{python_version}-slim",
-        "python": "python",
-        "system_python": False,
-        "tensorrt": False,
+        "image": f"{spec.name}:{digest}",
+        "model_memory_mi": model_mi,
+        "memory_mi": model_mi + SERVER_MEMORY_MI,
+        "cpu": 1,
+        "grace_s": int(spec.deploy.request_timeout_s) + 10,
+        # TensorRT builds its engines on first start (minutes): a probe must wait for that.
+        "startup_failures": 120 if spec.export.target == "tensorrt" else 24,
     }
+
+
+def model_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+
+
+RENDERED = (
+    ("Dockerfile.j2", "Dockerfile"),
+    ("compose.yaml.j2", "compose.yaml"),
+    ("k8s/deployment.yaml.j2", "k8s/deployment.yaml"),
+    ("k8s/service.yaml.j2", "k8s/service.yaml"),
+    ("k8s/hpa.yaml.j2", "k8s/hpa.yaml"),
+    ("smoke_test.py.j2", "smoke_test.py"),
+)
 
 
 def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
@@ -87,7 +98,8 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
     shutil.copytree(variant_dir(export, chosen["name"]), out / "model")
     if spec.export.target == "tensorrt" and (trt := tensorrt_config(out / "model" / "model.onnx", spec)):
         write_json(out / "model" / TENSORRT_CONFIG, trt)
-    shutil.copytree(runtime_dir(), out / "distillc_runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    ignored = shutil.ignore_patterns("__pycache__", "*.pyc", "locks")
+    shutil.copytree(runtime_dir(), out / "distillc_runtime", ignore=ignored)
     latency = {"p50": chosen["p50_ms"], "p95": chosen["p95_ms"], "measured_with": verified["measured_with"]}
     info = {
         "name": spec.name,
@@ -112,27 +124,40 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
         },
         "latency_ms_at_build": latency,
     }
+    lock = requirements(spec.export.target)
+    unverified = check_versions(lock)
+    for line in unverified:
+        ctx.log(f"warning: the package's lock differs from what this build verified the model with: {line}")
+    info["runtime"] = {"lock": f"runtime/locks/{spec.export.target}.txt", "differs_from_build": unverified}
     write_json(out / "package.json", info)
-    (out / "requirements.txt").write_text(requirements(spec.export.target, spec.task.output_type), encoding="utf-8")
+    (out / "requirements.txt").write_text(lock, encoding="utf-8")
     example = spec.task.examples[0]
-    values = dict(name=spec.name, distillc_version=__version__, port=spec.deploy.port, **image(spec.export.target))
-    (out / "Dockerfile").write_text(render("Dockerfile.j2", **values), encoding="utf-8")
+    values = dict(
+        name=spec.name,
+        distillc_version=__version__,
+        port=spec.deploy.port,
+        target=spec.export.target,
+        example_input=example.input,
+        output_type=spec.task.output_type,
+        labels=list(spec.task.labels),
+        **image(spec.export.target),
+        **deployment(spec, out / "model", chosen.get("memory_mb")),
+    )
+    for template, name in RENDERED:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(render(template, **values), encoding="utf-8")
     (out / "README.md").write_text(
         render(
             "package_README.md.j2",
             **values,
             spec_file=Path(spec.spec_path).name,
             instructions=spec.task.instructions,
-            output_type=spec.task.output_type,
-            labels=list(spec.task.labels),
             base_model=spec.student.base_model,
             variant=chosen["name"],
-            target=spec.export.target,
             metric=verified["metric"],
             score=chosen["score"],
             eval_n=verified["n"],
             latency=latency,
-            example_input=example.input,
             max_request_bytes=spec.deploy.max_request_bytes,
             max_input_tokens=spec.deploy.max_input_tokens,
             max_queue=spec.deploy.max_queue,

@@ -8,6 +8,8 @@ are measured against. Latency is measured one request at a time and in batches o
 
 from __future__ import annotations
 
+import gc
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from distillc.tensorrt import tensorrt_config
 from distillc_runtime.providers import provider_name, providers_for, runs_on_target
 
 NAME = "verify"
-VERSION = 2
+VERSION = 3
 READS = ("task", "evaluation.metric", "export.quantization", "export.target", "deploy.max_batch_size")
 NEEDS = ("export", "split")
 
@@ -39,10 +41,16 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         model = variant_dir(export, name)
         trt = tensorrt_config(model / "model.onnx", spec) if spec.export.target == "tensorrt" else None
         providers = providers_for(spec.export.target, model, trt)
+        resident = resident_mb()
         generator = Generator(model, providers=providers)
         generator.predict(holdout[0]["input"])  # warm-up: first-run allocations are not request latency
         outputs, latencies = one_at_a_time(generator, [item["input"] for item in holdout])
         batched = in_batches(generator, [item["input"] for item in holdout], batch_size)
+        # What loading and running this variant added to the process: its weights as the runtime holds
+        # them, caches and buffers (what a deployment must request in memory for the model).
+        memory_mb = round(resident_mb() - resident, 1) if resident is not None else None
+        del generator
+        gc.collect()
         rows = [
             {"id": item["id"], "input": item["input"], "expected": item["output"], "output": output}
             for item, output in zip(holdout, outputs, strict=True)
@@ -61,6 +69,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             "p50_ms": latency["p50"],
             "p95_ms": latency["p95"],
             "batch": batched,
+            "memory_mb": memory_mb,
         }
         variants.append(variant)
         ctx.log(
@@ -76,6 +85,15 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         "measured_with": provider_name(providers[0]),
         "measured_on_target": runs_on_target(spec.export.target),
     }
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (Linux), or None where /proc is not there."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def one_at_a_time(generator: Any, texts: list[str]) -> tuple[list[str], list[float]]:
