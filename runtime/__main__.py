@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("package_dir", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")), help="default: $PORT or 8080")
+    serve.add_argument("--max-batch-size", type=int, help="override the package's deploy.max_batch_size")
     check = commands.add_parser("check", help="check every file against the package's manifest")
     check.add_argument("package_dir", type=Path)
     predict = commands.add_parser("predict", help="answer one input and print the output")
@@ -37,8 +39,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.package_dir}: every file matches the manifest")
         return 0
     if args.command == "predict":
-        import json
-
         from distillc_runtime.generate import Generator
         from distillc_runtime.providers import providers_for
 
@@ -46,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         model = args.package_dir / "model"
         print(Generator(model, providers=providers_for(target, model)).predict(args.text))
         return 0
-    import json
-
     import uvicorn
 
     from distillc_runtime.server import create_app
@@ -57,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     # status of a clean stop, rather than death by signal.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
-        create_app(args.package_dir),
+        create_app(args.package_dir, max_batch_size=args.max_batch_size),
         host=args.host,
         port=args.port,
         log_level="info",

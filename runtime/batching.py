@@ -18,8 +18,10 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
-Batch = Callable[[list[str]], list[str]]
+# A batch of requests (texts, token ids: whatever the caller queues) -> one answer per request, in order.
+Batch = Callable[[list[Any]], list[str]]
 
 
 class Overloaded(Exception):
@@ -35,7 +37,7 @@ class Batcher:
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self.queue: queue.Queue[tuple[str, Future[str], float]] = queue.Queue(maxsize=max_queue)
+        self.queue: queue.Queue[tuple[Any, Future[str], float]] = queue.Queue(maxsize=max_queue)
         self.batch_sizes: Counter[int] = Counter()  # batch size -> batches run: bounded by max_batch_size
         self.expired = 0  # requests dropped at their deadline before they ran
         self.worker = threading.Thread(target=self._loop, name="batcher", daemon=True)
@@ -49,16 +51,17 @@ class Batcher:
     def depth(self) -> int:
         return self.queue.qsize()
 
-    def _enqueue(self, text: str, timeout_s: float) -> Future[str]:
+    def _enqueue(self, request: Any, timeout_s: float) -> Future[str]:
         future: Future[str] = Future()
         try:
-            self.queue.put_nowait((text, future, time.monotonic() + timeout_s))
+            self.queue.put_nowait((request, future, time.monotonic() + timeout_s))
         except queue.Full:
             raise Overloaded from None
         return future
 
-    def submit(self, text: str, timeout_s: float = 30.0) -> str:
-        future = self._enqueue(text, timeout_s)
+    def submit(self, request: Any, timeout_s: float = 30.0) -> str:
+        """Wait for one request's answer, blocking this thread (see `answer` for an event loop)."""
+        future = self._enqueue(request, timeout_s)
         try:
             return future.result(timeout=timeout_s)
         except FutureTimeout:
@@ -68,12 +71,12 @@ class Batcher:
         except CancelledError:
             raise DeadlineExceeded from None
 
-    async def answer(self, text: str, timeout_s: float = 30.0) -> str:
+    async def answer(self, request: Any, timeout_s: float = 30.0) -> str:
         """`submit` for an event loop: waiting holds no thread, so the queue, not a thread pool, bounds
         how many requests wait."""
         import asyncio
 
-        future = self._enqueue(text, timeout_s)
+        future = self._enqueue(request, timeout_s)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
         except (TimeoutError, asyncio.TimeoutError):
@@ -85,17 +88,16 @@ class Batcher:
             future.cancel()  # this request itself was cancelled: drop its work too
             raise
 
-    def _next_batch(self) -> list[tuple[str, Future[str]]]:
-        batch: list[tuple[str, Future[str]]] = []
-        first = self.queue.get()
+    def _next_batch(self) -> list[tuple[Any, Future[str]]]:
+        batch: list[tuple[Any, Future[str]]] = []
+        item: tuple[Any, Future[str], float] | None = self.queue.get()
         wait_until = time.monotonic() + self.max_wait_s
-        item: tuple[str, Future[str], float] | None = first
         while item is not None:
-            text, future, deadline = item
+            request, future, deadline = item
             if time.monotonic() > deadline:
                 future.cancel()
             if future.set_running_or_notify_cancel():
-                batch.append((text, future))
+                batch.append((request, future))
             else:
                 self.expired += 1
             if len(batch) >= self.max_batch_size:
@@ -113,7 +115,7 @@ class Batcher:
                 continue
             self.batch_sizes[len(batch)] += 1
             try:
-                outputs = self.run_batch([text for text, _ in batch])
+                outputs = self.run_batch([request for request, _ in batch])
             except Exception as exc:  # noqa: BLE001 - every waiting request must hear of the failure
                 for _, future in batch:
                     future.set_exception(exc)

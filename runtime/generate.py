@@ -97,12 +97,10 @@ class Generator:
             self.prefix_ids = self.template_ids[0]
             self.prefix_cache = prefill_prefix(self.layout, self.prefix_ids)
 
-    def too_long(self, text: str) -> str | None:
-        """Why this input cannot be answered, when its prompt is longer than the package's limit."""
-        if self.max_input_tokens is None:
-            return None
-        n = len(self.prompt_ids(text))
-        if n <= self.max_input_tokens:
+    def length_problem(self, prompt_ids: list[int]) -> str | None:
+        """Why a prompt cannot be answered, when it is longer than the package's limit."""
+        n = len(prompt_ids)
+        if self.max_input_tokens is None or n <= self.max_input_tokens:
             return None
         return f"input is {n} tokens with the prompt, over this package's limit of {self.max_input_tokens}"
 
@@ -120,11 +118,15 @@ class Generator:
         return self.predict_batch([text], max_new_tokens)[0]
 
     def predict_batch(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
-        prompts = [self.prompt_ids(t) for t in texts]
+        return [text for text, _ in self.answer_prompts([self.prompt_ids(t) for t in texts], max_new_tokens)]
+
+    def answer_prompts(self, prompts: list[list[int]], max_new_tokens: int | None = None) -> list[tuple[str, int]]:
+        """Each prompt's answer and how many tokens it took, from prompts tokenized by `prompt_ids`."""
         if self.labels is not None:
-            return [self.labels.texts[state.label] for state in self.classify_batch(prompts)]
+            labels = [state.label for state in self.classify_batch(prompts)]
+            return [(self.labels.texts[i], len(self.labels.sequences[i])) for i in labels]
         outputs = self.generate_batch(prompts, max_new_tokens)
-        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in outputs]
+        return [(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids)) for ids in outputs]
 
     def answer_ids(self, prompt_ids: list[int]) -> list[int]:
         """The answer's tokens as the package produces them: label-constrained for label tasks."""

@@ -100,7 +100,8 @@ def validation_problems(error: RequestValidationError) -> list[dict[str, Any]]:
     return problems
 
 
-def create_app(package_dir: str | Path) -> FastAPI:
+def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> FastAPI:
+    """The package's app; `max_batch_size` overrides the package's deploy.max_batch_size."""
     package = Path(package_dir)
     info = json.loads((package / "package.json").read_text(encoding="utf-8"))
     target = info.get("target", "cpu")
@@ -118,15 +119,15 @@ def create_app(package_dir: str | Path) -> FastAPI:
     # Warm up before serving: first-run allocations (and, on GPUs, kernel or TensorRT engine builds)
     # then happen before the health check passes, not in a user's request.
     generator.predict("warm-up", max_new_tokens=1)
-    max_batch_size = int(deploy.get("max_batch_size", 1))
+    max_batch_size = max_batch_size or int(deploy.get("max_batch_size", 1))
     metrics = Metrics(max_batch_size)
 
-    def answer_batch(texts: list[str]) -> list[str]:
-        outputs = generator.predict_batch(texts)
-        metrics.batch_size.observe(len(texts))
-        metrics.tokens.labels("in").inc(sum(len(generator.prompt_ids(t)) for t in texts))
-        metrics.tokens.labels("out").inc(sum(len(generator.tokenizer.encode(o).ids) for o in outputs))
-        return outputs
+    def answer_batch(prompts: list[list[int]]) -> list[str]:
+        answers = generator.answer_prompts(prompts)
+        metrics.batch_size.observe(len(prompts))
+        metrics.tokens.labels("in").inc(sum(len(p) for p in prompts))
+        metrics.tokens.labels("out").inc(sum(n for _, n in answers))
+        return [text for text, _ in answers]
 
     batcher = Batcher(answer_batch, max_batch_size=max_batch_size, max_queue=int(deploy.get("max_queue", 64)))
     metrics.watch_queue(lambda: batcher.depth)
@@ -158,10 +159,11 @@ def create_app(package_dir: str | Path) -> FastAPI:
 
     async def answer(text: str) -> str:
         """The model's answer through the queue, or the HTTP error that says why there is none."""
-        if problem := generator.too_long(text):
+        prompt = generator.prompt_ids(text)  # tokenized once, here: the worker thread only runs the model
+        if problem := generator.length_problem(prompt):
             raise HTTPException(status_code=422, detail=problem)
         try:
-            return await batcher.answer(text, timeout_s)
+            return await batcher.answer(prompt, timeout_s)
         except Overloaded:
             raise HTTPException(
                 status_code=429, detail="too many requests are waiting; retry shortly", headers={"Retry-After": "1"}

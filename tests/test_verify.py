@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from distillc import api
 from distillc.errors import GateFailed
 from distillc.selection import choose_variant
 from distillc.spec import load_spec
+from distillc.stages.package import SERVER_MEMORY_MI
 from tests.conftest import review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.test_spec import VALID, write
@@ -91,6 +94,11 @@ def test_int8_and_int4_variants_are_exported_scored_and_one_ships(tmp_path: Path
     for variant in verify["variants"]:
         assert variant["drop"] == round(fp32["score"] - variant["score"], 6)
         assert variant["batch"]["size"] == result.spec.deploy.max_batch_size and variant["batch"]["inputs_per_s"] > 0
+        assert variant["memory_mb"] > 30  # a process's peak: Python and onnxruntime, at the least
+    assert (result.package_dir / "model" / "prefill.onnx").exists() == (shipped["name"] == "int8")
+    memory = yaml.safe_load((result.package_dir / "k8s" / "deployment.yaml").read_text())
+    requested = memory["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"]
+    assert int(requested.removesuffix("Mi")) == math.ceil(shipped["memory_mb"]) + SERVER_MEMORY_MI
 
 
 def test_a_deliberately_degraded_variant_is_measured_and_rejected(

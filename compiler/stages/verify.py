@@ -3,13 +3,15 @@
 What ships is what was measured: a quantized variant is judged by its own answers, not by fp32's.
 fp32 is always scored, listed or not: it is the reference each variant's quality drop and agreement
 are measured against. Latency is measured one request at a time and in batches of
-`deploy.max_batch_size`, the two ways the package's server runs.
+`deploy.max_batch_size`, the two ways the package's server runs; memory as the peak of a fresh process
+answering one such batch.
 """
 
 from __future__ import annotations
 
 import gc
-import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,14 +43,10 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         model = variant_dir(export, name)
         trt = tensorrt_config(model / "model.onnx", spec) if spec.export.target == "tensorrt" else None
         providers = providers_for(spec.export.target, model, trt)
-        resident = resident_mb()
         generator = Generator(model, providers=providers)
         generator.predict(holdout[0]["input"])  # warm-up: first-run allocations are not request latency
         outputs, latencies = one_at_a_time(generator, [item["input"] for item in holdout])
         batched = in_batches(generator, [item["input"] for item in holdout], batch_size)
-        # What loading and running this variant added to the process: its weights as the runtime holds
-        # them, caches and buffers (what a deployment must request in memory for the model).
-        memory_mb = round(resident_mb() - resident, 1) if resident is not None else None
         del generator
         gc.collect()
         rows = [
@@ -69,7 +67,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             "p50_ms": latency["p50"],
             "p95_ms": latency["p95"],
             "batch": batched,
-            "memory_mb": memory_mb,
+            "memory_mb": peak_memory_mb(model, [item["input"] for item in holdout][:batch_size]),
         }
         variants.append(variant)
         ctx.log(
@@ -87,13 +85,25 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
     }
 
 
-def resident_mb() -> float | None:
-    """This process's resident memory in MB (Linux), or None where /proc is not there."""
+PEAK_MEMORY = """
+import resource, sys
+from distillc_runtime.generate import Generator
+Generator(sys.argv[1]).predict_batch(sys.argv[2:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_memory_mb(model: Path, texts: list[str]) -> float | None:
+    """Peak resident memory of a fresh process that loads the variant and answers one full batch: the
+    model as the runtime holds it, with Python, onnxruntime and the tokenizer (what a deployment must
+    request, before the web server's share). On the CPU; None where it cannot be measured."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except OSError:
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_MEMORY, str(model), *texts], capture_output=True, text=True, timeout=600
+        )
+        return round(int(done.stdout.split()[-1]) / 1024, 1) if done.returncode == 0 else None  # KiB on Linux
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
         return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def one_at_a_time(generator: Any, texts: list[str]) -> tuple[list[str], list[float]]:
