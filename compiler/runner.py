@@ -56,7 +56,21 @@ def stage_components(stage: ModuleType, spec: SpecIR, needed: dict[str, StageRec
         parts[f"spec.{name}"] = canonical_sha256(cache_view(spec.slice(name)))
     for name in stage.NEEDS:
         parts[f"artifact.{name}"] = needed[name].digest
+    for name in getattr(stage, "SOURCES", ()):
+        parts[f"source.{name}"] = source_digest(name)
     return parts
+
+
+def source_digest(module: str) -> str:
+    """sha256 of the code a stage's output is made from (a package's or module's files, caches left out):
+    editing the runtime that verify scores with, or the templates a package is rendered from, is a miss."""
+    import importlib
+
+    origin = Path(importlib.import_module(module).__file__ or "")
+    if origin.name != "__init__.py":
+        return canonical_sha256({origin.name: origin.read_text(encoding="utf-8")})
+    files = {k: v for k, v in tree_files(origin.parent).items() if "__pycache__" not in k and not k.endswith(".pyc")}
+    return canonical_sha256(files)
 
 
 def run_stages(

@@ -91,3 +91,25 @@ def test_until_and_force(tmp_path: Path) -> None:
     forced = records(spec, tmp_path / "build", graph(), force=("a",))
     assert calls == ["a", "c"]  # a re-ran; same output, so b stays cached
     assert forced["a"].reason == "forced"
+
+
+def test_editing_code_a_stage_runs_with_reruns_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage's SOURCES (the runtime verify scores with, the templates a package renders) are in its key:
+    an edit is a miss that names the code, a compiled cache file beside it is not."""
+    package = tmp_path / "code" / "stagecode"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "server.py").write_text("LIMIT = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    stages = graph()
+    stages[1].SOURCES = ("stagecode",)
+    spec = write(tmp_path, VALID)
+    first = records(spec, tmp_path / "build", stages)
+    previous = {name: {"components": r.components} for name, r in first.items()}
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "server.cpython-311.pyc").write_bytes(b"\0")
+    assert {r.status for r in records(spec, tmp_path / "build", stages).values()} == {"hit"}
+    (package / "server.py").write_text("LIMIT = 2\n")
+    second = records(spec, tmp_path / "build", stages, previous=previous)
+    assert calls == ["b"]  # b wrote the same bytes as before, so c, keyed on them, is still a hit
+    assert second["b"].reason == "changed: source.stagecode" and second["c"].status == "hit"

@@ -45,6 +45,8 @@ READS = (
     "export.target",
 )
 NEEDS = ("train", "evaluate")
+# Code besides this module whose changes change the output (see distillc.runner.source_digest).
+SOURCES = ("distillc.quantize", "distillc.fused_export", "distillc_runtime")
 
 
 def variant_dir(export_artifact: Path, variant: str) -> Path:

@@ -28,6 +28,8 @@ NAME = "verify"
 VERSION = 3
 READS = ("task", "evaluation.metric", "export.quantization", "export.target", "deploy.max_batch_size")
 NEEDS = ("export", "split")
+# Code besides this module whose changes change the output (see distillc.runner.source_digest).
+SOURCES = ("distillc_runtime",)
 
 
 def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
