@@ -56,14 +56,16 @@ def stage_components(stage: ModuleType, spec: SpecIR, needed: dict[str, StageRec
         parts[f"spec.{name}"] = canonical_sha256(cache_view(spec.slice(name)))
     for name in stage.NEEDS:
         parts[f"artifact.{name}"] = needed[name].digest
-    for name in getattr(stage, "SOURCES", ()):
-        parts[f"source.{name}"] = source_digest(name)
+    for name in (stage.__name__ if getattr(stage, "__file__", None) else None, *getattr(stage, "SOURCES", ())):
+        if name:
+            parts[f"source.{name}"] = source_digest(name)
     return parts
 
 
 def source_digest(module: str) -> str:
-    """sha256 of the code a stage's output is made from (a package's or module's files, caches left out):
-    editing the runtime that verify scores with, or the templates a package is rendered from, is a miss."""
+    """sha256 of the code a stage's output is made from (its own module, and a package's or module's
+    files it names in SOURCES, caches left out): editing the stage, the runtime that verify scores with,
+    or the templates a package is rendered from, is a miss."""
     import importlib
 
     origin = Path(importlib.import_module(module).__file__ or "")

@@ -94,7 +94,8 @@ def test_int8_and_int4_variants_are_exported_scored_and_one_ships(tmp_path: Path
     for variant in verify["variants"]:
         assert variant["drop"] == round(fp32["score"] - variant["score"], 6)
         assert variant["batch"]["size"] == result.spec.deploy.max_batch_size and variant["batch"]["inputs_per_s"] > 0
-        assert variant["memory_mb"] > 30  # a process's peak: Python and onnxruntime, at the least
+        # A fresh process's peak: Python and onnxruntime at the least, and nothing of this (torch-laden) one.
+        assert 30 < variant["memory_mb"] < 400
     assert (result.package_dir / "model" / "prefill.onnx").exists() == (shipped["name"] == "int8")
     memory = yaml.safe_load((result.package_dir / "k8s" / "deployment.yaml").read_text())
     requested = memory["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"]

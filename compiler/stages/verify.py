@@ -87,11 +87,14 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
     }
 
 
+# VmHWM, not getrusage's ru_maxrss: on Linux the latter keeps the high-water mark of the process before
+# exec, here the whole compiler with torch loaded.
 PEAK_MEMORY = """
-import resource, sys
+import sys
+from pathlib import Path
 from distillc_runtime.generate import Generator
 Generator(sys.argv[1]).predict_batch(sys.argv[2:])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:")))
 """
 
 
