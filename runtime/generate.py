@@ -122,6 +122,28 @@ class Generator:
 
     def answer_prompts(self, prompts: list[list[int]], max_new_tokens: int | None = None) -> list[tuple[str, int]]:
         """Each prompt's answer and how many tokens it took, from prompts tokenized by `prompt_ids`."""
+        answers: list[tuple[str, int]] = [("", 0)] * len(prompts)
+        for group in self.length_groups(prompts):
+            for i, answer in zip(group, self._answer([prompts[i] for i in group], max_new_tokens), strict=True):
+                answers[i] = answer
+        return answers
+
+    def length_groups(self, prompts: list[list[int]]) -> list[list[int]]:
+        """Which prompts run together. The portable graph left-pads a batch to its longest prompt, so one
+        long prompt would make short ones pay for its length: there, prompts run in groups whose longest
+        is at most twice the shortest. The fused graph prefills each row alone and attends over each
+        row's own length: one group."""
+        if self.layout.shared:
+            return [list(range(len(prompts)))]
+        groups: list[list[int]] = []
+        for i in sorted(range(len(prompts)), key=lambda i: len(prompts[i])):
+            if groups and len(prompts[i]) <= 2 * len(prompts[groups[-1][0]]):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
+    def _answer(self, prompts: list[list[int]], max_new_tokens: int | None) -> list[tuple[str, int]]:
         if self.labels is not None:
             labels = [state.label for state in self.classify_batch(prompts)]
             return [(self.labels.texts[i], len(self.labels.sequences[i])) for i in labels]

@@ -133,6 +133,24 @@ def test_a_prefill_graph_runs_the_prompts_and_gives_the_same_tokens(
     assert chosen[-1] == ((len(prompts), 1), "prefill")
 
 
+def test_a_long_prompt_does_not_make_short_ones_pay_for_its_padding(
+    exported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generator = Generator(exported)
+    short = [generator.prompt_ids(t) for t in ("good", "bad kettle", "fine")]
+    long = generator.prompt_ids(" ".join(["the kettle was lovely and the price was fair"] * 12))
+    alone = [generator.predict(t, 4) for t in ("good", "bad kettle", "fine")]
+    seen = passes(generator, monkeypatch)
+    together = generator.answer_prompts([short[0], long, short[1], short[2]], 4)
+    assert [text for text, _ in together][:1] + [text for text, _ in together][2:] == alone  # answers as alone
+    first_passes = [shape for shape in seen if shape[1] > 1]  # prefills
+    cached = len(generator.prefix_ids)
+    if generator.layout.shared:  # each row prefilled alone, at its own length
+        assert sorted(tokens for _, tokens in first_passes) == sorted(len(p) - cached for p in [*short, long])
+    else:  # the short prompts run together, padded only to the longest of them; the long one apart
+        assert sorted(first_passes) == sorted([(3, max(len(p) for p in short) - cached), (1, len(long) - cached)])
+
+
 def test_label_answers_come_from_the_label_set_in_one_pass(
     exported: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
