@@ -1,7 +1,7 @@
 """The package's server under load, over HTTP on 127.0.0.1: throughput and latency with micro-batching and
 without, and an overload run at twice the measured capacity.
 
-    python bench/serve_load.py build/review-sentiment/package [--requests 96] [--overload-s 15] [--out F]
+    python bench/serve_load.py build/review-sentiment/package [--requests 96] [--overload-s 15] [--inputs F] [--out F]
 
 For each mode (micro-batches of the package's deploy.max_batch_size, then batches of 1) the server is
 started as `python -m distillc_runtime serve` starts it, and closed-loop clients at concurrency 1, 4 and
@@ -34,9 +34,10 @@ def percentile(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else 0.0
 
 
-def texts() -> list[str]:
-    rows = (ROOT / "specs" / "data" / "reviews.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["text"] for line in rows]
+def texts(path: Path) -> list[str]:
+    """Inputs to send: a JSONL file's "input" or "text" fields."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row.get("input", row.get("text")) for row in rows]
 
 
 class Server:
@@ -111,10 +112,14 @@ def closed_loop(port: int, inputs: list[str], concurrency: int, requests: int, l
         thread.join()
     elapsed = time.perf_counter() - started
     ok = [seconds * 1000 for status, seconds, _ in results if status == 200]
+    statuses: dict[str, int] = {}
+    for status, _, _ in results:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
     return {
         "concurrency": concurrency,
         "requests": len(results),
         "ok": len(ok),
+        "by_status": statuses,
         "requests_per_s": round(len(ok) / elapsed, 1),
         "p50_ms": percentile(ok, 0.5),
         "p95_ms": percentile(ok, 0.95),
@@ -176,12 +181,13 @@ def main() -> int:
     parser.add_argument("--level-s", type=float, default=60.0, help="at most this long per level")
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--overload-s", type=float, default=15.0)
+    parser.add_argument("--inputs", type=Path, default=ROOT / "specs" / "data" / "reviews.jsonl")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     info = json.loads((args.package / "package.json").read_text(encoding="utf-8"))
     batch = int(info["deploy"].get("max_batch_size", 1))
     timeout_s = float(info["deploy"].get("request_timeout_s", 30.0))
-    inputs = texts()
+    inputs = texts(args.inputs)
     levels = [int(c) for c in args.concurrency.split(",")]
 
     rows = []

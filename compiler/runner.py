@@ -19,6 +19,7 @@ from distillc.artifacts import canonical_sha256, read_json, tree_files, write_js
 from distillc.errors import DistillcError
 from distillc.events import Event, Sink
 from distillc.spec.ir import SpecIR, cache_view
+from distillc.spec.view import stage_view
 
 META = "_meta.json"
 
@@ -173,7 +174,7 @@ def _run_one(
         shutil.rmtree(stale, ignore_errors=True)
     workdir = final.with_name(f".tmp-{key[:24]}-{os.getpid()}")
     workdir.mkdir(parents=True)
-    ctx = StageContext(spec, workdir, build_dir, emit, stage.NAME)
+    ctx = StageContext(stage_view(spec, stage.NAME, stage.READS), workdir, build_dir, emit, stage.NAME)
     started = time.perf_counter()
     try:
         run: Callable[..., dict[str, Any]] = stage.run

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import uvicorn
 
-    from distillc_runtime.server import create_app
+    from distillc_runtime.server import create_app, in_flight_limit
 
     deploy = json.loads((args.package_dir / "package.json").read_text(encoding="utf-8")).get("deploy", {})
     # uvicorn drains on SIGTERM, then restores this handler and raises the signal again: exit 0, the
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         log_level="info",
-        # Connections beyond the queue's worth (plus room for probes) get 503 from uvicorn itself.
-        limit_concurrency=int(deploy.get("max_queue", 64)) + 32,
+        # A last resort: the app's own limit (InFlightLimit) answers 429 well before uvicorn's 503.
+        limit_concurrency=4 * in_flight_limit(deploy),
         # SIGTERM: stop accepting, let requests in flight finish (each is bounded by its own timeout), exit 0.
         timeout_graceful_shutdown=float(deploy.get("request_timeout_s", 30.0)) + 5,
     )

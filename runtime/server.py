@@ -89,6 +89,41 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
+class InFlightLimit:
+    """ASGI middleware: at most `limit` requests in the app at once; the rest get 429 with Retry-After at
+    once, as a full queue does (uvicorn's own limit answers 503 with no hint of when to retry, so it is set
+    well above this one, as a last resort). Health probes and metrics are never refused: an orchestrator
+    must not restart a server for being busy."""
+
+    EXEMPT = ("/healthz", "/readyz", "/metrics")
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit, self.active = app, limit, 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            busy = JSONResponse(
+                status_code=429,
+                content={"detail": "too many requests in progress; retry shortly"},
+                headers={"Retry-After": "1"},
+            )
+            await busy(scope, receive, send)
+            return
+        self.active += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+def in_flight_limit(deploy: dict[str, Any]) -> int:
+    """Requests the app takes at once: a full queue's worth, plus room for those being answered."""
+    return int(deploy.get("max_queue", 64)) + 32
+
+
 def validation_problems(error: RequestValidationError) -> list[dict[str, Any]]:
     """Where and what, without the offending value (which may be megabytes, or someone else's data)."""
     problems = []
@@ -134,6 +169,7 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
     timeout_s = float(deploy.get("request_timeout_s", 30.0))
     app = FastAPI(title=info["name"], version=info.get("distillc_version", ""))
     app.add_middleware(BodyGuard, limit=int(deploy.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)))
+    app.add_middleware(InFlightLimit, limit=in_flight_limit(deploy))
     routes = {"/healthz", "/readyz", "/metrics", "/v1/predict", "/v1/chat/completions", "/v1/models"}
     app.add_middleware(RequestMetrics, metrics=metrics, routes=routes)  # outermost: sees 413s too
 

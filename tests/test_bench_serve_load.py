@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import review_texts
+
 ROOT = Path(__file__).parent.parent
 
 
 @pytest.mark.slow
 def test_serve_load_measures_both_modes_and_the_overload(tiny_package: Path, tmp_path: Path) -> None:
-    out = tmp_path / "load.json"
+    out, inputs = tmp_path / "load.json", tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"input": t}) + "\n" for t in review_texts(40)))  # within the tiny limit
     command = [sys.executable, str(ROOT / "bench" / "serve_load.py"), str(tiny_package), "--out", str(out)]
+    command += ["--inputs", str(inputs)]
     command += ["--requests", "24", "--concurrency", "1,4", "--overload-s", "4", "--level-s", "30"]
     subprocess.run(command, check=True, timeout=600)
     result = json.loads(out.read_text())

@@ -92,6 +92,21 @@ def test_the_generating_teacher_is_part_of_the_inputs_key(tmp_path: Path, tiny_m
     assert cache_view(load_spec(spec).inputs) != before
 
 
+def test_generated_inputs_do_not_depend_on_how_many_requests_run_at_once(tmp_path: Path, tiny_model: Path) -> None:
+    """max_concurrency stays out of cache keys (it only sets speed), so it must not change what is
+    generated: rounds have a fixed size, whatever runs in parallel."""
+    generated = []
+    with FakeTeacher(writer) as teacher:
+        for concurrency in (1, 5):
+            folder = tmp_path / f"c{concurrency}"
+            folder.mkdir()
+            spec = generation_spec(folder, teacher.base_url, tiny_model, count=30)
+            set_teacher(spec, max_concurrency=concurrency)
+            record = api.build(spec, out=folder / "out", until="inputs").stage("inputs")
+            generated.append([r["input"] for r in read_jsonl(record.artifact / "inputs.jsonl")])
+    assert len(generated[0]) == 30 and generated[0] == generated[1]
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
@@ -173,16 +188,16 @@ def test_a_failed_generation_round_stops_and_a_rerun_goes_on_without_paying_twic
 
 def test_generation_cost_counts_against_the_budget_of_labeling(tmp_path: Path, tiny_model: Path) -> None:
     answer = lambda prompt: writer(prompt) if "new inputs" in prompt else "positive"  # noqa: E731
-    with FakeTeacher(answer, prompt_tokens=1000) as teacher:
+    with FakeTeacher(answer, prompt_tokens=1400) as teacher:
         spec = generation_spec(tmp_path, teacher.base_url, tiny_model, count=16)
         set_teacher(spec, price_per_1m_tokens={"input": 100})
         spec.write_text(spec.read_text() + "budget: {max_usd: 0.5}\n")
         with pytest.raises(DistillcError) as caught:
             api.build(spec, out=tmp_path / "out", until="label")
         inputs = api.build(spec, out=tmp_path / "out", until="inputs").stage("inputs").summary
-        assert teacher.requests == 4  # labeling sent nothing
-    # 4 generation requests billed 1,000 prompt tokens each at $100 per 1M: $0.40. Labeling 16 inputs is
+        assert teacher.requests == 3  # labeling sent nothing
+    # 3 generation requests billed 1,400 prompt tokens each at $100 per 1M: $0.42. Labeling 16 inputs is
     # estimated at about $0.16 more: over the $0.50, refused before sending.
-    assert inputs["usd"] == pytest.approx(0.4) and inputs["usage"]["prompt_tokens"] == 4000
+    assert inputs["usd"] == pytest.approx(0.42) and inputs["usage"]["prompt_tokens"] == 4200
     assert caught.value.code == "E502"
-    assert "after $0.4000 spent generating inputs" in caught.value.message
+    assert "after $0.4200 spent generating inputs" in caught.value.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,48 @@ def test_editing_code_a_stage_runs_with_reruns_it(tmp_path: Path, monkeypatch: p
     second = records(spec, tmp_path / "build", stages, previous=previous)
     assert calls == ["b"]  # b wrote the same bytes as before, so c, keyed on them, is still a hit
     assert second["b"].reason == "changed: source.stagecode" and second["c"].status == "hit"
+
+
+def test_a_stage_that_reads_an_undeclared_field_fails_and_commits_nothing(tmp_path: Path) -> None:
+    from distillc.spec.view import UndeclaredRead
+
+    sneaky = make_stage("a", ("student",), ())
+    declared = sneaky.run
+
+    def run(ctx: StageContext, **artifacts: Path) -> dict[str, Any]:
+        ctx.spec.deploy.port  # noqa: B018 - the read itself is the point: deploy is not in READS
+        return declared(ctx, **artifacts)
+
+    sneaky.run = run
+    with pytest.raises(UndeclaredRead, match="stage 'a' read spec field 'deploy', which is not in its READS"):
+        records(write(tmp_path, VALID), tmp_path / "build", (sneaky,))
+    assert not list((tmp_path / "build" / "cache").rglob("out.txt"))
+
+
+def test_the_stage_list_is_checked() -> None:
+    from distillc.graph import STAGES, check, resolves
+
+    check(STAGES)
+    assert resolves("inputs.generate.count") and resolves("spec_path") and not resolves("deploy.port.x")
+    a, b = make_stage("a", ("student",), ()), make_stage("b", ("deploy",), ("a",))
+    with pytest.raises(ValueError, match="needs \\['a'\\], which do not run before it"):
+        check((b, a))
+    with pytest.raises(ValueError, match="listed twice"):
+        check((a, a))
+    with pytest.raises(ValueError, match="reads \\['deploy.nope'\\]"):
+        check((make_stage("c", ("deploy.nope",), ()),))
+
+
+def test_fields_a_stage_reads_through_helpers_are_in_its_key(tmp_path: Path) -> None:
+    """verify builds the TensorRT profile (student.max_seq_len, deploy.max_new_tokens) for tensorrt
+    packages: changing either must re-run it, not serve a verify of the old profile."""
+    from distillc.runner import stage_components
+    from distillc.stages import verify
+
+    base = load_spec(write(tmp_path, VALID))
+    for field, value in (("student.max_seq_len", 77), ("deploy.max_new_tokens", 9)):
+        part, name = field.split(".")
+        changed = replace(base, **{part: replace(getattr(base, part), **{name: value})})
+        done = {n: types.SimpleNamespace(digest="d") for n in verify.NEEDS}
+        before, after = stage_components(verify, base, done), stage_components(verify, changed, done)  # type: ignore[arg-type]
+        assert [k for k in before if before[k] != after[k]] == [f"spec.{field}"]

@@ -23,7 +23,9 @@ from distillc.teacher.openai_client import Spending
 
 NAME = "inputs"
 VERSION = 2  # 2: generated inputs record what they cost (teacher_spent.json)
-READS = ("inputs",)
+# task, teacher and budget: generated inputs are the teacher's answers to prompts made from the task's
+# examples, within the budget.
+READS = ("inputs", "task", "teacher", "budget")
 NEEDS: tuple[str, ...] = ()
 MAX_CHARS = 20_000
 SPENT = "teacher_spent.json"

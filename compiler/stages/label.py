@@ -21,7 +21,7 @@ from distillc.teacher.prompts import label_messages, reask_messages
 
 NAME = "label"
 VERSION = 2  # 2: invalid answers re-asked once; dead letters hold failures and rejections
-READS = ("task", "teacher")
+READS = ("task", "teacher", "budget")
 NEEDS = ("inputs",)
 
 

@@ -21,7 +21,17 @@ from distillc_runtime.providers import TENSORRT_CONFIG
 
 NAME = "package"
 VERSION = 2
-READS = ("name", "task", "deploy", "student.base_model", "student.max_seq_len", "evaluation.min_score", "export")
+# spec_path: the package's README names the spec file it was built from.
+READS = (
+    "name",
+    "spec_path",
+    "task",
+    "deploy",
+    "student.base_model",
+    "student.max_seq_len",
+    "evaluation.min_score",
+    "export",
+)
 NEEDS = ("export", "verify")
 # Code besides this module whose changes change the output (see distillc.runner.source_digest).
 SOURCES = ("distillc_runtime", "distillc.templates")

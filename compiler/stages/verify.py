@@ -26,7 +26,16 @@ from distillc_runtime.providers import provider_name, providers_for, runs_on_tar
 
 NAME = "verify"
 VERSION = 3
-READS = ("task", "evaluation.metric", "export.quantization", "export.target", "deploy.max_batch_size")
+READS = (
+    "task",
+    "evaluation.metric",
+    "export.quantization",
+    "export.target",
+    "deploy.max_batch_size",
+    # The TensorRT profile a tensorrt package is verified with covers these lengths.
+    "student.max_seq_len",
+    "deploy.max_new_tokens",
+)
 NEEDS = ("export", "split")
 # Code besides this module whose changes change the output (see distillc.runner.source_digest).
 SOURCES = ("distillc_runtime",)

@@ -1,9 +1,11 @@
 """Write new inputs with the teacher: few-shot prompts from the task's examples, parsed, deduplicated.
 
-Requests go out in rounds of `max_concurrency`. Each request shows 3-5 examples, rotated and shuffled by
-the seed, plus up to two inputs generated earlier (as Self-Instruct does) so later rounds spread out.
-Every answer is journaled like labels: a re-run after a crash replays the same rounds from the journal
-and pays only for what was never answered.
+Requests go out in rounds of as many as could fill the count, at most ROUND_SIZE: numbers of the spec
+alone, so what is generated never depends on how many requests run at once (`max_concurrency` of each
+round are in flight). Each request shows 3-5 examples,
+rotated and shuffled by the seed, plus up to two inputs generated earlier (as Self-Instruct does) so
+later rounds spread out. Every answer is journaled like labels: a re-run after a crash replays the same
+rounds from the journal and pays only for what was never answered.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from distillc.teacher.openai_client import Spending, stop_if_over_budget
 Messages = list[dict[str, str]]
 MAX_CHARS = 2000
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
+
+ROUND_SIZE = 8
 
 
 @dataclass
@@ -137,10 +141,10 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink, spending: Spending | No
     for example in gen.example_inputs:
         examples.add(example)
     result = Generated()
-    round_size = max(1, spec.teacher.max_concurrency)
     while len(result.inputs) < gen.count and result.requests < gen.max_requests:
         batch = []
-        for _ in range(min(round_size, gen.max_requests - result.requests)):
+        needed = -(-(gen.count - len(result.inputs)) // gen.per_request)  # requests that could fill the count
+        for _ in range(min(ROUND_SIZE, needed, gen.max_requests - result.requests)):
             m = messages(gen, rng, result.inputs)
             batch.append((request_key(model_id, m, params | {"round_seed": rng.random()}), m))
         result.requests += len(batch)
