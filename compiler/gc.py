@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillc.artifacts import read_json
+from distillc.cache import TRASH, discard
 from distillc.errors import DistillcError
 from distillc.lock import build_lock
 
@@ -43,5 +44,5 @@ def collect(build_dir: Path, dry_run: bool = False) -> Collected:
             result.freed_bytes += sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
             result.removed.append(entry)
             if not dry_run:
-                shutil.rmtree(entry)
+                shutil.rmtree(entry) if entry.parent.name == TRASH else discard(entry)
     return result

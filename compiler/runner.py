@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from distillc.artifacts import canonical_sha256, read_json, tree_files, write_json
+from distillc.cache import commit, damage, discard, file_stats
 from distillc.errors import DistillcError
 from distillc.events import Event, Sink
 from distillc.spec.ir import SpecIR, cache_view
@@ -92,12 +93,16 @@ def run_stages(
             raise DistillcError("E201", f"unknown stage '{name}'", help="stages: " + ", ".join(names))
     done: dict[str, StageRecord] = {}
     for stage in stages:
-        key, final, components, cached = _lookup(stage, spec, build_dir, done)
+        key, final, components, cached, damaged = _lookup(stage, spec, build_dir, done)
         if cached and stage.NAME not in force:
             record = cached
             emit(Event("stage_done", stage.NAME, "cached", {"key": key, "status": "hit"}))
         else:
-            reason = "forced" if stage.NAME in force else miss_reason(components, (previous or {}).get(stage.NAME))
+            reason = (
+                "forced"
+                if stage.NAME in force
+                else damaged or miss_reason(components, (previous or {}).get(stage.NAME))
+            )
             emit(Event("stage_start", stage.NAME, f"running ({reason})", {"key": key, "reason": reason}))
             record = _run_one(stage, spec, build_dir, emit, key, final, components, done, reason)
             emit(Event("stage_done", stage.NAME, f"{record.seconds:.1f}s", {"seconds": record.seconds}))
@@ -118,25 +123,30 @@ def plan_stages(
         if waiting:
             rows.append((stage.NAME, "to run", f"after {', '.join(waiting)}"))
             continue
-        _, _, components, cached = _lookup(stage, spec, build_dir, done)
+        _, _, components, cached, damaged = _lookup(stage, spec, build_dir, done, repair=False)
         if cached:
             done[stage.NAME] = cached
             rows.append((stage.NAME, "cached", ""))
         else:
-            rows.append((stage.NAME, "to run", miss_reason(components, (previous or {}).get(stage.NAME))))
+            rows.append((stage.NAME, "to run", damaged or miss_reason(components, (previous or {}).get(stage.NAME))))
     return rows
 
 
 def _lookup(
-    stage: ModuleType, spec: SpecIR, build_dir: Path, done: dict[str, StageRecord]
-) -> tuple[str, Path, dict[str, str], StageRecord | None]:
-    """The stage's key, artifact folder and key parts, and its record when the artifact is cached."""
+    stage: ModuleType, spec: SpecIR, build_dir: Path, done: dict[str, StageRecord], repair: bool = True
+) -> tuple[str, Path, dict[str, str], StageRecord | None, str]:
+    """The stage's key, artifact folder and key parts; its record when the artifact is cached and intact,
+    else why not. A damaged artifact is discarded (`repair`; `plan` only reports it)."""
     components = stage_components(stage, spec, done)
     key = canonical_sha256({"stage": stage.NAME, **components})
     final = build_dir / "cache" / stage.NAME / key[:24]
     if not (final / META).exists():
-        return key, final, components, None
+        return key, final, components, None, ""
     meta = read_json(final / META)
+    if problem := damage(final, meta):
+        if repair:
+            discard(final)
+        return key, final, components, None, f"cached artifact damaged ({problem})"
     record = StageRecord(
         stage.NAME,
         key,
@@ -149,7 +159,7 @@ def _lookup(
         meta.get("summary", {}),
         meta.get("files", {}),
     )
-    return key, final, components, record
+    return key, final, components, record, ""
 
 
 def miss_reason(components: dict[str, str], previous: dict[str, Any] | None) -> str:
@@ -192,12 +202,11 @@ def _run_one(
             "key": key,
             "digest": digest,
             "files": files,
+            "stat": file_stats(workdir, files),
             "summary": summary,
             "seconds": seconds,
             "components": components,
         },
     )
-    if final.exists():
-        shutil.rmtree(final)  # a forced re-run replaces the old artifact
-    os.replace(workdir, final)
+    commit(workdir, final)  # a forced re-run replaces the old artifact
     return StageRecord(stage.NAME, key, "miss", reason, seconds, final, digest, components, summary, files)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 from dataclasses import replace
 from pathlib import Path
@@ -159,3 +160,45 @@ def test_fields_a_stage_reads_through_helpers_are_in_its_key(tmp_path: Path) -> 
         done = {n: types.SimpleNamespace(digest="d") for n in verify.NEEDS}
         before, after = stage_components(verify, base, done), stage_components(verify, changed, done)  # type: ignore[arg-type]
         assert [k for k in before if before[k] != after[k]] == [f"spec.{field}"]
+
+
+def test_a_damaged_cached_artifact_is_never_a_hit(tmp_path: Path) -> None:
+    """A hit re-checks what it committed: sizes and mtimes first, the sha256 where those moved."""
+    spec, build = write(tmp_path, VALID), tmp_path / "build"
+    first = records(spec, build, graph())
+    out = first["b"].artifact / "out.txt"
+    original = out.read_bytes()
+    stat = out.stat()
+    os.utime(out, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, same bytes: still a hit
+    assert {r.status for r in records(spec, build, graph()).values()} == {"hit"}
+    out.write_bytes(original.upper())  # same size, other bytes
+    again = records(spec, build, graph())
+    assert calls == ["b"] and again["b"].reason == "cached artifact damaged (out.txt changed)"
+    assert again["b"].artifact.joinpath("out.txt").read_bytes() == original  # rebuilt, not trusted
+    again["a"].artifact.joinpath("out.txt").unlink()  # half-deleted, as a killed gc would leave it
+    third = records(spec, build, graph())
+    assert calls == ["a"] and third["a"].reason == "cached artifact damaged (out.txt is missing)"
+
+
+def test_a_kill_while_forcing_or_collecting_leaves_no_half_artifact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folders leave the cache by one rename into .trash before they are deleted: a kill during the
+    delete leaves debris there, and the stage's next lookup is a miss, never a half-deleted hit."""
+    from distillc import cache
+
+    spec, build = write(tmp_path, VALID), tmp_path / "build"
+    first = records(spec, build, graph())
+    killed = RuntimeError("killed while deleting")
+
+    def dies(path: Path, ignore_errors: bool = False) -> None:
+        next(iter(Path(path).rglob("*"))).unlink()  # part of the folder is gone when the kill comes
+        raise killed
+
+    monkeypatch.setattr(cache.shutil, "rmtree", dies)
+    with pytest.raises(RuntimeError, match="killed while deleting"):
+        cache.discard(first["b"].artifact)
+    monkeypatch.undo()
+    assert not first["b"].artifact.exists() and list((build / "cache" / cache.TRASH).iterdir())
+    again = records(spec, build, graph())
+    assert calls == ["b"] and again["b"].status == "miss"
