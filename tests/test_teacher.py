@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,6 +83,9 @@ def test_invalid_answers_are_reasked_once_then_dead_lettered_never_trained_on(tm
         result = api.build(spec, out=tmp_path / "out", until="label")
         sent = teacher.requests
         reasks = [b for b in teacher.bodies if "not valid" in b["messages"][-1]["content"]]
+        # A re-run (forced) pays for nothing: first answers and re-asks are both journaled.
+        again = api.build(spec, out=tmp_path / "out", until="label", force=("label",))
+        assert teacher.requests == sent
     summary = result.stage("label").summary
     battery, camera = (sum(word in t for t in texts) for word in ("battery", "camera"))
     assert battery > 0 and camera > 0
@@ -101,11 +105,6 @@ def test_invalid_answers_are_reasked_once_then_dead_lettered_never_trained_on(tm
     )
     labeled = (result.stage("label").artifact / "labeled.jsonl").read_text()
     assert "camera" not in labeled
-    # A re-run pays for nothing: first answers and re-asks are both journaled.
-    with FakeTeacher(answer) as teacher:
-        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
-        again = api.build(spec, out=tmp_path / "out", until="label")
-        assert teacher.requests == 0
     assert again.stage("label").summary["labeled"] == summary["labeled"]
 
 
@@ -186,3 +185,19 @@ def test_failures_within_max_failed_share_are_dead_lettered_and_the_build_goes_o
     assert "HTTP 500: injected failure" in label.summary["dead_letter"][0]["reason"]
     dead = [line for line in (label.artifact / "dead_letter.jsonl").read_text().splitlines() if line]
     assert len(dead) == failing and all("camera" in line for line in dead)
+
+
+def test_a_changed_endpoint_reasks_and_says_why(tmp_path: Path, tiny_model: Path) -> None:
+    """The same model name at another base_url is another teacher: the journal of the first (a mock
+    server, say) is not replayed for the second, and the label stage says the teacher changed."""
+    texts = review_texts(12)
+    with FakeTeacher(sentiment) as mock, FakeTeacher(sentiment) as real:
+        spec = write_spec(tmp_path, base_url=mock.base_url, student=str(tiny_model), inputs=texts)
+        api.build(spec, out=tmp_path / "out", until="label")
+        assert mock.requests == len(texts)
+        spec.write_text(spec.read_text().replace(mock.base_url, real.base_url))
+        events: list[Any] = []
+        api.build(spec, out=tmp_path / "out", until="label", emit=events.append)
+        assert real.requests == len(texts) and mock.requests == len(texts)
+    started = [e for e in events if e.kind == "stage_start" and e.stage == "label"]
+    assert started and "changed: spec.teacher" in started[0].message

@@ -15,10 +15,12 @@ Messages = list[dict[str, str]]
 
 
 def identity(teacher: TeacherIR, task: TaskIR) -> tuple[str, dict[str, Any]]:
-    """(model id, parameters): with the messages, what an answer depends on, hence its journal key."""
+    """(model id, parameters): with the messages, what an answer depends on, hence its journal key. An
+    endpoint's model is named with its endpoint: the same model name behind a mock server and behind the
+    real provider are different teachers, and answers from one are never replayed for the other."""
     if teacher.provider == "local":
         return f"local:{teacher.model}", local.params(teacher, task)
-    return teacher.model, openai_client.params(teacher, task)
+    return f"{teacher.model}@{teacher.base_url.rstrip('/')}", openai_client.params(teacher, task)
 
 
 def complete(
