@@ -44,3 +44,18 @@ def build_lock(build_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def lock_holder(build_dir: Path) -> str | None:
+    """The pid of the build running in `build_dir` ("" when it did not say), or None when none is; a
+    look that takes no lock and creates nothing."""
+    path = build_dir / ".lock"
+    if fcntl is None or not path.exists():
+        return None
+    with path.open("r", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip()
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None

@@ -3,11 +3,18 @@
 Nothing is sent to the teacher and nothing is trained. With `inputs.source` the inputs stage runs (it
 only reads the file) so that the requests priced are the real ones; inputs still to be generated are
 priced from the generation prompts, with the task's example inputs standing in for the unseen ones.
+
+A plan is read-only and safe beside a running build: it reads the journal without touching it, runs an
+uncached inputs stage in a folder of its own rather than the build's cache, and says when a build holds
+the folder's lock (its figures are then those from before that build).
 """
 
 from __future__ import annotations
 
+import atexit
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,14 +23,15 @@ from distillc.api import default_build_dir, previous_stages
 from distillc.artifacts import read_jsonl
 from distillc.events import Sink, null_sink
 from distillc.graph import STAGES
-from distillc.runner import plan_stages, run_stages
+from distillc.lock import lock_holder
+from distillc.runner import StageRecord, cached_records, plan_stages, run_stages
 from distillc.spec import SpecIR, load_spec
 from distillc.stages.inputs import spent_usd
 from distillc.stages.label import teacher_requests, unanswered
 from distillc.teacher.cost import Estimate, TokenCounter, estimate, generation_answer_tokens, usd
 from distillc.teacher.generation import generation_teacher
 from distillc.teacher.generation import messages as generation_messages
-from distillc.teacher.journal import Journal, journal_path
+from distillc.teacher.journal import journal_path, read_entries
 from distillc.teacher.prompts import label_messages
 
 
@@ -59,14 +67,20 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     previous = previous_stages(build_dir)
     inputs = None
     if spec.inputs.mode == "source":  # reading the source file is free: price the real requests
-        [inputs] = run_stages(STAGES, spec, build_dir, emit, previous, until="inputs")
-    rows = plan_stages(STAGES, spec, build_dir, previous)
+        inputs = source_inputs(spec, build_dir, emit)
+    rows = plan_stages(STAGES, spec, build_dir, previous, known={"inputs": inputs} if inputs else None)
     result = Plan(spec, build_dir, rows)
+    if (holder := lock_holder(build_dir)) is not None:
+        result.notes.append(
+            f"a build is running in {build_dir}" + (f" (pid {holder})" if holder else "")
+            + ": this plan shows the folder as it was before that build"
+        )  # fmt: skip
     status = {name: state for name, state, _ in rows}
     if status["label"] == "cached":
         return result
     counter = TokenCounter(spec)
-    if status["inputs"] == "to run":  # inputs are to be generated: price generation and labeling unseen inputs
+    # Inputs still to be generated: price generating them, and labeling unseen inputs.
+    if inputs is None and status["inputs"] == "to run":
         result.teacher = _generation_estimate(spec, counter)
         result.notes.append(
             f"inputs: {spec.inputs.generate.count} to generate; labeling them is priced with the task's "  # type: ignore[union-attr]
@@ -74,18 +88,25 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
         )
         return result
     if inputs is None:  # generated inputs, cached: a hit, nothing is sent
-        [inputs] = run_stages(STAGES, spec, build_dir, emit, previous, until="inputs")
+        inputs = source_inputs(spec, build_dir, emit)
     requests = teacher_requests(spec, read_jsonl(inputs.artifact / "inputs.jsonl"))
-    path = journal_path(build_dir)
-    if path.exists():
-        with Journal(path) as journal:
-            pending = unanswered(requests, journal)
-    else:
-        pending = requests
+    pending = unanswered(requests, read_entries(journal_path(build_dir)))
     result.journaled = len(requests) - len(pending)
     result.spent_usd = spent_usd(inputs.artifact)
     result.teacher = estimate(spec, counter, [m for _, m in pending])
     return result
+
+
+def source_inputs(spec: SpecIR, build_dir: Path, emit: Sink) -> StageRecord:
+    """The inputs stage's record: the build's cached artifact when there is one, else the stage run in a
+    scratch folder, so the build's cache (which a running build may be writing) is never touched."""
+    cached = {name: record for name, record in cached_records(STAGES[:1], spec, build_dir) if name == "inputs"}
+    if "inputs" in cached:
+        return cached["inputs"]
+    scratch = Path(tempfile.mkdtemp(prefix="distillc-plan-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    [record] = run_stages(STAGES, spec, scratch, emit, None, until="inputs")
+    return record
 
 
 def _generation_estimate(spec: SpecIR, counter: TokenCounter) -> Estimate:

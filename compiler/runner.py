@@ -112,10 +112,31 @@ def run_stages(
             return
 
 
+def cached_records(stages: tuple[ModuleType, ...], spec: SpecIR, build_dir: Path) -> list[tuple[str, StageRecord]]:
+    """The intact cached records of `stages`, in order, up to the first that is not cached; read-only."""
+    done: dict[str, StageRecord] = {}
+    found = []
+    for stage in stages:
+        if any(name not in done for name in stage.NEEDS):
+            break
+        _, _, _, cached, _ = _lookup(stage, spec, build_dir, done, repair=False)
+        if cached is None:
+            break
+        done[stage.NAME] = cached
+        found.append((stage.NAME, cached))
+    return found
+
+
 def plan_stages(
-    stages: tuple[ModuleType, ...], spec: SpecIR, build_dir: Path, previous: dict[str, dict[str, Any]] | None = None
+    stages: tuple[ModuleType, ...],
+    spec: SpecIR,
+    build_dir: Path,
+    previous: dict[str, dict[str, Any]] | None = None,
+    known: dict[str, StageRecord] | None = None,
 ) -> list[tuple[str, str, str]]:
-    """(stage, "cached" | "to run", why) for each stage, without running any."""
+    """(stage, "cached" | "to run", why) for each stage, without running any. `known`: records of stages
+    the plan ran elsewhere (free ones, like reading inputs): stages after them are looked up as if they
+    had run here."""
     done: dict[str, StageRecord] = {}
     rows = []
     for stage in stages:
@@ -129,6 +150,8 @@ def plan_stages(
             rows.append((stage.NAME, "cached", ""))
         else:
             rows.append((stage.NAME, "to run", damaged or miss_reason(components, (previous or {}).get(stage.NAME))))
+            if known and stage.NAME in known:
+                done[stage.NAME] = known[stage.NAME]
     return rows
 
 

@@ -85,3 +85,64 @@ def test_budget_stops_new_requests_and_keeps_what_was_paid(tmp_path: Path, tiny_
         result = api.build(spec, out=tmp_path / "out", until="label")
         assert teacher.requests == len(texts)  # only the unsent ones went out
         assert result.stage("label").summary["usd"] == pytest.approx(len(texts) * 0.1, rel=0.05)
+
+
+def test_plan_beside_a_running_build_changes_nothing_and_says_a_build_is_running(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """A real build labels through a slow teacher while `plan` runs on the same folder: plan takes no
+    lock, leaves the journal's bytes (a half-written last answer included) and the cache as they were,
+    and says a build holds the folder; the build then finishes with every answer journaled."""
+    import threading
+    import time
+
+    from distillc.teacher.journal import journal_path, read_entries
+
+    texts = review_texts(16)
+    with FakeTeacher(sentiment, delay_s=1.0) as teacher:  # 16 s of labeling: plan runs well within it
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        set_teacher(spec, max_concurrency=1)
+        out = tmp_path / "out"
+        failures: list[BaseException] = []
+
+        def build() -> None:
+            try:
+                api.build(spec, out=out, until="label")
+            except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+                failures.append(error)
+
+        builder = threading.Thread(target=build)
+        builder.start()
+        journal = journal_path(out)
+        deadline = time.monotonic() + 60
+        while not (journal.exists() and len(read_entries(journal)) >= 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = journal.read_bytes()
+        result = plan(spec, out=out)
+        assert journal.read_bytes()[: len(before)] == before  # nothing truncated
+        assert any("a build is running" in note and "pid" in note for note in result.notes)
+        assert result.teacher is not None and 0 < result.teacher.requests < len(texts)
+        builder.join(timeout=120)
+    assert not failures, failures
+    assert len(read_entries(journal)) == len(texts)
+
+
+def test_plan_never_truncates_an_answer_a_build_is_writing(tmp_path: Path) -> None:
+    """The journal's last line may be an answer a build is still writing: plan reads around it and
+    leaves it, where opening the journal for writing would cut it off."""
+    from distillc.lock import build_lock
+    from distillc.teacher.journal import journal_path
+
+    (tmp_path / "inputs.txt").write_text("sure thing\nno way at all\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SMALL)
+    out = tmp_path / "out"
+    journal = journal_path(out)
+    journal.parent.mkdir(parents=True)
+    journal.write_bytes(b'{"key": "k1", "text": "yes", "usage": {}}\n{"key": "k2", "te')
+    before = journal.read_bytes()
+    with build_lock(out):  # as a running build holds it
+        result = plan(spec, out=out)
+    assert journal.read_bytes() == before
+    assert any("a build is running" in note for note in result.notes)
+    assert not (out / "cache").exists()  # the inputs stage ran in a scratch folder, not in the build's cache

@@ -5,6 +5,7 @@ Answers come from the journal when already paid for; only the missing ones are s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]
     return requests
 
 
-def unanswered(requests: list[Request], journal: Journal) -> list[Request]:
-    return list({key: (key, m) for key, m in requests if journal.get(key) is None}.values())
+def unanswered(requests: list[Request], answered: Journal | Mapping[str, Any]) -> list[Request]:
+    return list({key: (key, m) for key, m in requests if answered.get(key) is None}.values())
 
 
 def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:

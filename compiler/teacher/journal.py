@@ -30,20 +30,27 @@ def request_key(model: str, messages: list[dict[str, str]], params: dict[str, An
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def read_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """The journal's answers by key, read without changing the file (`plan` reads it while a build may
+    be appending to it)."""
+    entries: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        with path.open("rb") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # torn write from a crash, or one in progress: that response is re-requested
+                if isinstance(entry, dict) and "key" in entry:
+                    entries[entry["key"]] = entry
+    return entries
+
+
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.entries: dict[str, dict[str, Any]] = {}
+        self.entries = read_entries(path)
         self._lock = threading.Lock()
-        if path.exists():
-            with path.open("rb") as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        continue  # torn write from a crash: that response is simply re-requested
-                    if isinstance(entry, dict) and "key" in entry:
-                        self.entries[entry["key"]] = entry
         path.parent.mkdir(parents=True, exist_ok=True)
         _drop_torn_tail(path)
         self._file = path.open("ab")
