@@ -98,6 +98,7 @@ def main() -> int:
             latencies.append((time.perf_counter() - started) * 1000)
         reference = reference or answers
         results.append(row(name, statistics.median(rates[name]), latencies, answers, reference))
+        results[-1]["decode_rounds"] = [round(r, 1) for r in rates[name]]  # each round's rate, to see the spread
         print_row(results[-1])
     if args.http:
         package = args.build / "package"
@@ -110,8 +111,25 @@ def main() -> int:
     for line in skipped:
         print(f"skipped: {line}")
     out = args.out or args.build / "bench-decode.json"
-    out.write_text(json.dumps({"threads": args.threads, "inputs": len(texts), "engines": results}, indent=2))
+    ratios = round_ratios(rates)
+    for pair, values in ratios.items():
+        print(f"{pair}, per round: " + ", ".join(f"{v:.2f}x" for v in values))
+    summary = {"threads": args.threads, "inputs": len(texts), "engines": results, "round_ratios": ratios}
+    out.write_text(json.dumps(summary, indent=2))
     return 0
+
+
+PAIRS = (("package int8", "llama.cpp q8_0"), ("package fp32", "llama.cpp f32"), ("package fp32", "pytorch eager fp32"))
+
+
+def round_ratios(rates: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Decode rate ratios of engines measured in the same round: the rounds share the machine's slow
+    spells, so their ratios vary less than the medians' ratio tells."""
+    return {
+        f"{a} / {b}": [round(x / y, 3) for x, y in zip(rates[a], rates[b], strict=True)]
+        for a, b in PAIRS
+        if rates.get(a) and rates.get(b)
+    }
 
 
 def row(name: str, rate: float | None, latencies: list[float], answers: list[str], reference: list[str]) -> dict:

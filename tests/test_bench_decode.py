@@ -34,3 +34,6 @@ def test_bench_decode_measures_torch_every_variant_and_the_server(tmp_path: Path
         assert engine["outside_label_set"] == 0
         assert engine["label_p50_ms"] > 0 and (name == "package over HTTP" or engine["decode_tokens_per_s"] > 0)
     assert "skipped: llama.cpp (no --llama-cpp)" in done.stdout
+    assert all(len(engines[n]["decode_rounds"]) == 3 for n in engines if n != "package over HTTP")
+    ratios = results["round_ratios"]["package fp32 / pytorch eager fp32"]
+    assert len(ratios) == 3 and all(r > 0 for r in ratios)
