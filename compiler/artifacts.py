@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ def canonical_sha256(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def tree_files(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root`, by POSIX relative path."""
-    return {p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+def tree_files(root: Path, skip: Callable[[str], bool] | None = None) -> dict[str, str]:
+    """sha256 of every file under `root`, by POSIX relative path; files whose path `skip` accepts are
+    left out before they are read."""
+    files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+    return {name: file_sha256(path) for name, path in files.items() if not (skip and skip(name))}

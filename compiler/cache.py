@@ -79,7 +79,7 @@ def commit(workdir: Path, final: Path) -> None:
 
 def discard(folder: Path) -> None:
     """Take `folder` out of the cache at once (one rename), then delete it."""
-    trash = folder.parent.parent / TRASH if folder.parent.name != TRASH else folder.parent
+    trash = folder.parent.parent / TRASH  # cache/<stage>/<key> -> cache/.trash
     trash.mkdir(parents=True, exist_ok=True)
     moved = trash / f"{folder.parent.name}-{folder.name}-{os.getpid()}-{time.monotonic_ns()}"
     os.replace(folder, moved)

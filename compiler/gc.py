@@ -44,5 +44,8 @@ def collect(build_dir: Path, dry_run: bool = False) -> Collected:
             result.freed_bytes += sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
             result.removed.append(entry)
             if not dry_run:
-                shutil.rmtree(entry) if entry.parent.name == TRASH else discard(entry)
+                if entry.parent.name == TRASH:  # debris of an earlier delete: already out of the cache
+                    shutil.rmtree(entry)
+                else:
+                    discard(entry)
     return result

@@ -24,8 +24,9 @@ from distillc.artifacts import read_jsonl
 from distillc.events import Sink, null_sink
 from distillc.graph import STAGES
 from distillc.lock import lock_holder
-from distillc.runner import StageRecord, cached_records, plan_stages, run_stages
+from distillc.runner import StageRecord, cached_record, plan_stages, run_stages
 from distillc.spec import SpecIR, load_spec
+from distillc.stages import inputs as inputs_stage
 from distillc.stages.inputs import spent_usd
 from distillc.stages.label import teacher_requests, unanswered
 from distillc.teacher.cost import Estimate, TokenCounter, estimate, generation_answer_tokens, usd
@@ -67,7 +68,7 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     previous = previous_stages(build_dir)
     inputs = None
     if spec.inputs.mode == "source":  # reading the source file is free: price the real requests
-        inputs = source_inputs(spec, build_dir, emit)
+        inputs = inputs_record(spec, build_dir, emit)
     rows = plan_stages(STAGES, spec, build_dir, previous, known={"inputs": inputs} if inputs else None)
     result = Plan(spec, build_dir, rows)
     if (holder := lock_holder(build_dir)) is not None:
@@ -88,7 +89,7 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
         )
         return result
     if inputs is None:  # generated inputs, cached: a hit, nothing is sent
-        inputs = source_inputs(spec, build_dir, emit)
+        inputs = inputs_record(spec, build_dir, emit)
     requests = teacher_requests(spec, read_jsonl(inputs.artifact / "inputs.jsonl"))
     pending = unanswered(requests, read_entries(journal_path(build_dir)))
     result.journaled = len(requests) - len(pending)
@@ -97,12 +98,11 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     return result
 
 
-def source_inputs(spec: SpecIR, build_dir: Path, emit: Sink) -> StageRecord:
+def inputs_record(spec: SpecIR, build_dir: Path, emit: Sink) -> StageRecord:
     """The inputs stage's record: the build's cached artifact when there is one, else the stage run in a
     scratch folder, so the build's cache (which a running build may be writing) is never touched."""
-    cached = {name: record for name, record in cached_records(STAGES[:1], spec, build_dir) if name == "inputs"}
-    if "inputs" in cached:
-        return cached["inputs"]
+    if cached := cached_record(inputs_stage, spec, build_dir):
+        return cached
     scratch = Path(tempfile.mkdtemp(prefix="distillc-plan-"))
     atexit.register(shutil.rmtree, scratch, True)
     [record] = run_stages(STAGES, spec, scratch, emit, None, until="inputs")

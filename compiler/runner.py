@@ -73,8 +73,7 @@ def source_digest(module: str) -> str:
     origin = Path(importlib.import_module(module).__file__ or "")
     if origin.name != "__init__.py":
         return canonical_sha256({origin.name: origin.read_text(encoding="utf-8")})
-    files = {k: v for k, v in tree_files(origin.parent).items() if "__pycache__" not in k and not k.endswith(".pyc")}
-    return canonical_sha256(files)
+    return canonical_sha256(tree_files(origin.parent, skip=lambda name: "__pycache__" in name or name.endswith(".pyc")))
 
 
 def run_stages(
@@ -112,19 +111,9 @@ def run_stages(
             return
 
 
-def cached_records(stages: tuple[ModuleType, ...], spec: SpecIR, build_dir: Path) -> list[tuple[str, StageRecord]]:
-    """The intact cached records of `stages`, in order, up to the first that is not cached; read-only."""
-    done: dict[str, StageRecord] = {}
-    found = []
-    for stage in stages:
-        if any(name not in done for name in stage.NEEDS):
-            break
-        _, _, _, cached, _ = _lookup(stage, spec, build_dir, done, repair=False)
-        if cached is None:
-            break
-        done[stage.NAME] = cached
-        found.append((stage.NAME, cached))
-    return found
+def cached_record(stage: ModuleType, spec: SpecIR, build_dir: Path) -> StageRecord | None:
+    """The intact cached record of a stage that needs no other, or None; read-only."""
+    return _lookup(stage, spec, build_dir, {}, repair=False)[3]
 
 
 def plan_stages(

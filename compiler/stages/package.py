@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 from distillc import __version__
-from distillc.artifacts import read_json, tree_files, write_json
+from distillc.artifacts import canonical_sha256, read_json, tree_files, write_json
 from distillc.render import render
 from distillc.runner import META, StageContext
 from distillc.runtime_lock import TENSORRT_LIBS, check_versions, lock_path
@@ -72,14 +70,13 @@ def image(target: str) -> dict[str, Any]:
     return {"base_image": PYTHON_IMAGE, "python": "python", "system_python": False, "tensorrt": False}
 
 
-def deployment(spec: Any, model_dir: Path, memory_mb: float | None) -> dict[str, Any]:
+def deployment(spec: Any, model_dir: Path, model_files: dict[str, str], memory_mb: float | None) -> dict[str, Any]:
     """What compose.yaml and the Kubernetes manifests need: an image tag tied to the model's bytes, the
     memory to request (the variant's measured peak, or its size on disk where it could not be measured,
     plus the web server's share), the grace period."""
-    digest = hashlib.sha256(json.dumps(tree_files(model_dir), sort_keys=True).encode()).hexdigest()[:12]
     model_mi = math.ceil(memory_mb or model_bytes(model_dir) / 2**20)
     return {
-        "image": f"{spec.name}:{digest}",
+        "image": f"{spec.name}:{canonical_sha256(model_files)[:12]}",
         "model_memory_mi": model_mi,
         "memory_mi": model_mi + SERVER_MEMORY_MI,
         "cpu": 1,
@@ -138,6 +135,7 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
         },
         "latency_ms_at_build": latency,
     }
+    model_files = tree_files(out / "model")  # hashed once: for the image tag and the manifest
     lock = requirements(spec.export.target)
     unverified = check_versions(lock)
     for line in unverified:
@@ -155,7 +153,7 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
         output_type=spec.task.output_type,
         labels=list(spec.task.labels),
         **image(spec.export.target),
-        **deployment(spec, out / "model", chosen.get("memory_mb")),
+        **deployment(spec, out / "model", model_files, chosen.get("memory_mb")),
     )
     for template, name in RENDERED:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +178,8 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
         ),
         encoding="utf-8",
     )
-    files = tree_files(out)
+    files = {f"model/{name}": digest for name, digest in model_files.items()}
+    files |= tree_files(out, skip=lambda name: name.startswith("model/"))
     write_json(out / "manifest.json", {"name": spec.name, "files": files})
     return {
         "variant": chosen["name"],

@@ -46,6 +46,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
 
     spec = ctx.spec
     holdout = read_jsonl(split / "holdout.jsonl")
+    texts = [item["input"] for item in holdout]
     names = ["fp32", *(v for v in spec.export.quantization if v != "fp32")]
     batch_size = spec.deploy.max_batch_size
     variants: list[dict[str, Any]] = []
@@ -55,10 +56,10 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         trt = tensorrt_config(model / "model.onnx", spec) if spec.export.target == "tensorrt" else None
         providers = providers_for(spec.export.target, model, trt)
         generator = Generator(model, providers=providers)
-        generator.predict(holdout[0]["input"])  # warm-up: first-run allocations are not request latency
-        outputs, latencies = one_at_a_time(generator, [item["input"] for item in holdout])
-        batched = in_batches(generator, [item["input"] for item in holdout], batch_size)
-        del generator
+        generator.predict(texts[0])  # warm-up: first-run allocations are not request latency
+        outputs, latencies = one_at_a_time(generator, texts)
+        batched = in_batches(generator, texts, batch_size)
+        del generator  # free this variant's sessions before the next one loads
         gc.collect()
         rows = [
             {"id": item["id"], "input": item["input"], "expected": item["output"], "output": output}
@@ -78,7 +79,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             "p50_ms": latency["p50"],
             "p95_ms": latency["p95"],
             "batch": batched,
-            "memory_mb": peak_memory_mb(model, [item["input"] for item in holdout][:batch_size]),
+            "memory_mb": peak_memory_mb(model, texts[:batch_size]),
         }
         variants.append(variant)
         ctx.log(
