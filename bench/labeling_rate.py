@@ -24,10 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from distillc.events import null_sink  # noqa: E402
-from distillc.spec.ir import TeacherIR  # noqa: E402
-from distillc.teacher import openai_client  # noqa: E402
+from distillc.spec.ir import (
+    TaskIR,  # noqa: E402
+    TeacherIR,  # noqa: E402
+)
+from distillc.teacher import client  # noqa: E402
 from distillc.teacher.journal import Journal  # noqa: E402
 from tests.fake_teacher import FakeTeacher  # noqa: E402
+
+TASK = TaskIR("Classify.", (), "label", ("positive", "negative"), "")
 
 
 def rate(teacher: TeacherIR, requests: int, tag: str) -> float:
@@ -37,7 +42,7 @@ def rate(teacher: TeacherIR, requests: int, tag: str) -> float:
     ]
     with tempfile.TemporaryDirectory() as folder, Journal(Path(folder) / "journal.jsonl") as journal:
         started = time.perf_counter()
-        failures = openai_client.complete(teacher, pending, journal, null_sink)
+        failures = client.connect(teacher, TASK, journal, null_sink, "label").complete(pending)
         elapsed = time.perf_counter() - started
         assert not failures and len(journal.entries) == requests, failures
     return requests / elapsed

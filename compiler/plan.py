@@ -27,8 +27,8 @@ from distillc.lock import lock_holder
 from distillc.runner import StageRecord, cached_record, plan_stages, run_stages
 from distillc.spec import SpecIR, load_spec
 from distillc.stages import inputs as inputs_stage
-from distillc.stages.inputs import spent_usd
 from distillc.stages.label import teacher_requests, unanswered
+from distillc.teacher.budget import spent_usd
 from distillc.teacher.cost import Estimate, TokenCounter, estimate, generation_answer_tokens, usd
 from distillc.teacher.generation import generation_teacher
 from distillc.teacher.generation import messages as generation_messages
@@ -44,7 +44,7 @@ class Plan:
     teacher: Estimate | None = None  # None when labeling is cached
     journaled: int = 0  # answers already paid for, not sent again
     notes: list[str] = field(default_factory=list)
-    spent_usd: float = 0.0  # paid already to generate the inputs; the budget covers it too
+    spent_usd: float = 0.0  # paid already, by every run in this build folder; the budget covers it too
 
     @property
     def over_budget(self) -> bool:
@@ -79,7 +79,9 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     status = {name: state for name, state, _ in rows}
     if status["label"] == "cached":
         return result
-    counter = TokenCounter(spec)
+    counter = TokenCounter(spec.teacher)
+    journaled = read_entries(journal_path(build_dir))
+    result.spent_usd = spent_usd(journaled.values())
     # Inputs still to be generated: price generating them, and labeling unseen inputs.
     if inputs is None and status["inputs"] == "to run":
         result.teacher = _generation_estimate(spec, counter)
@@ -91,9 +93,8 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     if inputs is None:  # generated inputs, cached: a hit, nothing is sent
         inputs = inputs_record(spec, build_dir, emit)
     requests = teacher_requests(spec, read_jsonl(inputs.artifact / "inputs.jsonl"))
-    pending = unanswered(requests, read_entries(journal_path(build_dir)))
+    pending = unanswered(requests, journaled)
     result.journaled = len(requests) - len(pending)
-    result.spent_usd = spent_usd(inputs.artifact)
     result.teacher = estimate(spec, counter, [m for _, m in pending])
     return result
 
@@ -155,7 +156,7 @@ def render(p: Plan) -> str:
             lines.append("cost:    no price set (teacher.price_per_1m_tokens)")
     lines += p.notes
     if p.spent_usd:
-        lines.append(f"spent:   ${p.spent_usd:.4f} generating the inputs")
+        lines.append(f"spent:   ${p.spent_usd:.4f} already, in this build folder's journal")
     if p.spec.budget.max_usd:
         verdict = "OVER BUDGET: build would refuse" if p.over_budget else "within budget"
         lines.append(f"budget:  ${p.spec.budget.max_usd:g}, {verdict}")

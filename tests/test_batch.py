@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from distillc import api
+from distillc.errors import DistillcError
 from distillc.teacher import batch as batch_api
+from distillc.teacher.budget import spent_usd
 from distillc.teacher.cost import usd
+from distillc.teacher.journal import journal_path, read_entries
 from tests.conftest import review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 
@@ -100,3 +103,22 @@ def test_plan_prices_batch_labeling_at_half(tmp_path: Path, tiny_model: Path) ->
     assert half.teacher is not None and full is not None
     assert half.teacher.usd == pytest.approx(full.usd / 2)
     assert "labels at half that (Batch API)" in render(half)
+
+
+def test_a_batch_submission_is_checked_against_what_remains_of_the_budget(tmp_path: Path, tiny_model: Path) -> None:
+    """Billed 10,000 prompt tokens a request at $10 per 1M, half price: $0.05 each, far over what the
+    prompts show. A batch of one shows it; then only what fits under the $0.33 cap is submitted, and the
+    next two runs submit nothing."""
+    texts = review_texts(20)
+    out = tmp_path / "out"
+    with FakeTeacher(sentiment, prompt_tokens=10_000) as teacher:
+        spec = batch_spec(tmp_path, teacher, tiny_model, texts, price_per_1m_tokens={"input": 10})
+        spec.write_text(spec.read_text() + "budget: {max_usd: 0.33}\n")
+        for _ in range(3):
+            with pytest.raises(DistillcError) as caught:
+                api.build(spec, out=out, until="label")
+            assert caught.value.code == "E503"
+            assert spent_usd(read_entries(journal_path(out)).values()) <= 0.33
+        sizes = [len(teacher.files[b["input_file_id"]].splitlines()) for b in teacher.batches.values()]
+    assert sizes[0] == 1 and len(sizes) == 2 and 4 <= sizes[1] <= 5  # $0.30 in all, or $0.25 for long prompts
+    assert teacher.requests == sum(sizes)

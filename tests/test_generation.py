@@ -200,4 +200,4 @@ def test_generation_cost_counts_against_the_budget_of_labeling(tmp_path: Path, t
     # estimated at about $0.16 more: over the $0.50, refused before sending.
     assert inputs["usd"] == pytest.approx(0.42) and inputs["usage"]["prompt_tokens"] == 4200
     assert caught.value.code == "E502"
-    assert "after $0.4200 spent generating inputs" in caught.value.message
+    assert "after $0.4200 already spent in this build folder" in caught.value.message

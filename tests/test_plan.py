@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from distillc import api, models
 from distillc.errors import DistillcError
 from distillc.plan import plan, render
+from distillc.teacher.budget import spent_usd
+from distillc.teacher.journal import journal_path, read_entries
 from tests.conftest import review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc
@@ -68,23 +71,37 @@ def test_plan_and_build_refuse_over_budget_before_sending(tmp_path: Path, tiny_m
         assert teacher.requests == 0
 
 
-def test_budget_stops_new_requests_and_keeps_what_was_paid(tmp_path: Path, tiny_model: Path) -> None:
+def test_the_budget_holds_across_runs_against_a_teacher_billing_far_over_the_estimate(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """The endpoint bills 10,000 prompt tokens a request at $10 per 1M, $0.10 each: about 150 times what
+    its prompts show. Three runs under a $0.35 cap spend $0.30 in all (the first answer shows how the
+    endpoint bills, before more go out), then the cap E503 suggests finishes the build."""
     texts = review_texts(20)
-    # The endpoint bills far more than estimated: 10,000 prompt tokens a request at $10 per 1M = $0.10 each.
+    out = tmp_path / "out"
     with FakeTeacher(sentiment, prompt_tokens=10_000) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
-        set_teacher(spec, max_concurrency=1, price_per_1m_tokens={"input": 10})
+        set_teacher(spec, max_concurrency=4, price_per_1m_tokens={"input": 10})
         base = spec.read_text()
         spec.write_text(base + "budget: {max_usd: 0.35}\n")
-        with pytest.raises(DistillcError) as caught:
-            api.build(spec, out=tmp_path / "out", until="label")
-        assert caught.value.code == "E503"
-        assert teacher.requests == 4  # $0.40 spent: the 4th reservation fit, the 5th did not
-        assert f"{len(texts) - 4} of {len(texts)} teacher requests were not sent" in caught.value.message
-        spec.write_text(base + "budget: {max_usd: 5}\n")
-        result = api.build(spec, out=tmp_path / "out", until="label")
+        errors = []
+        for _ in range(3):
+            with pytest.raises(DistillcError) as caught:
+                api.build(spec, out=out, until="label")
+            errors.append(caught.value)
+            assert spent_usd(read_entries(journal_path(out)).values()) <= 0.35
+        assert teacher.requests == 3  # $0.30: one alone, then two; a fourth would cross the cap
+        assert [e.code for e in errors] == ["E503"] * 3
+        assert "17 of 20 teacher requests were not sent; $0.3000 spent in all" in errors[0].message
+        assert "17 of 17 teacher requests were not sent; $0.3000 spent in all" in errors[2].message
+        suggested = float(re.search(r"budget.max_usd: ([0-9.]+) covers them", errors[2].help).group(1))
+        assert 0.30 + 17 * 0.10 <= suggested < 0.30 + 17 * 0.15
+        spec.write_text(base + f"budget: {{max_usd: {suggested}}}\n")
+        result = api.build(spec, out=out, until="label")
         assert teacher.requests == len(texts)  # only the unsent ones went out
-        assert result.stage("label").summary["usd"] == pytest.approx(len(texts) * 0.1, rel=0.05)
+    assert result.stage("label").summary["usd"] == pytest.approx(len(texts) * 0.1, rel=0.05)
+    spent = spent_usd(read_entries(journal_path(out)).values())
+    assert spent == pytest.approx(2.0) and spent <= suggested
 
 
 def test_plan_beside_a_running_build_changes_nothing_and_says_a_build_is_running(
@@ -95,8 +112,6 @@ def test_plan_beside_a_running_build_changes_nothing_and_says_a_build_is_running
     and says a build holds the folder; the build then finishes with every answer journaled."""
     import threading
     import time
-
-    from distillc.teacher.journal import journal_path, read_entries
 
     texts = review_texts(16)
     with FakeTeacher(sentiment, delay_s=1.0) as teacher:  # 16 s of labeling: plan runs well within it

@@ -16,19 +16,15 @@ from distillc.artifacts import write_jsonl
 from distillc.errors import DistillcError
 from distillc.events import Event
 from distillc.runner import StageContext
-from distillc.spec.ir import SpecIR
-from distillc.teacher.cost import Budget, TokenCounter, has_price
 from distillc.teacher.journal import Journal, journal_path
-from distillc.teacher.openai_client import Spending
 
 NAME = "inputs"
-VERSION = 2  # 2: generated inputs record what they cost (teacher_spent.json)
+VERSION = 3  # 3: what generating cost is counted from the journal, not from a file of the artifact
 # task, teacher and budget: generated inputs are the teacher's answers to prompts made from the task's
 # examples, within the budget.
 READS = ("inputs", "task", "teacher", "budget")
 NEEDS: tuple[str, ...] = ()
 MAX_CHARS = 20_000
-SPENT = "teacher_spent.json"
 REPORTED_PROBLEMS = 20
 
 
@@ -128,7 +124,7 @@ def _generate(ctx: StageContext) -> dict[str, Any]:
     gen = ctx.spec.inputs.generate
     assert gen is not None
     with Journal(journal_path(ctx.build_dir)) as journal:
-        result = generate(ctx.spec, journal, ctx.emit, _spending(ctx.spec))
+        result = generate(ctx.spec, journal, ctx.emit)
     if not result.inputs:
         raise DistillcError(
             "E404",
@@ -146,23 +142,5 @@ def _generate(ctx: StageContext) -> dict[str, Any]:
             )
         )
     write_jsonl(ctx.workdir / "inputs.jsonl", ({"id": input_id(t), "input": t} for t in result.inputs))
-    # What generating cost counts against budget.max_usd when labeling.
-    (ctx.workdir / SPENT).write_text(json.dumps({"usd": result.usd, "usage": result.usage}), encoding="utf-8")
     ctx.log(f"{len(result.inputs)} inputs generated in {result.requests} requests")
     return {**result.summary(), "kept": len(result.inputs)}
-
-
-def spent_usd(inputs: Path) -> float:
-    """Dollars the teacher was paid to generate these inputs (0 for inputs from a file)."""
-    path = inputs / SPENT
-    return float(json.loads(path.read_text(encoding="utf-8"))["usd"]) if path.exists() else 0.0
-
-
-def _spending(spec: SpecIR) -> Spending | None:
-    """The budget guard for generation requests, when there is a budget and a price."""
-    if not (spec.budget.max_usd and has_price(spec.teacher) and spec.teacher.provider == "openai"):
-        return None
-    from distillc.teacher.generation import cost_estimator
-
-    estimator = cost_estimator(spec, TokenCounter(spec))
-    return Spending(Budget(spec.teacher, spec.budget.max_usd), estimator)

@@ -13,20 +13,18 @@ from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.errors import DistillcError
 from distillc.runner import StageContext
 from distillc.spec.ir import SpecIR
-from distillc.stages.inputs import spent_usd
-from distillc.teacher import client, local, openai_client
+from distillc.teacher import client, local
+from distillc.teacher.budget import refuse_over_estimate, spent_usd
 from distillc.teacher.contract import accept
-from distillc.teacher.cost import Budget, TokenCounter, estimate, has_price, request_estimator, usd
+from distillc.teacher.cost import usd
 from distillc.teacher.journal import Journal, journal_path, request_key
 from distillc.teacher.prompts import label_messages, reask_messages
+from distillc.teacher.protocol import Request
 
 NAME = "label"
 VERSION = 2  # 2: invalid answers re-asked once; dead letters hold failures and rejections
 READS = ("task", "teacher", "budget")
 NEEDS = ("inputs",)
-
-
-Request = tuple[str, list[dict[str, str]]]  # (journal key, chat messages)
 
 
 def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]:
@@ -55,15 +53,16 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         # A fixed sample of all inputs (by key, not by what is pending) calibrates a local teacher's label
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
         reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
-        spending = _budget(spec, pending, spent_usd(inputs)) if teacher.provider == "openai" else None
-        failures = client.complete(teacher, spec.task, pending, journal, ctx.emit, reference, spending)
+        refuse_over_estimate(spec, [m for _, m in pending], spent_usd(journal.entries.values()))
+        asking = client.connect(teacher, spec.task, journal, ctx.emit, NAME, spec.budget.max_usd, reference)
+        failures = asking.complete(pending)
         _check(spec, failures, len(pending), len(requests))
         # Invalid answers get one more try, with the answer and what is wrong with it in the conversation.
         reasks = reask_requests(spec, requests, journal)
         pending_reasks = unanswered(list(reasks.values()), journal)
         if pending_reasks:
             ctx.log(f"{len(reasks)} invalid answers, {len(pending_reasks)} re-asked")
-        failures |= client.complete(teacher, spec.task, pending_reasks, journal, ctx.emit, reference, spending)
+        failures |= asking.complete(pending_reasks)
         _check(spec, failures, len(pending) + len(pending_reasks), len(requests))
         answers = dict(journal.entries)
 
@@ -151,8 +150,7 @@ def reask_requests(spec: SpecIR, requests: list[Request], journal: Journal) -> d
 
 
 def _check(spec: SpecIR, failures: dict[str, str], sent: int, total: int) -> None:
-    """Stop on the budget, or when more requests failed than the spec tolerates; what was paid for stays."""
-    openai_client.stop_if_over_budget(spec.budget.max_usd, failures, sent)
+    """Stop when more requests failed than the spec tolerates; what was paid for stays."""
     if len(failures) > spec.teacher.max_failed_share * total:
         first = next(iter(failures.values()))
         raise DistillcError(
@@ -173,24 +171,3 @@ def _distribution(rows: list[dict[str, Any]]) -> dict[str, int]:
     for row in rows:
         counts[row["output"]] = counts.get(row["output"], 0) + 1
     return dict(sorted(counts.items()))
-
-
-def _budget(spec: SpecIR, pending: list[Request], spent: float) -> openai_client.Spending | None:
-    """Refuse up front when the estimate is over budget; otherwise a guard for while spending.
-
-    `spent`: what generating the inputs cost; the budget covers the build's teacher spending as a whole.
-    """
-    if not (spec.budget.max_usd and has_price(spec.teacher)):
-        return None
-    counter = TokenCounter(spec)
-    planned = estimate(spec, counter, [m for _, m in pending])
-    if pending and spent + planned.usd > spec.budget.max_usd:
-        already = f" after ${spent:.4f} spent generating inputs" if spent else ""
-        raise DistillcError(
-            "E502",
-            f"labeling {planned.requests} inputs is estimated at ${planned.usd:.4f}{already}, over budget.max_usd "
-            f"${spec.budget.max_usd:g}; nothing was sent",
-            help="raise budget.max_usd, or lower inputs.source.limit",
-        )
-    budget = Budget(spec.teacher, spec.budget.max_usd, spent)
-    return openai_client.Spending(budget, request_estimator(spec, counter))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,11 @@ from distillc.errors import DistillcError
 from distillc.events import Event, Sink
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
+from distillc.teacher.budget import Budget, Pricing, Reservation
 from distillc.teacher.journal import Journal
 from distillc.teacher.openai_client import Endpoint, RequestFailed, connect, params, parse_completion
+from distillc.teacher.protocol import OVER_BUDGET, Request
 
-Messages = list[dict[str, str]]
-Pending = list[tuple[str, Messages]]
 ENDED = ("completed", "failed", "expired", "cancelled")
 MAX_REQUESTS = 50_000  # the Batch API's limit per batch; more requests go in several batches
 
@@ -72,54 +73,100 @@ class Submitted:
         return {key for f in self.open_files() for key in self.files[f]}
 
 
-def complete(
-    teacher: TeacherIR, task: TaskIR, pending: Pending, journal: Journal, emit: Sink, stage: str = "label"
-) -> dict[str, str]:
-    """Answer every pending request through batches; journal each answer. Returns failures: key -> reason."""
-    submitted = Submitted(state_path(journal))
-    if not pending and not submitted.open_files():
-        return {}
-    try:
-        return asyncio.run(_complete(teacher, task, pending, journal, emit, stage, submitted))
-    except RequestFailed as exc:
-        raise DistillcError(
-            "E406",
-            f"the Batch API call failed: {exc.reason}",
-            help="re-run the build: batches already submitted are resumed, not paid for again",
-        ) from None
+class BatchTeacher:
+    """The teacher through the Batch API. Every request of a submission holds its worst-case price
+    against the budget first; those that do not fit are not submitted."""
 
+    def __init__(
+        self,
+        teacher: TeacherIR,
+        task: TaskIR,
+        journal: Journal,
+        emit: Sink,
+        stage: str,
+        budget: Budget,
+        prices: Pricing | None,
+    ) -> None:
+        self.teacher, self.task, self.journal, self.emit, self.stage = teacher, task, journal, emit, stage
+        self.budget, self.prices = budget, prices
+        self.held: dict[str, Reservation] = {}  # key -> what its request holds, until its answer comes
 
-async def _complete(
-    teacher: TeacherIR,
-    task: TaskIR,
-    pending: Pending,
-    journal: Journal,
-    emit: Sink,
-    stage: str,
-    submitted: Submitted,
-) -> dict[str, str]:
-    failures: dict[str, str] = {}
-    async with connect(teacher, emit, stage) as endpoint:
-        for file_id in submitted.open_files():  # resume what a previous run submitted
-            batch_id = submitted.batch_of.get(file_id) or await _adopt_or_create(endpoint, submitted, file_id)
-            emit(Event("info", stage, f"resuming batch {batch_id}"))
-            failures |= await _finish(endpoint, submitted, batch_id, submitted.files[file_id], journal)
-        waiting = submitted.keys_in_open_batches()
-        missing = [(k, m) for k, m in pending if journal.get(k) is None and k not in failures and k not in waiting]
+    def complete(self, requests: Sequence[Request]) -> dict[str, str]:
+        """Answer every request through batches; journal each answer. Returns failures: key -> reason."""
+        submitted = Submitted(state_path(self.journal))
+        failures: dict[str, str] = {}
+        if requests or submitted.open_files():
+            try:
+                asyncio.run(self._complete(list(requests), submitted, failures))
+            except RequestFailed as exc:
+                raise DistillcError(
+                    "E406",
+                    f"the Batch API call failed: {exc.reason}",
+                    help="re-run the build: batches already submitted are resumed, not paid for again",
+                ) from None
+        self.budget.stop_if_over()
+        return failures
+
+    async def _complete(self, pending: list[Request], submitted: Submitted, failures: dict[str, str]) -> None:
+        async with connect(self.teacher, self.emit, self.stage) as endpoint:
+            for file_id in submitted.open_files():  # resume what a previous run submitted
+                batch_id = submitted.batch_of.get(file_id) or await _adopt_or_create(endpoint, submitted, file_id)
+                self.emit(Event("info", self.stage, f"resuming batch {batch_id}"))
+                failures |= await self._finish(endpoint, submitted, batch_id, submitted.files[file_id])
+            waiting = submitted.keys_in_open_batches()
+            missing = [
+                (k, m) for k, m in pending if self.journal.get(k) is None and k not in failures and k not in waiting
+            ]
+            if self.prices and self.budget.limited and not self.budget.calibrated and len(missing) > 1:
+                # How this endpoint bills is unknown: a batch of one shows it before the rest is submitted.
+                self.emit(Event("info", self.stage, "one request goes first, to see how the endpoint bills"))
+                await self._submit_and_finish(endpoint, submitted, missing[:1], failures)
+                missing = missing[1:]
+            await self._submit_and_finish(endpoint, submitted, missing, failures)
+
+    async def _submit_and_finish(
+        self, endpoint: Endpoint, submitted: Submitted, requests: list[Request], failures: dict[str, str]
+    ) -> None:
+        affordable = []
+        for key, messages in requests:
+            if self.prices is None or not self.budget.limited:
+                affordable.append((key, messages))
+            elif (reservation := self.budget.reserve(self.prices.worst(messages))) is None:
+                failures[key] = OVER_BUDGET
+            else:
+                self.held[key] = reservation
+                affordable.append((key, messages))
         batches = []
-        for start in range(0, len(missing), MAX_REQUESTS):  # submit every chunk, then wait for them all
-            chunk = missing[start : start + MAX_REQUESTS]
-            file_id = await _upload(endpoint, teacher, task, chunk)
+        for start in range(0, len(affordable), MAX_REQUESTS):  # submit every chunk, then wait for them all
+            chunk = affordable[start : start + MAX_REQUESTS]
+            file_id = await _upload(endpoint, self.teacher, self.task, chunk)
             submitted.record({"file": file_id, "keys": [k for k, _ in chunk]})
             submitted.files[file_id] = [k for k, _ in chunk]
             batches.append((await _create(endpoint, submitted, file_id), file_id))
-            emit(Event("info", stage, f"submitted batch {batches[-1][0]} with {len(chunk)} requests"))
+            self.emit(Event("info", self.stage, f"submitted batch {batches[-1][0]} with {len(chunk)} requests"))
         for batch_id, file_id in batches:
-            failures |= await _finish(endpoint, submitted, batch_id, submitted.files[file_id], journal)
-    return failures
+            failures |= await self._finish(endpoint, submitted, batch_id, submitted.files[file_id])
+
+    async def _finish(self, endpoint: Endpoint, submitted: Submitted, batch_id: str, keys: list[str]) -> dict[str, str]:
+        """Wait for the batch, journal its answers at their price, and settle what they held."""
+        answers, failures = await _results(endpoint, submitted, batch_id, keys)
+        settled = []
+        for answer in answers:
+            reservation = self.held.pop(answer["key"], None)  # None: submitted by an earlier run
+            if self.prices:
+                answer.update(self.prices.record(answer["usage"], reservation))
+            settled.append((reservation, answer.get("usd", 0.0)))
+        self.journal.append_many(answers)  # on disk before it counts
+        submitted.record({"batch": batch_id, "closed": True})
+        submitted.closed.add(batch_id)
+        for reservation, paid in settled:
+            self.budget.settle(reservation, paid)
+        for key in failures:
+            self.budget.release(self.held.pop(key, None))
+        return failures
 
 
-async def _upload(endpoint: Endpoint, teacher: TeacherIR, task: TaskIR, requests: Pending) -> str:
+async def _upload(endpoint: Endpoint, teacher: TeacherIR, task: TaskIR, requests: list[Request]) -> str:
     import aiohttp
 
     extra = params(teacher, task)
@@ -165,10 +212,10 @@ async def _adopt_or_create(endpoint: Endpoint, submitted: Submitted, file_id: st
     return await _create(endpoint, submitted, file_id)
 
 
-async def _finish(
-    endpoint: Endpoint, submitted: Submitted, batch_id: str, keys: list[str], journal: Journal
-) -> dict[str, str]:
-    """Poll until the batch ends, journal its answers, and return the requests it did not answer."""
+async def _results(
+    endpoint: Endpoint, submitted: Submitted, batch_id: str, keys: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Poll until the batch ends; its answers (journal entries) and the requests it did not answer."""
     teacher = endpoint.teacher
     while True:
         batch = await endpoint.send("GET", f"/batches/{batch_id}", json.loads)
@@ -190,14 +237,11 @@ async def _finish(
         if batch.get(file_key):
             content = await endpoint.send("GET", f"/files/{batch[file_key]}/content", bytes)
             _read_results(content, answers, failures)
-    journal.append_many(answers)
-    submitted.record({"batch": batch_id, "closed": True})
-    submitted.closed.add(batch_id)
     answered = {a["key"] for a in answers}
     for key in keys:
         if key not in answered and key not in failures:
             failures[key] = f"batch {batch_id} ended '{batch['status']}' without an answer"
-    return failures
+    return answers, failures
 
 
 def _read_results(content: bytes, answers: list[dict[str, Any]], failures: dict[str, str]) -> None:

@@ -1,4 +1,5 @@
-"""Asking the teacher, whichever provider serves it: what identifies a request in the journal, and sending."""
+"""Asking the teacher, whichever provider serves it: what identifies a request in the journal, and the
+one place a teacher is connected."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ from typing import Any
 
 from distillc.events import Sink
 from distillc.spec.ir import TaskIR, TeacherIR
-from distillc.teacher import batch as openai_batch
-from distillc.teacher import local, openai_client
+from distillc.teacher import budget, local, openai_client
+from distillc.teacher.batch import BatchTeacher
 from distillc.teacher.journal import Journal
-
-Messages = list[dict[str, str]]
+from distillc.teacher.protocol import Messages, TeacherClient
 
 
 def identity(teacher: TeacherIR, task: TaskIR) -> tuple[str, dict[str, Any]]:
@@ -23,23 +23,21 @@ def identity(teacher: TeacherIR, task: TaskIR) -> tuple[str, dict[str, Any]]:
     return f"{teacher.model}@{teacher.base_url.rstrip('/')}", openai_client.params(teacher, task)
 
 
-def complete(
+def connect(
     teacher: TeacherIR,
     task: TaskIR,
-    pending: list[tuple[str, Messages]],
     journal: Journal,
     emit: Sink,
+    stage: str,
+    max_usd: float = 0.0,
     reference: Sequence[Messages] = (),
-    spending: openai_client.Spending | None = None,
-    stage: str = "label",
-) -> dict[str, str]:
-    """Answer and journal every pending request; returns failures (key -> reason).
-
-    `reference` calibrates a local teacher's label scores; `spending` guards an endpoint's budget. With
-    `teacher.batch` the requests go through the Batch API (generation's teacher never has it).
-    """
+) -> TeacherClient:
+    """The teacher for one stage. `max_usd` caps what the build folder's journal holds in all (see
+    budget.py); `reference` calibrates a local teacher's label scores."""
     if teacher.provider == "local":
-        return local.complete(teacher, task, pending, journal, emit, reference, stage)
+        return local.LocalTeacher(teacher, task, journal, emit, stage, reference)
+    prices = budget.pricing(teacher)
+    cap = budget.Budget.of_journal(max_usd if prices else 0.0, journal.entries)
     if teacher.batch:
-        return openai_batch.complete(teacher, task, pending, journal, emit, stage)
-    return openai_client.complete(teacher, pending, journal, emit, spending, task, stage)
+        return BatchTeacher(teacher, task, journal, emit, stage, cap, prices)
+    return openai_client.EndpointTeacher(teacher, task, journal, emit, stage, cap, prices)

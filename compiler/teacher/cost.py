@@ -7,15 +7,13 @@ granularity), with OpenAI's per-message chat overhead; without it, 4 characters 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from distillc.errors import DistillcError
 from distillc.spec.ir import SpecIR, TeacherIR
+from distillc.teacher.protocol import Messages
 
-Messages = list[dict[str, str]]
 PER_MESSAGE = 3  # OpenAI chat format: tokens around each message, and the same again to prime the reply
 
 
@@ -52,9 +50,9 @@ class Estimate:
 class TokenCounter:
     """Counts the prompt tokens of a chat request and the tokens of an answer."""
 
-    def __init__(self, spec: SpecIR) -> None:
-        self.describe, self._tokenizer = _load_tokenizer(spec.teacher)
-        self._chat_template = spec.teacher.provider == "local" and self._tokenizer is not None
+    def __init__(self, teacher: TeacherIR) -> None:
+        self.describe, self._tokenizer = _load_tokenizer(teacher)
+        self._chat_template = teacher.provider == "local" and self._tokenizer is not None
 
     def text(self, text: str) -> int:
         if self._tokenizer is None:
@@ -101,36 +99,3 @@ def estimate(spec: SpecIR, counter: TokenCounter, requests: list[Messages]) -> E
     return Estimate(
         len(requests), input_tokens, output_tokens, usd(spec.teacher, input_tokens, output_tokens), counter.describe
     )
-
-
-class Budget:
-    """Stops new requests before `max_usd` would be crossed: each request reserves its estimate first."""
-
-    def __init__(self, teacher: TeacherIR, max_usd: float, spent: float = 0.0) -> None:
-        self.teacher = teacher
-        self.max_usd = max_usd
-        self.spent = spent  # by earlier stages of this build (generating inputs)
-        self.reserved = 0.0
-        self._lock = threading.Lock()
-
-    def reserve(self, estimate_usd: float) -> bool:
-        with self._lock:
-            if self.max_usd and self.spent + self.reserved + estimate_usd > self.max_usd:
-                return False
-            self.reserved += estimate_usd
-            return True
-
-    def settle(self, estimate_usd: float, usage: dict[str, int]) -> None:
-        with self._lock:
-            self.reserved -= estimate_usd
-            self.spent += usd(self.teacher, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-
-    def release(self, estimate_usd: float) -> None:
-        with self._lock:
-            self.reserved -= estimate_usd
-
-
-def request_estimator(spec: SpecIR, counter: TokenCounter) -> Callable[[Messages], float]:
-    """Dollars one request is expected to cost: its prompt, and an answer as long as the examples'."""
-    per_answer = answer_tokens(spec, counter)
-    return lambda messages: usd(spec.teacher, counter.prompt(messages), per_answer)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,11 +22,9 @@ from distillc.events import Event, Sink
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
 from distillc.teacher import client
 from distillc.teacher.contract import strip_fence
-from distillc.teacher.cost import TokenCounter, generation_answer_tokens, usd
+from distillc.teacher.cost import usd
 from distillc.teacher.journal import Journal, request_key
-from distillc.teacher.openai_client import Spending, stop_if_over_budget
 
-Messages = list[dict[str, str]]
 MAX_CHARS = 2000
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 
@@ -76,13 +73,6 @@ def generation_teacher(spec: SpecIR) -> TeacherIR:
     )
 
 
-def cost_estimator(spec: SpecIR, counter: TokenCounter) -> Callable[[Messages], float]:
-    """Dollars one generation request is expected to cost, for the budget guard."""
-    teacher = generation_teacher(spec)
-    per_answer = generation_answer_tokens(spec, counter)
-    return lambda messages: usd(teacher, counter.prompt(messages), per_answer)
-
-
 def messages(gen: GenerateIR, rng: random.Random, pool: list[str]) -> list[dict[str, str]]:
     examples = list(gen.example_inputs)
     rng.shuffle(examples)
@@ -123,7 +113,7 @@ def parse(answer: str) -> list[str]:
     return [line for line in lines if line and not line.startswith(("[", "]", "```"))]
 
 
-def generate(spec: SpecIR, journal: Journal, emit: Sink, spending: Spending | None = None) -> Generated:
+def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
     """Rounds of requests until `count` inputs are kept or `max_requests` are spent.
 
     A round's prompts show inputs of earlier rounds, so a round with a failed request ends generation
@@ -135,6 +125,7 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink, spending: Spending | No
     teacher = generation_teacher(spec)
     task = replace(spec.task, output_type="text")  # free text answers: a local teacher generates
     model_id, params = client.identity(teacher, task)
+    asking = client.connect(teacher, task, journal, emit, "inputs", spec.budget.max_usd)
     rng = random.Random(gen.seed)
     index = NearDuplicateIndex()
     examples = NearDuplicateIndex()
@@ -150,9 +141,9 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink, spending: Spending | No
         result.requests += len(batch)
         pending = [(k, m) for k, m in batch if journal.get(k) is None]
         result.sent += len(pending)
-        failures = client.complete(teacher, task, pending, journal, emit, spending=spending, stage="inputs")
+        failures = asking.complete(pending)
         if failures:
-            _stop(spec, failures, len(pending))
+            _stop(failures, len(pending))
         for key, _ in batch:
             entry = journal.get(key)
             assert entry is not None  # every request of the round was answered
@@ -171,8 +162,7 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink, spending: Spending | No
     return result
 
 
-def _stop(spec: SpecIR, failures: dict[str, str], sent: int) -> None:
-    stop_if_over_budget(spec.budget.max_usd, failures, sent, " while generating inputs")
+def _stop(failures: dict[str, str], sent: int) -> None:
     first = next(iter(failures.values()))
     raise DistillcError(
         "E407",

@@ -2,6 +2,8 @@
 
 A response is on disk before it counts, so a crash loses nothing that was paid for: a re-run
 reads the journal and sends only what is missing. A torn last line (crash mid-write) is ignored.
+Each priced answer also records what it cost (`usd`) and the most it was expected to cost
+(`worst_usd`): the budget counts the one and learns from the other (see budget.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ def request_key(model: str, messages: list[dict[str, str]], params: dict[str, An
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def journal_entry(key: str, text: str, usage: dict[str, int], price: dict[str, float] | None = None) -> dict[str, Any]:
+    return {"key": key, "text": text, "usage": usage, **(price or {})}
 
 
 def read_entries(path: Path) -> dict[str, dict[str, Any]]:
@@ -58,8 +64,8 @@ class Journal:
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
 
-    def append(self, key: str, text: str, usage: dict[str, int]) -> None:
-        self.append_many([{"key": key, "text": text, "usage": usage}])
+    def append(self, key: str, text: str, usage: dict[str, int], price: dict[str, float] | None = None) -> None:
+        self.append_many([journal_entry(key, text, usage, price)])
 
     def append_many(self, entries: list[dict[str, Any]]) -> None:
         """Write and fsync; only then are the entries counted as answered."""
@@ -91,12 +97,12 @@ class GroupCommit:
         self.journal = journal
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
 
-    async def append(self, key: str, text: str, usage: dict[str, int]) -> None:
+    async def append(self, key: str, text: str, usage: dict[str, int], price: dict[str, float] | None = None) -> None:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._flush)
-        self._waiting.append(({"key": key, "text": text, "usage": usage}, done))
+        self._waiting.append((journal_entry(key, text, usage, price), done))
         await done
 
     def _flush(self) -> None:

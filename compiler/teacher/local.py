@@ -18,9 +18,8 @@ from distillc.events import Progress, Sink
 from distillc.models import load_causal_lm, pick_device
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher.journal import Journal
+from distillc.teacher.protocol import Messages, Request
 
-Messages = list[dict[str, str]]
-Pending = list[tuple[str, Messages]]
 Answer = tuple[str, dict[str, int]]
 BATCH = 8
 REFERENCE_SIZE = 64  # inputs scored to estimate each label's prior
@@ -31,43 +30,47 @@ def params(teacher: TeacherIR, task: TaskIR) -> dict[str, Any]:
     return {"mode": mode, "temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
 
 
-def complete(
-    teacher: TeacherIR,
-    task: TaskIR,
-    pending: Pending,
-    journal: Journal,
-    emit: Sink,
-    reference: Sequence[Messages] = (),
-    stage: str = "label",
-) -> dict[str, str]:
-    """Answer every pending request and journal it. `reference` (label tasks): inputs to calibrate on."""
-    if not pending:
+class LocalTeacher:
+    """The teacher as a transformers model in this process. `reference` (label tasks): a fixed sample of
+    all the inputs' requests, to calibrate the label scores on."""
+
+    def __init__(
+        self, teacher: TeacherIR, task: TaskIR, journal: Journal, emit: Sink, stage: str, reference: Sequence[Messages]
+    ) -> None:
+        self.teacher, self.task, self.journal, self.emit, self.stage = teacher, task, journal, emit, stage
+        self.reference = reference
+
+    def complete(self, requests: Sequence[Request]) -> dict[str, str]:
+        """Answer every request and journal it; nothing fails and nothing is paid."""
+        if not requests:
+            return {}
+        import torch
+
+        model, tokenizer = _loaded(self.teacher.model)
+
+        def render(messages: Messages) -> str:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+        progress = Progress(self.emit, self.stage, len(requests), "teacher answers")
+        prompts = sorted(((key, render(m)) for key, m in requests), key=lambda kp: len(kp[1]))  # less padding
+        with torch.inference_mode():
+            answer: Callable[[list[str]], list[Answer]]
+            if self.task.output_type == "label":
+                labels = self.task.labels
+                label_ids = [
+                    tokenizer(x, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for x in labels
+                ]
+                reference = [render(m) for m in self.reference[:REFERENCE_SIZE]]
+                prior = _prior(model, tokenizer, label_ids, reference)
+                answer = lambda batch: _score_labels(model, tokenizer, batch, self.task, label_ids, prior)  # noqa: E731
+            else:
+                answer = lambda batch: _generate(model, tokenizer, batch, self.teacher)  # noqa: E731
+            for start in range(0, len(prompts), BATCH):
+                batch = prompts[start : start + BATCH]
+                for (key, _), (text, usage) in zip(batch, answer([p for _, p in batch]), strict=True):
+                    self.journal.append(key, text, usage)
+                progress.step(len(batch))
         return {}
-    import torch
-
-    model, tokenizer = _loaded(teacher.model)
-
-    def render(messages: Messages) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    progress = Progress(emit, stage, len(pending), "teacher answers")
-    prompts = sorted(((key, render(m)) for key, m in pending), key=lambda kp: len(kp[1]))  # less padding
-    with torch.inference_mode():
-        answer: Callable[[list[str]], list[Answer]]
-        if task.output_type == "label":
-            label_ids = [
-                tokenizer(x, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for x in task.labels
-            ]
-            prior = _prior(model, tokenizer, label_ids, [render(m) for m in reference[:REFERENCE_SIZE]])
-            answer = lambda batch: _score_labels(model, tokenizer, batch, task, label_ids, prior)  # noqa: E731
-        else:
-            answer = lambda batch: _generate(model, tokenizer, batch, teacher)  # noqa: E731
-        for start in range(0, len(prompts), BATCH):
-            batch = prompts[start : start + BATCH]
-            for (key, _), (text, usage) in zip(batch, answer([p for _, p in batch]), strict=True):
-                journal.append(key, text, usage)
-            progress.step(len(batch))
-    return {}
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,34 +22,15 @@ from distillc.errors import DistillcError
 from distillc.events import Event, Progress, Sink
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
-from distillc.teacher.cost import Budget, usd
+from distillc.teacher.budget import Budget, Pricing
+from distillc.teacher.cost import usd
 from distillc.teacher.journal import GroupCommit, Journal
+from distillc.teacher.protocol import OVER_BUDGET, Messages, Request
 from distillc.teacher.ratelimit import RateLimiter, request_tokens
 
-Messages = list[dict[str, str]]
-Pending = list[tuple[str, Messages]]
-OVER_BUDGET = "not sent: budget reached"
 OPENAI_URL = "https://api.openai.com/v1"
 REFUSALS_BEFORE_STOP = 10  # 4xx answers, with not one success: the requests themselves are wrong
-
-
-@dataclass
-class Spending:
-    """The budget guard and what one request is expected to cost."""
-
-    budget: Budget
-    estimate_usd: Callable[[Messages], float]
-
-
-def stop_if_over_budget(max_usd: float, failures: dict[str, str], sent: int, doing: str = "") -> None:
-    """E503 when requests went unsent for the budget (OVER_BUDGET): what was paid for stays journaled."""
-    unsent = sum(reason == OVER_BUDGET for reason in failures.values())
-    if unsent:
-        raise DistillcError(
-            "E503",
-            f"budget.max_usd ${max_usd:g} reached{doing}: {unsent} of {sent} teacher requests were not sent",
-            help="the answers received are journaled; raise budget.max_usd and re-run to send only the rest",
-        )
+DOING = {"inputs": " while generating inputs"}  # what a stage was doing when the budget stopped it
 
 
 class RequestFailed(Exception):
@@ -233,78 +214,87 @@ async def connect(teacher: TeacherIR, emit: Sink, stage: str) -> AsyncIterator[E
         yield Endpoint(teacher, session, emit, stage, limiter=limiter)
 
 
-def complete(
-    teacher: TeacherIR,
-    pending: Pending,
-    journal: Journal,
-    emit: Sink,
-    spending: Spending | None = None,
-    task: TaskIR | None = None,
-    stage: str = "label",
-) -> dict[str, str]:
-    """Send every pending request; journal each answer. Returns failures: request key -> reason."""
-    if not pending:
-        return {}
-    return asyncio.run(_complete(teacher, pending, journal, emit, spending, task, stage))
+class EndpointTeacher:
+    """The teacher behind an OpenAI-compatible endpoint: a streaming pool of `max_concurrency` requests,
+    each holding its worst-case price against the budget while in flight."""
 
+    def __init__(
+        self,
+        teacher: TeacherIR,
+        task: TaskIR | None,
+        journal: Journal,
+        emit: Sink,
+        stage: str,
+        budget: Budget,
+        prices: Pricing | None,
+    ) -> None:
+        self.teacher, self.task, self.journal, self.emit, self.stage = teacher, task, journal, emit, stage
+        self.budget, self.prices = budget, prices
 
-async def _complete(
-    teacher: TeacherIR,
-    pending: Pending,
-    journal: Journal,
-    emit: Sink,
-    spending: Spending | None,
-    task: TaskIR | None,
-    stage: str,
-) -> dict[str, str]:
+    def complete(self, requests: Sequence[Request]) -> dict[str, str]:
+        """Send every request; journal each answer. Returns failures: request key -> reason."""
+        failures: dict[str, str] = {}
+        if requests:
+            asyncio.run(self._complete(list(requests), failures))
+        self.budget.stop_if_over(DOING.get(self.stage, ""))
+        return failures
 
-    failures: dict[str, str] = {}
-    answered: list[str] = []
-    refused = 0  # answered 4xx
-    usage = {"prompt_tokens": 0, "completion_tokens": 0}
-    progress = Progress(emit, stage, len(pending), "teacher answers", spent=lambda: usd(teacher, *usage.values()))
-    extra = params(teacher, task)
-    work: Iterator[tuple[str, Messages]] = iter(pending)
-    commit = GroupCommit(journal)
-    async with connect(teacher, emit, stage) as endpoint:
+    async def _complete(self, pending: list[Request], failures: dict[str, str]) -> None:
+        answered: list[str] = []
+        refused = 0  # answered 4xx
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        progress = Progress(
+            self.emit, self.stage, len(pending), "teacher answers", spent=lambda: usd(self.teacher, *usage.values())
+        )
+        extra = params(self.teacher, self.task)
+        commit = GroupCommit(self.journal)
+        async with connect(self.teacher, self.emit, self.stage) as endpoint:
 
-        async def worker() -> None:
-            nonlocal refused
-            for key, messages in work:
-                cost = spending.estimate_usd(messages) if spending else 0.0
-                if spending and not spending.budget.reserve(cost):
-                    failures[key] = OVER_BUDGET
-                    continue
-                try:
-                    text, used = await endpoint.chat(messages, extra)
-                except RequestFailed as exc:
-                    if spending:
-                        spending.budget.release(cost)
-                    failures[key] = exc.reason
+            async def worker(work: Iterator[Request]) -> None:
+                nonlocal refused
+                for key, messages in work:
+                    reservation = None
+                    if self.prices and self.budget.limited:
+                        reservation = self.budget.reserve(self.prices.worst(messages))
+                        if reservation is None:
+                            failures[key] = OVER_BUDGET
+                            continue
+                    try:
+                        text, used = await endpoint.chat(messages, extra)
+                    except RequestFailed as exc:
+                        self.budget.release(reservation)
+                        failures[key] = exc.reason
+                        progress.step()
+                        refused += bool(exc.status)
+                        if refused >= REFUSALS_BEFORE_STOP and not answered:
+                            raise DistillcError(
+                                "E405",
+                                f"the teacher endpoint refused the first {refused} requests ({exc.reason})",
+                                help="the requests are malformed for this endpoint or model: check teacher.model, "
+                                "max_tokens and the task's schema",
+                            ) from None
+                        continue
+                    price = self.prices.record(used, reservation) if self.prices else None
+                    await commit.append(key, text, used, price)  # on disk before it counts
+                    self.budget.settle(reservation, price["usd"] if price else 0.0)
+                    for name in usage:
+                        usage[name] += used[name]
+                    answered.append(key)
                     progress.step()
-                    refused += bool(exc.status)
-                    if refused >= REFUSALS_BEFORE_STOP and not answered:
-                        raise DistillcError(
-                            "E405",
-                            f"the teacher endpoint refused the first {refused} requests ({exc.reason})",
-                            help="the requests are malformed for this endpoint or model: check teacher.model, "
-                            "max_tokens and the task's schema",
-                        ) from None
-                    continue
-                await commit.append(key, text, used)  # on disk before it counts
-                if spending:
-                    spending.budget.settle(cost, used)
-                for name in usage:
-                    usage[name] += used[name]
-                answered.append(key)
-                progress.step()
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(teacher.max_concurrency, len(pending)))]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for task_ in workers:
-                task_.cancel()
-            commit.drain()
-    progress.finish()
-    return failures
+            async def pool(items: list[Request], size: int) -> None:
+                work = iter(items)
+                workers = [asyncio.create_task(worker(work)) for _ in range(min(size, len(items)))]
+                try:
+                    await asyncio.gather(*workers)
+                finally:
+                    for task_ in workers:
+                        task_.cancel()
+                    commit.drain()
+
+            if self.prices and self.budget.limited and not self.budget.calibrated:
+                # How this endpoint bills is unknown: one answer shows it before more are in flight.
+                await pool(pending[:1], 1)
+                pending = pending[1:]
+            await pool(pending, self.teacher.max_concurrency)
+        progress.finish()

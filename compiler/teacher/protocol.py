@@ -1,0 +1,20 @@
+"""What every teacher takes and gives: chat requests keyed for the journal, answered into the journal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+Messages = list[dict[str, str]]
+Request = tuple[str, Messages]  # (journal key, chat messages)
+OVER_BUDGET = "not sent: budget reached"
+
+
+class TeacherClient(Protocol):
+    """A teacher connected once (`distillc.teacher.client.connect`): local, an OpenAI-compatible endpoint,
+    or the Batch API."""
+
+    def complete(self, requests: Sequence[Request]) -> dict[str, str]:
+        """Answer every request and journal each answer before it counts; returns the failures (key ->
+        reason). Raises E503 when the budget left requests unsent, after journaling what was answered."""
+        ...
