@@ -11,12 +11,21 @@ import click
 
 from distillc import __version__
 from distillc.errors import DistillcError, SpecError
-from distillc.events import sink_for
+from distillc.events import Event, JsonSink, sink_for
 from distillc.graph import STAGE_NAMES
+from distillc.spec.diagnostics import to_json
 
 
-def _fail(error: DistillcError) -> None:
-    click.echo(error.render(), err=True)
+def _fail(error: DistillcError, log_format: str = "text") -> None:
+    """The error as text for people, or with `--log-format json` as the last JSON event (with the spec's
+    diagnostics when there are some), then exit status 1."""
+    if log_format == "json":
+        data = {"code": error.code, "help": error.help}
+        if isinstance(error, SpecError):
+            data["diagnostics"] = json.loads(to_json(error.diagnostics, error.source, error.filename))
+        JsonSink(sys.stderr)(Event("error", "", error.message, data))
+    else:
+        click.echo(error.render(), err=True)
     sys.exit(1)
 
 
@@ -82,9 +91,6 @@ def plan(spec: Path, out: Path | None, fmt: str) -> None:
 
     try:
         result = make_plan(spec, out)
-    except SpecError as error:
-        click.echo(error.render(), err=True)
-        sys.exit(1)
     except DistillcError as error:
         _fail(error)
     click.echo(json.dumps(result.as_dict(), indent=2) if fmt == "json" else render(result))
@@ -105,9 +111,6 @@ def gc(spec: Path, out: Path | None, dry_run: bool) -> None:
     try:
         build_dir = out or default_build_dir(load_spec(spec))
         result = collect(build_dir, dry_run=dry_run)
-    except SpecError as error:
-        click.echo(error.render(), err=True)
-        sys.exit(1)
     except DistillcError as error:
         _fail(error)
     for entry in result.removed:
@@ -136,11 +139,8 @@ def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...
 
     try:
         result = api.build(spec, out=out, until=until, force=force, emit=sink_for(log_format))
-    except SpecError as error:
-        click.echo(error.render(), err=True)
-        sys.exit(1)
     except DistillcError as error:
-        _fail(error)
+        _fail(error, log_format)
     except KeyboardInterrupt:
         click.echo(
             "interrupted: finished stages stay cached and teacher answers journaled; run the same command to resume",

@@ -31,7 +31,7 @@ class SpecError(DistillcError):
         self.source = source
         self.filename = filename
         errors = sum(1 for d in diagnostics if d.severity == "error")
-        super().__init__("E100", f"{filename}: {errors} error(s) in spec")
+        super().__init__("E109", f"{filename}: {errors} error(s) in spec")
 
     def render(self) -> str:
         from distillc.spec.diagnostics import render_all

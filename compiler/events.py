@@ -12,7 +12,7 @@ from typing import Any, Protocol, TextIO
 
 @dataclass
 class Event:
-    kind: str  # stage_start | stage_done | progress | info | warning
+    kind: str  # stage_start | stage_done | progress | info | warning | error (the last, from the command)
     stage: str
     message: str
     data: dict[str, Any] = field(default_factory=dict)

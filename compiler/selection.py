@@ -33,7 +33,7 @@ def choose_variant(spec: SpecIR, verify: dict[str, Any]) -> dict[str, Any]:
                 help="add fp32 to export.quantization, or raise export.max_quality_drop if that loss is acceptable",
             )
         raise GateFailed(
-            "E501",
+            "E506",
             f"no exported variant reaches evaluation.min_score {minimum} on {verify['n']} held-out inputs "
             f"({verify['metric']}: {scores})",
             help="fp32 matched the PyTorch student; quantized variants may score lower: try fp32, or more training",

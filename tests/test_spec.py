@@ -154,6 +154,6 @@ def test_unreadable_spec_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     result = distillc("build", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"{tmp_path / 'nope.yaml'}: error[E101] cannot read spec: [Errno 2] No such file or directory: "
+        f"{tmp_path / 'nope.yaml'}: error[E107] cannot read spec: [Errno 2] No such file or directory: "
         f"'{tmp_path / 'nope.yaml'}'"
     )

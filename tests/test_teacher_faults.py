@@ -243,7 +243,7 @@ def test_an_endpoint_refusing_every_request_stops_the_build_early(tmp_path: Path
         with pytest.raises(DistillcError) as caught:
             api.build(spec, out=tmp_path / "out", until="label")
         sent = teacher.requests
-    assert caught.value.code == "E405"
+    assert caught.value.code == "E408"
     assert "refused the first 10 requests" in caught.value.message and "HTTP 422: injected 422" in caught.value.message
     assert sent < 20  # not 200
 

@@ -58,7 +58,7 @@ def test_a_variant_above_min_score_but_too_far_below_fp32_does_not_ship(tmp_path
 def test_quality_gate_names_every_variant_score(tmp_path: Path) -> None:
     with pytest.raises(GateFailed) as caught:
         choose_variant(spec_with(tmp_path, min_score=0.99), measured(("fp32", 0.95, 90.0), ("int8", 0.9, 60.0)))
-    assert caught.value.code == "E501"
+    assert caught.value.code == "E506"
     assert "(accuracy: fp32 0.950, int8 0.900)" in caught.value.message
 
 

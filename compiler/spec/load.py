@@ -38,12 +38,12 @@ def validate_file(path: str | Path) -> tuple[ir.SpecIR | None, list[Diagnostic],
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, [Diagnostic("E101", f"cannot read spec: {exc}", 0, 0)], ""
+        return None, [Diagnostic("E107", f"cannot read spec: {exc}", 0, 0)], ""
     data, smap, diags = load_yaml(source)
     if data is None:
         return None, diags, source
     if not isinstance(data, dict):
-        diags.append(Diagnostic("E101", "the spec must be a mapping of keys to values", 0, len(source)))
+        diags.append(Diagnostic("E108", "the spec must be a mapping of keys to values", 0, len(source)))
         return None, diags, source
     try:
         raw = RawSpec.model_validate(data)
@@ -234,7 +234,7 @@ def _check_task(task: Task, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]
     elif task.output.labels is not None:
         out.append(
             Diagnostic(
-                "E110",
+                "E124",
                 f"'labels' only applies to output type 'label', not '{task.output.type}'",
                 *smap.key_span(("task", "output", "labels")),
             )

@@ -37,7 +37,7 @@ def load_yaml(source: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
     try:
         node = yaml.compose(source, Loader=yaml.SafeLoader)
         if node is None:
-            return None, smap, [Diagnostic("E101", "the spec is empty", 0, 1)]
+            return None, smap, [Diagnostic("E108", "the spec is empty", 0, 1)]
         data = _convert(node, (), smap, diagnostics, [MAX_NODES])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -268,7 +268,7 @@ class EndpointTeacher:
                         refused += bool(exc.status)
                         if refused >= REFUSALS_BEFORE_STOP and not answered:
                             raise DistillcError(
-                                "E405",
+                                "E408",
                                 f"the teacher endpoint refused the first {refused} requests ({exc.reason})",
                                 help="the requests are malformed for this endpoint or model: check teacher.model, "
                                 "max_tokens and the task's schema",
