@@ -26,6 +26,13 @@ def distillc(*args: str, env: dict[str, str] | None = None, timeout: float = 600
     )
 
 
+def parity_rows(build_dir: Path) -> list[dict[str, Any]]:
+    """The export stage's parity check, row by row: each held-out input's PyTorch and ONNX answers."""
+    stages = {s["name"]: s for s in json.loads((build_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]}
+    lines = (build_dir / stages["export"]["artifact"] / "parity.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

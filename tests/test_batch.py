@@ -49,8 +49,8 @@ def test_batch_labels_every_input_at_half_the_price(
     assert usd(result.spec.teacher, usage["prompt_tokens"], usage["completion_tokens"]) == pytest.approx(full_price / 2)
 
 
-@pytest.mark.parametrize("recorded", [True, False], ids=["batch-recorded", "died-before-recording-the-batch"])
-def test_a_killed_batch_build_resumes_the_same_batch(tmp_path: Path, tiny_model: Path, recorded: bool) -> None:
+@pytest.mark.parametrize("died", ["after-recording-it", "before-recording-it", "while-recording-it"])
+def test_a_killed_batch_build_resumes_the_same_batch(tmp_path: Path, tiny_model: Path, died: str) -> None:
     texts = review_texts(20)
     out = tmp_path / "out"
     with FakeTeacher(sentiment, batch_polls=10**9) as teacher:  # the batch stays in progress until told
@@ -63,9 +63,13 @@ def test_a_killed_batch_build_resumes_the_same_batch(tmp_path: Path, tiny_model:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         state = out / "journal" / "batches.jsonl"
-        if not recorded:  # as if the build died after creating the batch, before writing its id down
-            lines = state.read_text().splitlines()
-            state.write_text("".join(line + "\n" for line in lines if '"batch"' not in line))
+        lines = state.read_text().splitlines()
+        kept = "".join(line + "\n" for line in lines if '"batch"' not in line)
+        if died == "before-recording-it":  # the batch was created, its id never written down
+            state.write_text(kept)
+        elif died == "while-recording-it":  # its record torn halfway
+            torn = next(line for line in lines if '"batch"' in line)
+            state.write_text(kept + torn[: len(torn) // 2])
         teacher.batch_polls = 0  # the endpoint finishes the batch
         finished = subprocess.run(command, capture_output=True, text=True)
         assert finished.returncode == 0, finished.stderr
@@ -73,6 +77,7 @@ def test_a_killed_batch_build_resumes_the_same_batch(tmp_path: Path, tiny_model:
         assert teacher.requests == len(texts)  # every request paid once
         assert "resuming batch batch-2" in finished.stderr
     assert json.loads((out / "report.json").read_text())["label"]["labeled"] == len(texts)
+    assert all(json.loads(line) for line in state.read_text().splitlines())  # no record glued to a torn one
 
 
 def test_batch_errors_are_dead_lettered_and_only_they_are_submitted_again(tmp_path: Path, tiny_model: Path) -> None:

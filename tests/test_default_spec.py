@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import distillc, read_json
+from tests.helpers import distillc, parity_rows, read_json
 
 SPEC = Path(__file__).parent.parent / "specs" / "review-sentiment.yaml"
 
@@ -23,7 +23,8 @@ def test_default_spec_builds_and_serves(tmp_path: Path) -> None:
     assert report["status"] == "succeeded"
     assert report["label"]["labeled"] + report["label"]["rejected"] == report["inputs"]["kept"] == 124
     assert report["evaluation"]["score"] >= report["evaluation"]["min_score"]
-    assert report["export"]["parity_mismatches"] == 0
+    parity = parity_rows(out)
+    assert len(parity) == report["evaluation"]["n"] and all(r["torch"] == r["onnx"] for r in parity)
     variants = {v["name"]: v for v in report["verify"]["variants"]}
     assert list(variants) == ["fp32", "int8", "int4"]
     shipped = variants[report["package"]["variant"]]

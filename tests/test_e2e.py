@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
-from tests.helpers import distillc, free_port, http, read_json, wait_healthy
+from tests.helpers import distillc, free_port, http, parity_rows, read_json, wait_healthy
 
 STAGES = ["inputs", "label", "split", "train", "evaluate", "export", "verify", "package"]
 FORBIDDEN = {"torch", "transformers", "peft", "accelerate", "distillc"}
@@ -39,7 +39,8 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
         assert report["status"] == "succeeded"
         assert report["evaluation"]["metric"] == "accuracy"
         assert report["evaluation"]["score"] >= 0.9  # the rule is learnable; a broken trainer scores ~0.5
-        assert report["export"]["parity_mismatches"] == 0
+        parity = parity_rows(out)
+        assert len(parity) == report["evaluation"]["n"] and all(r["torch"] == r["onnx"] for r in parity)
         assert report["label"]["labeled"] == len(inputs)
 
         # Nothing changed: no stage runs, no teacher request is sent.

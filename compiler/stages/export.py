@@ -92,7 +92,6 @@ def run(ctx: StageContext, train: Path, evaluate: Path) -> dict[str, Any]:
         "layers": layers,
         "export_seconds": round(export_seconds, 2),
         "parity_checked": len(parity["rows"]),
-        "parity_mismatches": 0,
         "latency_ms": parity["latency_ms"],
         "variant_bytes": sizes,
     }

@@ -26,7 +26,7 @@ from distillc.events import Event, Sink
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
 from distillc.teacher.budget import Budget, Pricing, Reservation
-from distillc.teacher.journal import Journal
+from distillc.teacher.journal import Journal, drop_torn_tail
 from distillc.teacher.openai_client import Endpoint, RequestFailed, connect, params, parse_completion
 from distillc.teacher.protocol import OVER_BUDGET, Request
 
@@ -61,6 +61,7 @@ class Submitted:
 
     def record(self, entry: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        drop_torn_tail(self.path)  # a crash mid-write: the next record starts on a line of its own
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()

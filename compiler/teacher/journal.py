@@ -58,7 +58,7 @@ class Journal:
         self.entries = read_entries(path)
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        _drop_torn_tail(path)
+        drop_torn_tail(path)
         self._file = path.open("ab")
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -124,7 +124,7 @@ class GroupCommit:
             self._flush()
 
 
-def _drop_torn_tail(path: Path) -> None:
+def drop_torn_tail(path: Path) -> None:
     """Cut a last line that a crash left unfinished, so the next append starts on a line of its own."""
     if not path.exists():
         return
