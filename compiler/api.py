@@ -15,7 +15,6 @@ from distillc.events import Sink, null_sink
 from distillc.graph import STAGES
 from distillc.lock import build_lock
 from distillc.runner import StageRecord, run_stages
-from distillc.selection import choose_variant
 from distillc.spec import SpecIR, load_spec
 
 
@@ -70,8 +69,6 @@ def _build(spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, .
             _write_manifest(result, started, "running")
             if record.name == "evaluate":
                 _check_quality_gate(result)
-            if record.name == "verify":
-                choose_variant(spec, record.summary)  # raises GateFailed when nothing can ship
         if result.stages[-1].name == "package":
             result.package_dir = _materialize_package(result.stage("package").artifact / "package", build_dir)
         status = "succeeded"
@@ -157,7 +154,7 @@ def _report(result: BuildResult, status: str) -> dict[str, Any]:
             "min_score": result.spec.evaluation.min_score,
             "passed": ev["score"] >= result.spec.evaluation.min_score,
         }
-    for name in ("inputs", "label", "split", "train", "export", "verify", "package"):
+    for name in ("inputs", "label", "split", "train", "export", "verify", "gate", "package"):
         if name in summaries:
             report[name] = summaries[name]
     return report

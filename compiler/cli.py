@@ -134,7 +134,7 @@ def schema() -> None:
 @click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES), help="Re-run this stage even if cached.")
 @click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default="auto")
 def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...], log_format: str) -> None:
-    """Build SPEC: inputs, label, split, train, evaluate, export, verify, package."""
+    """Build SPEC: inputs, label, split, train, evaluate, export, verify, gate, package."""
     from distillc import api
 
     try:

@@ -10,11 +10,22 @@ import dataclasses
 import types
 import typing
 
+from distillc.runner import Stage
 from distillc.spec.ir import SpecIR
-from distillc.stages import evaluate, export, inputs, label, package, split, train, verify
+from distillc.stages import evaluate, export, gate, inputs, label, package, split, train, verify
 
-STAGES = (inputs, label, split, train, evaluate, export, verify, package)
-STAGE_NAMES = tuple(s.NAME for s in STAGES)
+STAGES = (
+    inputs.STAGE,
+    label.STAGE,
+    split.STAGE,
+    train.STAGE,
+    evaluate.STAGE,
+    export.STAGE,
+    verify.STAGE,
+    gate.STAGE,
+    package.STAGE,
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 def resolves(dotted: str, root: type = SpecIR) -> bool:
@@ -29,17 +40,19 @@ def resolves(dotted: str, root: type = SpecIR) -> bool:
     return True
 
 
-def check(stages: tuple[types.ModuleType, ...]) -> None:
+def check(stages: tuple[Stage, ...]) -> None:
     """Raise on a stage list that could not build correctly."""
     seen: set[str] = set()
     for stage in stages:
-        if stage.NAME in seen:
-            raise ValueError(f"stage {stage.NAME!r} is listed twice")
-        if late := [n for n in stage.NEEDS if n not in seen]:
-            raise ValueError(f"stage {stage.NAME!r} needs {late}, which do not run before it")
-        if bad := [r for r in stage.READS if not resolves(r)]:
-            raise ValueError(f"stage {stage.NAME!r} reads {bad}, which are not fields of the spec")
-        seen.add(stage.NAME)
+        if stage.name in seen:
+            raise ValueError(f"stage {stage.name!r} is listed twice")
+        if late := [n for n in stage.needs if n not in seen]:
+            raise ValueError(f"stage {stage.name!r} needs {late}, which do not run before it")
+        if bad := [r for r in stage.reads if not resolves(r)]:
+            raise ValueError(f"stage {stage.name!r} reads {bad}, which are not fields of the spec")
+        if not stage.produces:
+            raise ValueError(f"stage {stage.name!r} declares no output")
+        seen.add(stage.name)
 
 
 check(STAGES)

@@ -102,7 +102,7 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
 def inputs_record(spec: SpecIR, build_dir: Path, emit: Sink) -> StageRecord:
     """The inputs stage's record: the build's cached artifact when there is one, else the stage run in a
     scratch folder, so the build's cache (which a running build may be writing) is never touched."""
-    if cached := cached_record(inputs_stage, spec, build_dir):
+    if cached := cached_record(inputs_stage.STAGE, spec, build_dir):
         return cached
     scratch = Path(tempfile.mkdtemp(prefix="distillc-plan-"))
     atexit.register(shutil.rmtree, scratch, True)

@@ -6,13 +6,13 @@ artifacts it needs}. Every miss records why, so a user can see what made work ha
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from distillc.artifacts import canonical_sha256, read_json, tree_files, write_json
@@ -23,6 +23,20 @@ from distillc.spec.ir import SpecIR, cache_view
 from distillc.spec.view import stage_view
 
 META = "_meta.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the build, as data. Its cache key is made of its name and version, the spec fields it
+    reads, the digests of the artifacts it needs, and the code it runs (its own module and `sources`)."""
+
+    name: str
+    version: int  # raised when the stage's output changes in a way its code digest alone would not say
+    reads: tuple[str, ...]  # spec fields its output depends on; it may read no other (distillc.spec.view)
+    needs: tuple[str, ...]  # earlier stages whose artifacts `run` takes, as keyword arguments by name
+    produces: tuple[str, ...]  # what its artifact holds: file names or patterns, each checked after a run
+    run: Callable[..., dict[str, Any] | None]
+    sources: tuple[str, ...] = ()  # modules besides run's own whose code makes its output
 
 
 @dataclass
@@ -51,22 +65,21 @@ class StageRecord:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def stage_components(stage: ModuleType, spec: SpecIR, needed: dict[str, StageRecord]) -> dict[str, str]:
+def stage_components(stage: Stage, spec: SpecIR, needed: dict[str, StageRecord]) -> dict[str, str]:
     """What the key is made of, each part hashed, so a miss can name what changed."""
-    parts = {"version": str(stage.VERSION)}
-    for name in stage.READS:
+    parts = {"version": str(stage.version)}
+    for name in stage.reads:
         parts[f"spec.{name}"] = canonical_sha256(cache_view(spec.slice(name)))
-    for name in stage.NEEDS:
+    for name in stage.needs:
         parts[f"artifact.{name}"] = needed[name].digest
-    for name in (stage.__name__ if getattr(stage, "__file__", None) else None, *getattr(stage, "SOURCES", ())):
-        if name:
-            parts[f"source.{name}"] = source_digest(name)
+    for name in (stage.run.__module__, *stage.sources):
+        parts[f"source.{name}"] = source_digest(name)
     return parts
 
 
 def source_digest(module: str) -> str:
     """sha256 of the code a stage's output is made from (its own module, and a package's or module's
-    files it names in SOURCES, caches left out): editing the stage, the runtime that verify scores with,
+    files it names in `sources`, caches left out): editing the stage, the runtime that verify scores with,
     or the templates a package is rendered from, is a miss."""
     import importlib
 
@@ -77,7 +90,7 @@ def source_digest(module: str) -> str:
 
 
 def run_stages(
-    stages: tuple[ModuleType, ...],
+    stages: tuple[Stage, ...],
     spec: SpecIR,
     build_dir: Path,
     emit: Sink,
@@ -86,38 +99,38 @@ def run_stages(
     force: tuple[str, ...] = (),
 ) -> Iterator[StageRecord]:
     """Yield one record per stage, in order. `previous` is the last manifest's stage table."""
-    names = [s.NAME for s in stages]
+    names = [s.name for s in stages]
     for name in (*force, *([until] if until else [])):
         if name not in names:
             raise DistillcError("E201", f"unknown stage '{name}'", help="stages: " + ", ".join(names))
     done: dict[str, StageRecord] = {}
     for stage in stages:
         key, final, components, cached, damaged = _lookup(stage, spec, build_dir, done)
-        if cached and stage.NAME not in force:
+        if cached and stage.name not in force:
             record = cached
-            emit(Event("stage_done", stage.NAME, "cached", {"key": key, "status": "hit"}))
+            emit(Event("stage_done", stage.name, "cached", {"key": key, "status": "hit"}))
         else:
             reason = (
                 "forced"
-                if stage.NAME in force
-                else damaged or miss_reason(components, (previous or {}).get(stage.NAME))
+                if stage.name in force
+                else damaged or miss_reason(components, (previous or {}).get(stage.name))
             )
-            emit(Event("stage_start", stage.NAME, f"running ({reason})", {"key": key, "reason": reason}))
+            emit(Event("stage_start", stage.name, f"running ({reason})", {"key": key, "reason": reason}))
             record = _run_one(stage, spec, build_dir, emit, key, final, components, done, reason)
-            emit(Event("stage_done", stage.NAME, f"{record.seconds:.1f}s", {"seconds": record.seconds}))
-        done[stage.NAME] = record
+            emit(Event("stage_done", stage.name, f"{record.seconds:.1f}s", {"seconds": record.seconds}))
+        done[stage.name] = record
         yield record
-        if until == stage.NAME:
+        if until == stage.name:
             return
 
 
-def cached_record(stage: ModuleType, spec: SpecIR, build_dir: Path) -> StageRecord | None:
+def cached_record(stage: Stage, spec: SpecIR, build_dir: Path) -> StageRecord | None:
     """The intact cached record of a stage that needs no other, or None; read-only."""
     return _lookup(stage, spec, build_dir, {}, repair=False)[3]
 
 
 def plan_stages(
-    stages: tuple[ModuleType, ...],
+    stages: tuple[Stage, ...],
     spec: SpecIR,
     build_dir: Path,
     previous: dict[str, dict[str, Any]] | None = None,
@@ -129,29 +142,29 @@ def plan_stages(
     done: dict[str, StageRecord] = {}
     rows = []
     for stage in stages:
-        waiting = [name for name in stage.NEEDS if name not in done]
+        waiting = [name for name in stage.needs if name not in done]
         if waiting:
-            rows.append((stage.NAME, "to run", f"after {', '.join(waiting)}"))
+            rows.append((stage.name, "to run", f"after {', '.join(waiting)}"))
             continue
         _, _, components, cached, damaged = _lookup(stage, spec, build_dir, done, repair=False)
         if cached:
-            done[stage.NAME] = cached
-            rows.append((stage.NAME, "cached", ""))
+            done[stage.name] = cached
+            rows.append((stage.name, "cached", ""))
         else:
-            rows.append((stage.NAME, "to run", damaged or miss_reason(components, (previous or {}).get(stage.NAME))))
-            if known and stage.NAME in known:
-                done[stage.NAME] = known[stage.NAME]
+            rows.append((stage.name, "to run", damaged or miss_reason(components, (previous or {}).get(stage.name))))
+            if known and stage.name in known:
+                done[stage.name] = known[stage.name]
     return rows
 
 
 def _lookup(
-    stage: ModuleType, spec: SpecIR, build_dir: Path, done: dict[str, StageRecord], repair: bool = True
+    stage: Stage, spec: SpecIR, build_dir: Path, done: dict[str, StageRecord], repair: bool = True
 ) -> tuple[str, Path, dict[str, str], StageRecord | None, str]:
     """The stage's key, artifact folder and key parts; its record when the artifact is cached and intact,
     else why not. A damaged artifact is discarded (`repair`; `plan` only reports it)."""
     components = stage_components(stage, spec, done)
-    key = canonical_sha256({"stage": stage.NAME, **components})
-    final = build_dir / "cache" / stage.NAME / key[:24]
+    key = canonical_sha256({"stage": stage.name, **components})
+    final = build_dir / "cache" / stage.name / key[:24]
     if not (final / META).exists():
         return key, final, components, None, ""
     meta = read_json(final / META)
@@ -160,7 +173,7 @@ def _lookup(
             discard(final)
         return key, final, components, None, f"cached artifact damaged ({problem})"
     record = StageRecord(
-        stage.NAME,
+        stage.name,
         key,
         "hit",
         "",
@@ -182,7 +195,7 @@ def miss_reason(components: dict[str, str], previous: dict[str, Any] | None) -> 
 
 
 def _run_one(
-    stage: ModuleType,
+    stage: Stage,
     spec: SpecIR,
     build_dir: Path,
     emit: Sink,
@@ -196,21 +209,23 @@ def _run_one(
         shutil.rmtree(stale, ignore_errors=True)
     workdir = final.with_name(f".tmp-{key[:24]}-{os.getpid()}")
     workdir.mkdir(parents=True)
-    ctx = StageContext(stage_view(spec, stage.NAME, stage.READS), workdir, build_dir, emit, stage.NAME)
+    ctx = StageContext(stage_view(spec, stage.name, stage.reads), workdir, build_dir, emit, stage.name)
     started = time.perf_counter()
     try:
-        run: Callable[..., dict[str, Any]] = stage.run
-        summary = run(ctx, **{name: done[name].artifact for name in stage.NEEDS}) or {}
+        summary = stage.run(ctx, **{name: done[name].artifact for name in stage.needs}) or {}
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     seconds = time.perf_counter() - started
     files = tree_files(workdir)
+    if missing := [p for p in stage.produces if not any(fnmatch.fnmatch(f, p) for f in files)]:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise RuntimeError(f"stage {stage.name!r} did not write {missing}, which it declares it produces")
     digest = canonical_sha256(files)
     write_json(
         workdir / META,
         {
-            "stage": stage.NAME,
+            "stage": stage.name,
             "key": key,
             "digest": digest,
             "files": files,
@@ -221,4 +236,4 @@ def _run_one(
         },
     )
     commit(workdir, final)  # a forced re-run replaces the old artifact
-    return StageRecord(stage.NAME, key, "miss", reason, seconds, final, digest, components, summary, files)
+    return StageRecord(stage.name, key, "miss", reason, seconds, final, digest, components, summary, files)

@@ -15,7 +15,7 @@ from tests.conftest import review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, free_port, http, parity_rows, read_json, wait_healthy
 
-STAGES = ["inputs", "label", "split", "train", "evaluate", "export", "verify", "package"]
+STAGES = ["inputs", "label", "split", "train", "evaluate", "export", "verify", "gate", "package"]
 FORBIDDEN = {"torch", "transformers", "peft", "accelerate", "distillc"}
 
 
@@ -61,6 +61,7 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
             "evaluate",
             "export",
             "verify",
+            "gate",
             "package",
         ]
         assert stages["train"]["reason"] == "changed: spec.student"

@@ -11,17 +11,14 @@ from typing import Any
 import pytest
 
 from distillc.events import null_sink
-from distillc.runner import StageContext, run_stages
+from distillc.runner import Stage, StageContext, run_stages
 from distillc.spec import load_spec
 from tests.test_spec import VALID, write
 
 calls: list[str] = []
 
 
-def make_stage(name: str, reads: tuple[str, ...], needs: tuple[str, ...], fail: bool = False) -> types.ModuleType:
-    stage = types.ModuleType(name)
-    stage.NAME, stage.VERSION, stage.READS, stage.NEEDS = name, 1, reads, needs
-
+def make_stage(name: str, reads: tuple[str, ...], needs: tuple[str, ...], fail: bool = False) -> Stage:
     def run(ctx: StageContext, **artifacts: Path) -> dict[str, Any]:
         calls.append(name)
         (ctx.workdir / "out.txt").write_text(f"{name}:{ctx.spec.slice(reads[0]) if reads else ''}")
@@ -29,11 +26,10 @@ def make_stage(name: str, reads: tuple[str, ...], needs: tuple[str, ...], fail: 
             raise RuntimeError("boom")
         return {"inputs": sorted(artifacts)}
 
-    stage.run = run
-    return stage
+    return Stage(name, 1, reads, needs, ("out.txt",), run)
 
 
-def graph() -> tuple[types.ModuleType, ...]:
+def graph() -> tuple[Stage, ...]:
     return (
         make_stage("a", ("teacher.model",), ()),
         make_stage("b", ("student",), ("a",)),
@@ -41,7 +37,7 @@ def graph() -> tuple[types.ModuleType, ...]:
     )
 
 
-def records(spec_path: Path, build: Path, stages: tuple[types.ModuleType, ...], **kw: Any) -> dict[str, Any]:
+def records(spec_path: Path, build: Path, stages: tuple[Stage, ...], **kw: Any) -> dict[str, Any]:
     calls.clear()
     return {r.name: r for r in run_stages(stages, load_spec(spec_path), build, null_sink, **kw)}
 
@@ -96,15 +92,15 @@ def test_until_and_force(tmp_path: Path) -> None:
 
 
 def test_editing_code_a_stage_runs_with_reruns_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stage's SOURCES (the runtime verify scores with, the templates a package renders) are in its key:
+    """A stage's sources (the runtime verify scores with, the templates a package renders) are in its key:
     an edit is a miss that names the code, a compiled cache file beside it is not."""
     package = tmp_path / "code" / "stagecode"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "server.py").write_text("LIMIT = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path / "code"))
-    stages = graph()
-    stages[1].SOURCES = ("stagecode",)
+    a, b, c = graph()
+    stages = (a, replace(b, sources=("stagecode",)), c)
     spec = write(tmp_path, VALID)
     first = records(spec, tmp_path / "build", stages)
     previous = {name: {"components": r.components} for name, r in first.items()}
@@ -120,15 +116,14 @@ def test_editing_code_a_stage_runs_with_reruns_it(tmp_path: Path, monkeypatch: p
 def test_a_stage_that_reads_an_undeclared_field_fails_and_commits_nothing(tmp_path: Path) -> None:
     from distillc.spec.view import UndeclaredRead
 
-    sneaky = make_stage("a", ("student",), ())
-    declared = sneaky.run
+    declared = make_stage("a", ("student",), ())
 
     def run(ctx: StageContext, **artifacts: Path) -> dict[str, Any]:
-        ctx.spec.deploy.port  # noqa: B018 - the read itself is the point: deploy is not in READS
-        return declared(ctx, **artifacts)
+        ctx.spec.deploy.port  # noqa: B018 - the read itself is the point: deploy is not in its reads
+        return declared.run(ctx, **artifacts)
 
-    sneaky.run = run
-    with pytest.raises(UndeclaredRead, match="stage 'a' read spec field 'deploy', which is not in its READS"):
+    sneaky = replace(declared, run=run)
+    with pytest.raises(UndeclaredRead, match="stage 'a' read spec field 'deploy', which is not in its reads"):
         records(write(tmp_path, VALID), tmp_path / "build", (sneaky,))
     assert not list((tmp_path / "build" / "cache").rglob("out.txt"))
 
@@ -151,13 +146,13 @@ def test_fields_a_stage_reads_through_helpers_are_in_its_key(tmp_path: Path) -> 
     """verify builds the TensorRT profile (student.max_seq_len, deploy.max_new_tokens) for tensorrt
     packages: changing either must re-run it, not serve a verify of the old profile."""
     from distillc.runner import stage_components
-    from distillc.stages import verify
+    from distillc.stages.verify import STAGE as verify
 
     base = load_spec(write(tmp_path, VALID))
     for field, value in (("student.max_seq_len", 77), ("deploy.max_new_tokens", 9)):
         part, name = field.split(".")
         changed = replace(base, **{part: replace(getattr(base, part), **{name: value})})
-        done = {n: types.SimpleNamespace(digest="d") for n in verify.NEEDS}
+        done = {n: types.SimpleNamespace(digest="d") for n in verify.needs}
         before, after = stage_components(verify, base, done), stage_components(verify, changed, done)  # type: ignore[arg-type]
         assert [k for k in before if before[k] != after[k]] == [f"spec.{field}"]
 
@@ -202,3 +197,10 @@ def test_a_kill_while_forcing_or_collecting_leaves_no_half_artifact(
     assert not first["b"].artifact.exists() and list((build / "cache" / cache.TRASH).iterdir())
     again = records(spec, build, graph())
     assert calls == ["b"] and again["b"].status == "miss"
+
+
+def test_a_stage_that_does_not_write_what_it_declares_fails_and_commits_nothing(tmp_path: Path) -> None:
+    short = replace(make_stage("a", ("student",), ()), produces=("out.txt", "model/*.onnx"))
+    with pytest.raises(RuntimeError, match=r"stage 'a' did not write \['model/\*.onnx'\]"):
+        records(write(tmp_path, VALID), tmp_path / "build", (short,))
+    assert not list((tmp_path / "build" / "cache").rglob("out.txt"))

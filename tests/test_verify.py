@@ -137,3 +137,10 @@ def test_a_deliberately_degraded_variant_is_measured_and_rejected(
         with pytest.raises(GateFailed) as caught:
             api.build(spec, out=tmp_path / "out")
     assert caught.value.code == "E505"
+    # The gate decides once, from verify's measurements: loosening only its threshold re-runs the gate and
+    # the package, not the measurements, and the package ships what the gate's decision names.
+    spec.write_text(spec.read_text().replace("[int8]}", "[int8], max_quality_drop: 1.0}"))
+    again = api.build(spec, out=tmp_path / "out")  # labels cached: no teacher needed
+    assert [r.name for r in again.stages if r.status == "miss"] == ["gate", "package"]
+    assert json.loads((again.package_dir / "package.json").read_text())["student"]["variant"] == "int8"
+    assert again.stage("gate").summary["variant"] == "int8"

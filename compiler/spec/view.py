@@ -1,7 +1,7 @@
 """What a stage may read of the spec: exactly what it declares, so its cache key covers its output.
 
-A stage's key holds the spec fields it declares in READS (less the `nokey()` ones, which cannot change
-an output). `run()` gets a `SpecView` instead of the spec itself: reading any field outside READS raises
+A stage's key holds the spec fields it declares in its `reads` (less the `nokey()` ones, which cannot change
+an output). `run()` gets a `SpecView` instead of the spec itself: reading any field outside them raises
 `UndeclaredRead`, naming the stage and the field, so a forgotten read fails a test instead of serving a
 stale artifact from the cache. Helpers a stage passes the view to (the TensorRT profile, the quality
 gate) are held to the same reads.
@@ -15,10 +15,10 @@ from distillc.spec.ir import SpecIR
 
 
 class UndeclaredRead(AttributeError):
-    """A stage read a spec field it does not declare in READS."""
+    """A stage read a spec field it does not declare in its reads."""
 
     def __init__(self, stage: str, field: str) -> None:
-        super().__init__(f"stage {stage!r} read spec field {field!r}, which is not in its READS")
+        super().__init__(f"stage {stage!r} read spec field {field!r}, which is not in its reads")
         self.stage, self.field = stage, field
 
 

@@ -1,1 +1,1 @@
-"""One module per stage, each with NAME, VERSION, READS, NEEDS and one public run()."""
+"""One module per stage: its run(), and STAGE, the record of what it reads, needs and produces."""

@@ -11,15 +11,10 @@ from typing import Any
 
 from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.models import quiet_transformers
-from distillc.runner import StageContext
+from distillc.runner import Stage, StageContext
 from distillc.scoring import agrees, score
 from distillc.student import label_sequences, load_prompt, prompt_ids
 from distillc_runtime.constrain import JsonGrammar, JsonState, LabelState, LabelTrie
-
-NAME = "evaluate"
-VERSION = 4
-READS = ("task", "evaluation.metric", "deploy.max_new_tokens")
-NEEDS = ("split", "train")
 
 
 def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
@@ -125,3 +120,13 @@ def generate_json(model: Any, prompt_ids: Any, state: JsonState, limit: int, eos
             break
         ids, cache = ids.new_tensor([[token]]), step.cache
     return out
+
+
+STAGE = Stage(
+    name="evaluate",
+    version=4,
+    reads=("task", "evaluation.metric", "deploy.max_new_tokens"),
+    needs=("split", "train"),
+    produces=("predictions.jsonl",),
+    run=run,
+)

@@ -31,22 +31,8 @@ from distillc.fused_export import build_fused_onnx
 from distillc.latency import percentiles
 from distillc.models import quiet_transformers
 from distillc.quantize import quantize
-from distillc.runner import StageContext
+from distillc.runner import Stage, StageContext
 from distillc.student import label_sequences, load_prompt
-
-NAME = "export"
-VERSION = 5
-READS = (
-    "task.output_type",
-    "task.labels",
-    "task.json_schema",
-    "deploy.max_new_tokens",
-    "export.quantization",
-    "export.target",
-)
-NEEDS = ("train", "evaluate")
-# Code besides this module whose changes change the output (see distillc.runner.source_digest).
-SOURCES = ("distillc.quantize", "distillc.fused_export", "distillc_runtime")
 
 
 def variant_dir(export_artifact: Path, variant: str) -> Path:
@@ -256,3 +242,21 @@ def check_parity(model_dir: Path, predictions: list[dict[str, Any]]) -> dict[str
             {"id": p["id"], "input": p["input"], "torch": p["output_ids"], "onnx": ids, "same": ids == p["output_ids"]}
         )
     return {"rows": rows, "latency_ms": percentiles(latencies)}
+
+
+STAGE = Stage(
+    name="export",
+    version=5,
+    reads=(
+        "task.output_type",
+        "task.labels",
+        "task.json_schema",
+        "deploy.max_new_tokens",
+        "export.quantization",
+        "export.target",
+    ),
+    needs=("train", "evaluate"),
+    produces=("parity.jsonl", "variants/fp32/model.onnx", "variants/*/generation.json"),
+    run=run,
+    sources=("distillc.quantize", "distillc.fused_export", "distillc_runtime"),
+)

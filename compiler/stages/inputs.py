@@ -15,15 +15,9 @@ from typing import Any
 from distillc.artifacts import write_jsonl
 from distillc.errors import DistillcError
 from distillc.events import Event
-from distillc.runner import StageContext
+from distillc.runner import Stage, StageContext
 from distillc.teacher.journal import Journal, journal_path
 
-NAME = "inputs"
-VERSION = 3  # 3: what generating cost is counted from the journal, not from a file of the artifact
-# task, teacher and budget: generated inputs are the teacher's answers to prompts made from the task's
-# examples, within the budget.
-READS = ("inputs", "task", "teacher", "budget")
-NEEDS: tuple[str, ...] = ()
 MAX_CHARS = 20_000
 REPORTED_PROBLEMS = 20
 
@@ -136,7 +130,7 @@ def _generate(ctx: StageContext) -> dict[str, Any]:
         ctx.emit(
             Event(
                 "warning",
-                NAME,
+                ctx.stage,
                 f"made {len(result.inputs)} of {gen.count} inputs within "
                 f"{gen.max_requests} requests (inputs.generate.max_requests)",
             )
@@ -144,3 +138,15 @@ def _generate(ctx: StageContext) -> dict[str, Any]:
     write_jsonl(ctx.workdir / "inputs.jsonl", ({"id": input_id(t), "input": t} for t in result.inputs))
     ctx.log(f"{len(result.inputs)} inputs generated in {result.requests} requests")
     return {**result.summary(), "kept": len(result.inputs)}
+
+
+STAGE = Stage(
+    name="inputs",
+    version=3,  # 3: what generating cost is counted from the journal, not from a file of the artifact
+    # task, teacher and budget: generated inputs are the teacher's answers to prompts made from the task's
+    # examples, within the budget.
+    reads=("inputs", "task", "teacher", "budget"),
+    needs=(),
+    produces=("inputs.jsonl",),
+    run=run,
+)

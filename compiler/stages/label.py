@@ -11,7 +11,7 @@ from typing import Any
 
 from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.errors import DistillcError
-from distillc.runner import StageContext
+from distillc.runner import Stage, StageContext
 from distillc.spec.ir import SpecIR
 from distillc.teacher import client, local
 from distillc.teacher.budget import refuse_over_estimate, spent_usd
@@ -20,11 +20,6 @@ from distillc.teacher.cost import usd
 from distillc.teacher.journal import Journal, journal_path, request_key
 from distillc.teacher.prompts import label_messages, reask_messages
 from distillc.teacher.protocol import Request
-
-NAME = "label"
-VERSION = 2  # 2: invalid answers re-asked once; dead letters hold failures and rejections
-READS = ("task", "teacher", "budget")
-NEEDS = ("inputs",)
 
 
 def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]:
@@ -54,7 +49,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
         reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
         refuse_over_estimate(spec, [m for _, m in pending], spent_usd(journal.entries.values()))
-        asking = client.connect(teacher, spec.task, journal, ctx.emit, NAME, spec.budget.max_usd, reference)
+        asking = client.connect(teacher, spec.task, journal, ctx.emit, ctx.stage, spec.budget.max_usd, reference)
         failures = asking.complete(pending)
         _check(spec, failures, len(pending), len(requests))
         # Invalid answers get one more try, with the answer and what is wrong with it in the conversation.
@@ -171,3 +166,13 @@ def _distribution(rows: list[dict[str, Any]]) -> dict[str, int]:
     for row in rows:
         counts[row["output"]] = counts.get(row["output"], 0) + 1
     return dict(sorted(counts.items()))
+
+
+STAGE = Stage(
+    name="label",
+    version=2,  # 2: invalid answers re-asked once; dead letters hold failures and rejections
+    reads=("task", "teacher", "budget"),
+    needs=("inputs",),
+    produces=("labeled.jsonl", "dead_letter.jsonl"),
+    run=run,
+)

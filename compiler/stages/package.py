@@ -10,29 +10,13 @@ from typing import Any
 from distillc import __version__
 from distillc.artifacts import canonical_sha256, read_json, tree_files, write_json
 from distillc.render import render
-from distillc.runner import META, StageContext
+from distillc.runner import Stage, StageContext
 from distillc.runtime_lock import TENSORRT_LIBS, check_versions, lock_path
-from distillc.selection import choose_variant
 from distillc.stages.export import variant_dir
+from distillc.stages.gate import DECISION
 from distillc.tensorrt import tensorrt_config
 from distillc_runtime.providers import TENSORRT_CONFIG
 
-NAME = "package"
-VERSION = 2
-# spec_path: the package's README names the spec file it was built from.
-READS = (
-    "name",
-    "spec_path",
-    "task",
-    "deploy",
-    "student.base_model",
-    "student.max_seq_len",
-    "evaluation.min_score",
-    "export",
-)
-NEEDS = ("export", "verify")
-# Code besides this module whose changes change the output (see distillc.runner.source_digest).
-SOURCES = ("distillc_runtime", "distillc.templates")
 # What the web server adds to the peak the verify stage measures for the model's process (Python,
 # onnxruntime, tokenizer, model): the default package's server peaked at 456 MiB after 20 requests,
 # against 439 MiB for the model's process alone; rounded up, with room for request buffers.
@@ -100,10 +84,10 @@ RENDERED = (
 )
 
 
-def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
+def run(ctx: StageContext, export: Path, gate: Path) -> dict[str, Any]:
     spec = ctx.spec
-    verified = read_json(verify / META)["summary"]
-    chosen = choose_variant(spec, verified)
+    decision = read_json(gate / DECISION)
+    chosen = decision["variant"]
     out = ctx.workdir / "package"
     # Copies, not hard links: onnx refuses a weights file with several links.
     shutil.copytree(variant_dir(export, chosen["name"]), out / "model")
@@ -111,7 +95,7 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
         write_json(out / "model" / TENSORRT_CONFIG, trt)
     ignored = shutil.ignore_patterns("__pycache__", "*.pyc", "locks")
     shutil.copytree(runtime_dir(), out / "distillc_runtime", ignore=ignored)
-    latency = {"p50": chosen["p50_ms"], "p95": chosen["p95_ms"], "measured_with": verified["measured_with"]}
+    latency = {"p50": chosen["p50_ms"], "p95": chosen["p95_ms"], "measured_with": decision["measured_with"]}
     info = {
         "name": spec.name,
         "distillc_version": __version__,
@@ -122,7 +106,7 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
             "labels": list(spec.task.labels),
         },
         "student": {"base_model": spec.student.base_model, "variant": chosen["name"]},
-        "evaluation": {"metric": verified["metric"], "score": chosen["score"], "n": verified["n"]},
+        "evaluation": {"metric": decision["metric"], "score": chosen["score"], "n": decision["n"]},
         "deploy": {
             "port": spec.deploy.port,
             "max_new_tokens": spec.deploy.max_new_tokens,
@@ -166,9 +150,9 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
             instructions=spec.task.instructions,
             base_model=spec.student.base_model,
             variant=chosen["name"],
-            metric=verified["metric"],
+            metric=decision["metric"],
             score=chosen["score"],
-            eval_n=verified["n"],
+            eval_n=decision["n"],
             latency=latency,
             max_request_bytes=spec.deploy.max_request_bytes,
             max_input_tokens=spec.deploy.max_input_tokens,
@@ -186,3 +170,23 @@ def run(ctx: StageContext, export: Path, verify: Path) -> dict[str, Any]:
         "files": len(files) + 1,
         "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
     }
+
+
+STAGE = Stage(
+    name="package",
+    version=3,  # 3: the shipped variant comes from the gate's decision
+    # spec_path: the package's README names the spec file it was built from.
+    reads=(
+        "name",
+        "spec_path",
+        "task",
+        "deploy",
+        "student.base_model",
+        "student.max_seq_len",
+        "export",
+    ),
+    needs=("export", "gate"),
+    produces=("package/manifest.json", "package/Dockerfile", "package/model/generation.json"),
+    run=run,
+    sources=("distillc_runtime", "distillc.templates"),
+)

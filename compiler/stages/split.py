@@ -13,12 +13,7 @@ from typing import Any
 
 from distillc.artifacts import read_jsonl, write_jsonl
 from distillc.errors import DistillcError
-from distillc.runner import StageContext
-
-NAME = "split"
-VERSION = 2
-READS = ("evaluation.holdout",)
-NEEDS = ("label",)
+from distillc.runner import Stage, StageContext
 
 
 def run(ctx: StageContext, label: Path) -> dict[str, Any]:
@@ -43,3 +38,13 @@ def run(ctx: StageContext, label: Path) -> dict[str, Any]:
 def _unit_hash(item_id: str) -> float:
     """A stable number in [0, 1) per input."""
     return int(hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:15], 16) / 16**15
+
+
+STAGE = Stage(
+    name="split",
+    version=2,
+    reads=("evaluation.holdout",),
+    needs=("label",),
+    produces=("train.jsonl", "holdout.jsonl"),
+    run=run,
+)

@@ -13,14 +13,10 @@ from typing import Any
 from distillc.artifacts import read_jsonl
 from distillc.errors import DistillcError
 from distillc.models import load_causal_lm, pick_device
-from distillc.runner import StageContext
+from distillc.runner import Stage, StageContext
 from distillc.spec.ir import LoraIR
 from distillc.student import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
 
-NAME = "train"
-VERSION = 2
-READS = ("task", "student")
-NEEDS = ("split",)
 IGNORE = -100
 
 
@@ -157,3 +153,13 @@ def _collate(batch: list[tuple[list[int], list[int], bool]], pad: int, device: s
     mask = [[1] * len(i) + [0] * (width - len(i)) for i, _, _ in batch]
     as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long, device=device)  # noqa: E731
     return as_tensor(ids), as_tensor(labels), as_tensor(mask)
+
+
+STAGE = Stage(
+    name="train",
+    version=2,
+    reads=("task", "student"),
+    needs=("split",),
+    produces=("model/config.json", "model/model.safetensors", "model/tokenizer.json"),
+    run=run,
+)

@@ -16,29 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import read_jsonl, write_jsonl
+from distillc.artifacts import read_jsonl, write_json, write_jsonl
 from distillc.latency import percentiles
-from distillc.runner import StageContext
+from distillc.runner import Stage, StageContext
 from distillc.scoring import score
 from distillc.stages.export import variant_dir
 from distillc.tensorrt import tensorrt_config
 from distillc_runtime.providers import provider_name, providers_for, runs_on_target
 
-NAME = "verify"
-VERSION = 3
-READS = (
-    "task",
-    "evaluation.metric",
-    "export.quantization",
-    "export.target",
-    "deploy.max_batch_size",
-    # The TensorRT profile a tensorrt package is verified with covers these lengths.
-    "student.max_seq_len",
-    "deploy.max_new_tokens",
-)
-NEEDS = ("export", "split")
-# Code besides this module whose changes change the output (see distillc.runner.source_digest).
-SOURCES = ("distillc_runtime",)
+VERIFIED = "verified.json"
 
 
 def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
@@ -87,7 +73,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             f"{variant['agreement']:.1%}), p50 {latency['p50']} ms, p95 {latency['p95']} ms; batch {batch_size}: "
             f"{batched['p50_ms']} ms p50, {batched['inputs_per_s']} inputs/s"
         )
-    return {
+    verified = {
         "metric": spec.evaluation.metric,
         "n": len(holdout),
         "variants": variants,
@@ -95,6 +81,8 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         "measured_with": provider_name(providers[0]),
         "measured_on_target": runs_on_target(spec.export.target),
     }
+    write_json(ctx.workdir / VERIFIED, verified)  # what the gate decides on
+    return verified
 
 
 # VmHWM, not getrusage's ru_maxrss: on Linux the latter keeps the high-water mark of the process before
@@ -146,3 +134,23 @@ def in_batches(generator: Any, texts: list[str], size: int) -> dict[str, Any]:
         "p95_ms": summary["p95"],
         "inputs_per_s": round(len(texts) / seconds, 1) if seconds else 0.0,
     }
+
+
+STAGE = Stage(
+    name="verify",
+    version=4,  # 4: the measurements are an artifact file (verified.json) the gate reads
+    reads=(
+        "task",
+        "evaluation.metric",
+        "export.quantization",
+        "export.target",
+        "deploy.max_batch_size",
+        # The TensorRT profile a tensorrt package is verified with covers these lengths.
+        "student.max_seq_len",
+        "deploy.max_new_tokens",
+    ),
+    needs=("export", "split"),
+    produces=(VERIFIED, "fp32.predictions.jsonl"),
+    run=run,
+    sources=("distillc_runtime",),
+)

@@ -18,16 +18,17 @@ import asyncio
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distillc.errors import DistillcError
-from distillc.events import Event, Sink
+from distillc.events import Event
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
-from distillc.teacher.budget import Budget, Pricing, Reservation
+from distillc.teacher.budget import Reservation
 from distillc.teacher.journal import Journal, drop_torn_tail
-from distillc.teacher.openai_client import Endpoint, RequestFailed, connect, params, parse_completion
+from distillc.teacher.openai_client import Endpoint, PaidTeacher, RequestFailed, connect, params, parse_completion
 from distillc.teacher.protocol import OVER_BUDGET, Request
 
 ENDED = ("completed", "failed", "expired", "cancelled")
@@ -74,23 +75,12 @@ class Submitted:
         return {key for f in self.open_files() for key in self.files[f]}
 
 
-class BatchTeacher:
+@dataclass
+class BatchTeacher(PaidTeacher):
     """The teacher through the Batch API. Every request of a submission holds its worst-case price
     against the budget first; those that do not fit are not submitted."""
 
-    def __init__(
-        self,
-        teacher: TeacherIR,
-        task: TaskIR,
-        journal: Journal,
-        emit: Sink,
-        stage: str,
-        budget: Budget,
-        prices: Pricing | None,
-    ) -> None:
-        self.teacher, self.task, self.journal, self.emit, self.stage = teacher, task, journal, emit, stage
-        self.budget, self.prices = budget, prices
-        self.held: dict[str, Reservation] = {}  # key -> what its request holds, until its answer comes
+    held: dict[str, Reservation] = field(default_factory=dict)  # key -> what its request holds, until answered
 
     def complete(self, requests: Sequence[Request]) -> dict[str, str]:
         """Answer every request through batches; journal each answer. Returns failures: key -> reason."""
@@ -167,7 +157,7 @@ class BatchTeacher:
         return failures
 
 
-async def _upload(endpoint: Endpoint, teacher: TeacherIR, task: TaskIR, requests: list[Request]) -> str:
+async def _upload(endpoint: Endpoint, teacher: TeacherIR, task: TaskIR | None, requests: list[Request]) -> str:
     import aiohttp
 
     extra = params(teacher, task)

@@ -214,22 +214,22 @@ async def connect(teacher: TeacherIR, emit: Sink, stage: str) -> AsyncIterator[E
         yield Endpoint(teacher, session, emit, stage, limiter=limiter)
 
 
-class EndpointTeacher:
+@dataclass
+class PaidTeacher:
+    """What a teacher that is paid per request works with: its settings, the journal, the budget."""
+
+    teacher: TeacherIR
+    task: TaskIR | None
+    journal: Journal
+    emit: Sink
+    stage: str
+    budget: Budget
+    prices: Pricing | None  # None: the spec sets no price
+
+
+class EndpointTeacher(PaidTeacher):
     """The teacher behind an OpenAI-compatible endpoint: a streaming pool of `max_concurrency` requests,
     each holding its worst-case price against the budget while in flight."""
-
-    def __init__(
-        self,
-        teacher: TeacherIR,
-        task: TaskIR | None,
-        journal: Journal,
-        emit: Sink,
-        stage: str,
-        budget: Budget,
-        prices: Pricing | None,
-    ) -> None:
-        self.teacher, self.task, self.journal, self.emit, self.stage = teacher, task, journal, emit, stage
-        self.budget, self.prices = budget, prices
 
     def complete(self, requests: Sequence[Request]) -> dict[str, str]:
         """Send every request; journal each answer. Returns failures: request key -> reason."""

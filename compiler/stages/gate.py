@@ -1,0 +1,42 @@
+"""The gate: which verified variant ships, decided once, as an artifact the package stage reads.
+
+A variant ships when it meets `evaluation.min_score`, stays within `export.max_quality_drop` of fp32 and,
+measured on the target, within `deploy.latency_budget_ms`; of those, the fastest (distillc.selection).
+When none does, the build stops here with the gate's reason, and the report keeps every measurement.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distillc.artifacts import read_json, write_json
+from distillc.runner import Stage, StageContext
+from distillc.selection import choose_variant
+
+DECISION = "decision.json"
+
+
+def run(ctx: StageContext, verify: Path) -> dict[str, Any]:
+    verified = read_json(verify / "verified.json")
+    chosen = choose_variant(ctx.spec, verified)  # raises GateFailed when nothing can ship
+    decision = {
+        "variant": chosen,
+        "metric": verified["metric"],
+        "n": verified["n"],
+        "measured_with": verified["measured_with"],
+    }
+    write_json(ctx.workdir / DECISION, decision)
+    ctx.log(f"{chosen['name']} ships: {verified['metric']} {chosen['score']:.3f}, p95 {chosen['p95_ms']} ms")
+    return {"variant": chosen["name"], "score": chosen["score"], "p50_ms": chosen["p50_ms"], "p95_ms": chosen["p95_ms"]}
+
+
+STAGE = Stage(
+    name="gate",
+    version=1,
+    reads=("evaluation.min_score", "export.max_quality_drop", "deploy.latency_p50_ms", "deploy.latency_p95_ms"),
+    needs=("verify",),
+    produces=(DECISION,),
+    run=run,
+    sources=("distillc.selection",),
+)
