@@ -33,9 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import read_json, read_jsonl
-from distillc.latency import percentiles
-from distillc.student import label_sequences, load_prompt, prompt_ids, prompt_text
+from distillc.build.artifacts import read_json, read_jsonl
+from distillc.quality.latency import percentiles
+from distillc.student.prompt import label_sequences, load_prompt, prompt_ids, prompt_text
 from distillc.teacher.contract import normalize_label
 from distillc_runtime.constrain import LabelTrie
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distillc.events import null_sink  # noqa: E402
+from distillc.build.events import null_sink  # noqa: E402
 from distillc.spec.ir import (
     TaskIR,  # noqa: E402
     TeacherIR,  # noqa: E402

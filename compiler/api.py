@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from distillc import __version__
-from distillc.artifacts import read_json, write_json
+from distillc.build.artifacts import read_json, write_json
+from distillc.build.events import Sink, null_sink
+from distillc.build.lock import build_lock
+from distillc.build.runner import StageRecord, run_stages
 from distillc.errors import GateFailed
-from distillc.events import Sink, null_sink
 from distillc.graph import STAGES
-from distillc.lock import build_lock
-from distillc.runner import StageRecord, run_stages
 from distillc.spec import SpecIR, load_spec
 
 

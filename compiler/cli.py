@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from distillc import __version__
+from distillc.build.events import Event, JsonSink, sink_for
 from distillc.errors import DistillcError, SpecError
-from distillc.events import Event, JsonSink, sink_for
 from distillc.graph import STAGE_NAMES
 from distillc.spec.diagnostics import to_json
 
@@ -105,7 +105,7 @@ def plan(spec: Path, out: Path | None, fmt: str) -> None:
 def gc(spec: Path, out: Path | None, dry_run: bool) -> None:
     """Remove cached stage artifacts the last build did not use; keeps the journal and the package."""
     from distillc.api import default_build_dir
-    from distillc.gc import collect
+    from distillc.build.gc import collect
     from distillc.spec import load_spec
 
     try:

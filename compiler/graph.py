@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 
-from distillc.runner import Stage
+from distillc.build.runner import Stage
 from distillc.spec.ir import SpecIR
 from distillc.stages import evaluate, export, gate, inputs, label, package, split, train, verify
 

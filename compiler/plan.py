@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from distillc.api import default_build_dir, previous_stages
-from distillc.artifacts import read_jsonl
-from distillc.events import Sink, null_sink
+from distillc.build.artifacts import read_jsonl
+from distillc.build.events import Sink, null_sink
+from distillc.build.lock import lock_holder
+from distillc.build.runner import StageRecord, cached_record, plan_stages, run_stages
 from distillc.graph import STAGES
-from distillc.lock import lock_holder
-from distillc.runner import StageRecord, cached_record, plan_stages, run_stages
 from distillc.spec import SpecIR, load_spec
 from distillc.stages import inputs as inputs_stage
 from distillc.stages.label import teacher_requests, unanswered

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distillc.errors import DistillcError
-from distillc.render import render
+from distillc.package.render import render
 from distillc.spec.schema import SCHEMA_FILE, schema_text
 
 SPEC_FILE = "spec.yaml"

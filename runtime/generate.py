@@ -105,7 +105,7 @@ class Generator:
         return f"input is {n} tokens with the prompt, over this package's limit of {self.max_input_tokens}"
 
     def prompt_ids(self, text: str) -> list[int]:
-        """Prefix, input and suffix tokenized apart, as training did (distillc.student.prompt_ids)."""
+        """Prefix, input and suffix tokenized apart, as training did (distillc.student.prompt.prompt_ids)."""
         prefix, suffix = self.template_ids
         return prefix + self._encode(text, self.text_tokenizer) + suffix
 

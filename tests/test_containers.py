@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillc.render import render
-from distillc.runtime_lock import TARGETS, TENSORRT_LIBS, check_versions, lock_path, locked_versions, normalize
+from distillc.package.render import render
+from distillc.package.runtime_lock import TARGETS, TENSORRT_LIBS, check_versions, lock_path, locked_versions, normalize
 from distillc.stages.package import image
 from tests.helpers import free_port, start
 

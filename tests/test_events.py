@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from distillc.events import Event, Progress, TextSink
+from distillc.build.events import Event, Progress, TextSink
 
 
 class Terminal(io.StringIO):

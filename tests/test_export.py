@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from distillc.stages.export import export_onnx
-from distillc.student import eos_ids, prompt_ids, prompt_template, save_prompt
+from distillc.student.prompt import eos_ids, prompt_ids, prompt_template, save_prompt
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distillc import api
-from distillc.artifacts import read_jsonl
+from distillc.build.artifacts import read_jsonl
 from tests.test_spec import VALID
 
 

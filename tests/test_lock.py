@@ -24,7 +24,7 @@ def test_a_second_build_in_the_same_folder_stops_at_once_and_a_killed_one_frees_
         [
             sys.executable,
             "-c",
-            f"from distillc.lock import build_lock; from pathlib import Path; import time\n"
+            f"from distillc.build.lock import build_lock; from pathlib import Path; import time\n"
             f"with build_lock(Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(120)",
         ],
         stdout=subprocess.PIPE,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from distillc.render import render
-from distillc.runtime_lock import locked_versions
+from distillc.package.render import render
+from distillc.package.runtime_lock import locked_versions
 from distillc.stages.package import image, requirements
 from tests.conftest import review_texts, write_spec
 from tests.fake_teacher import FakeTeacher

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from distillc import api, models
+from distillc import api
 from distillc.errors import DistillcError
 from distillc.plan import plan, render
+from distillc.student import models
 from distillc.teacher.budget import spent_usd
 from distillc.teacher.journal import journal_path, read_entries
 from tests.conftest import review_texts, sentiment, set_teacher, write_spec
@@ -145,7 +146,7 @@ def test_plan_beside_a_running_build_changes_nothing_and_says_a_build_is_running
 def test_plan_never_truncates_an_answer_a_build_is_writing(tmp_path: Path) -> None:
     """The journal's last line may be an answer a build is still writing: plan reads around it and
     leaves it, where opening the journal for writing would cut it off."""
-    from distillc.lock import build_lock
+    from distillc.build.lock import build_lock
     from distillc.teacher.journal import journal_path
 
     (tmp_path / "inputs.txt").write_text("sure thing\nno way at all\n")

@@ -12,9 +12,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from distillc.fused_export import build_fused_onnx
-from distillc.quantize import quantize, quantize_embeddings
-from distillc.student import eos_ids, prompt_template, save_prompt
+from distillc.student.fused_export import build_fused_onnx
+from distillc.student.prompt import eos_ids, prompt_template, save_prompt
+from distillc.student.quantize import quantize, quantize_embeddings
 from distillc_runtime.generate import Generator
 
 

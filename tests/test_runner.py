@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from distillc.events import null_sink
-from distillc.runner import Stage, StageContext, run_stages
+from distillc.build.events import null_sink
+from distillc.build.runner import Stage, StageContext, run_stages
 from distillc.spec import load_spec
 from tests.test_spec import VALID, write
 
@@ -145,7 +145,7 @@ def test_the_stage_list_is_checked() -> None:
 def test_fields_a_stage_reads_through_helpers_are_in_its_key(tmp_path: Path) -> None:
     """verify builds the TensorRT profile (student.max_seq_len, deploy.max_new_tokens) for tensorrt
     packages: changing either must re-run it, not serve a verify of the old profile."""
-    from distillc.runner import stage_components
+    from distillc.build.runner import stage_components
     from distillc.stages.verify import STAGE as verify
 
     base = load_spec(write(tmp_path, VALID))
@@ -180,7 +180,7 @@ def test_a_kill_while_forcing_or_collecting_leaves_no_half_artifact(
 ) -> None:
     """Folders leave the cache by one rename into .trash before they are deleted: a kill during the
     delete leaves debris there, and the stage's next lookup is a miss, never a half-deleted hit."""
-    from distillc import cache
+    from distillc.build import cache
 
     spec, build = write(tmp_path, VALID), tmp_path / "build"
     first = records(spec, build, graph())

@@ -148,7 +148,7 @@ def test_local_teacher_scores_labels_like_an_unpadded_forward(tiny_model: Path) 
     """Batched, left-padded, last-positions-only scoring equals scoring each row on its own."""
     import torch
 
-    from distillc.models import load_causal_lm
+    from distillc.student.models import load_causal_lm
     from distillc.teacher.local import label_logprobs
 
     model, tokenizer = load_causal_lm(str(tiny_model))

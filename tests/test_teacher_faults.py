@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from distillc import api
+from distillc.build.events import Event
 from distillc.errors import DistillcError
-from distillc.events import Event
 from distillc.teacher import retry
 from tests.conftest import set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from distillc import api
-from distillc.artifacts import read_jsonl
+from distillc.build.artifacts import read_jsonl
 from distillc.errors import DistillcError
-from distillc.scoring import agrees
+from distillc.quality.scoring import agrees
 from distillc.spec.ir import TaskIR
 from distillc.stages.train import IGNORE, encode
 from distillc.teacher.journal import Journal

@@ -12,7 +12,7 @@ import yaml
 
 from distillc import api
 from distillc.errors import GateFailed
-from distillc.selection import choose_variant
+from distillc.quality.gates import choose_variant
 from distillc.spec import load_spec
 from distillc.stages.package import SERVER_MEMORY_MI
 from tests.conftest import review_texts, sentiment, write_spec

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from distillc.artifacts import file_sha256
+from distillc.build.artifacts import file_sha256
 from distillc.errors import SpecError
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, sort_key

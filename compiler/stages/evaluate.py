@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import read_jsonl, write_jsonl
-from distillc.models import quiet_transformers
-from distillc.runner import Stage, StageContext
-from distillc.scoring import agrees, score
-from distillc.student import label_sequences, load_prompt, prompt_ids
+from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.runner import Stage, StageContext
+from distillc.quality.scoring import agrees, score
+from distillc.student.models import quiet_transformers
+from distillc.student.prompt import label_sequences, load_prompt, prompt_ids
 from distillc_runtime.constrain import JsonGrammar, JsonState, LabelState, LabelTrie
 
 

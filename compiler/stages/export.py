@@ -25,14 +25,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import read_jsonl, write_jsonl
+from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
-from distillc.fused_export import build_fused_onnx
-from distillc.latency import percentiles
-from distillc.models import quiet_transformers
-from distillc.quantize import quantize
-from distillc.runner import Stage, StageContext
-from distillc.student import label_sequences, load_prompt
+from distillc.quality.latency import percentiles
+from distillc.student.fused_export import build_fused_onnx
+from distillc.student.models import quiet_transformers
+from distillc.student.prompt import label_sequences, load_prompt
+from distillc.student.quantize import quantize
 
 
 def variant_dir(export_artifact: Path, variant: str) -> Path:
@@ -258,5 +258,5 @@ STAGE = Stage(
     needs=("train", "evaluate"),
     produces=("parity.jsonl", "variants/fp32/model.onnx", "variants/*/generation.json"),
     run=run,
-    sources=("distillc.quantize", "distillc.fused_export", "distillc_runtime"),
+    sources=("distillc.student.quantize", "distillc.student.fused_export", "distillc_runtime"),
 )

@@ -1,7 +1,7 @@
 """The gate: which verified variant ships, decided once, as an artifact the package stage reads.
 
 A variant ships when it meets `evaluation.min_score`, stays within `export.max_quality_drop` of fp32 and,
-measured on the target, within `deploy.latency_budget_ms`; of those, the fastest (distillc.selection).
+measured on the target, within `deploy.latency_budget_ms`; of those, the fastest (distillc.quality.gates).
 When none does, the build stops here with the gate's reason, and the report keeps every measurement.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import read_json, write_json
-from distillc.runner import Stage, StageContext
-from distillc.selection import choose_variant
+from distillc.build.artifacts import read_json, write_json
+from distillc.build.runner import Stage, StageContext
+from distillc.quality.gates import choose_variant
 
 DECISION = "decision.json"
 
@@ -38,5 +38,5 @@ STAGE = Stage(
     needs=("verify",),
     produces=(DECISION,),
     run=run,
-    sources=("distillc.selection",),
+    sources=("distillc.quality.gates",),
 )

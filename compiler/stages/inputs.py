@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import write_jsonl
+from distillc.build.artifacts import write_jsonl
+from distillc.build.events import Event
+from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
-from distillc.events import Event
-from distillc.runner import Stage, StageContext
 from distillc.teacher.journal import Journal, journal_path
 
 MAX_CHARS = 20_000

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import read_jsonl, write_jsonl
+from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
-from distillc.runner import Stage, StageContext
 from distillc.spec.ir import SpecIR
 from distillc.teacher import client, local
 from distillc.teacher.budget import refuse_over_estimate, spent_usd

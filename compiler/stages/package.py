@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from distillc import __version__
-from distillc.artifacts import canonical_sha256, read_json, tree_files, write_json
-from distillc.render import render
-from distillc.runner import Stage, StageContext
-from distillc.runtime_lock import TENSORRT_LIBS, check_versions, lock_path
+from distillc.build.artifacts import canonical_sha256, read_json, tree_files, write_json
+from distillc.build.runner import Stage, StageContext
+from distillc.package.render import render
+from distillc.package.runtime_lock import TENSORRT_LIBS, check_versions, lock_path
 from distillc.stages.export import variant_dir
 from distillc.stages.gate import DECISION
-from distillc.tensorrt import tensorrt_config
+from distillc.student.tensorrt import tensorrt_config
 from distillc_runtime.providers import TENSORRT_CONFIG
 
 # What the web server adds to the peak the verify stage measures for the model's process (Python,
@@ -23,9 +23,9 @@ from distillc_runtime.providers import TENSORRT_CONFIG
 SERVER_MEMORY_MI = 64
 # onnxruntime-gpu 1.31.1 (checked in its wheel) needs CUDA 13 (libcudart.so.13, libcublas.so.13), cuDNN 9
 # and, for TensorRT, libnvinfer.so.10: hence a CUDA 13 image (host driver 580 or newer); the GPU locks
-# take onnxruntime-gpu from 1.31.1 and TensorRT 10 for CUDA 13 from pip (distillc.runtime_lock).
+# take onnxruntime-gpu from 1.31.1 and TensorRT 10 for CUDA 13 from pip (distillc.package.runtime_lock).
 CUDA_IMAGE = "nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04"
-# The CPU image's Python: the one the CPU lock was resolved for (distillc.runtime_lock.TARGETS), to the patch.
+# The CPU image's Python: the one the CPU lock was resolved for (distillc.package.runtime_lock.TARGETS), to the patch.
 PYTHON_IMAGE = "python:3.11.14-slim-bookworm"
 
 
@@ -42,7 +42,7 @@ def requirements(target: str) -> str:
 
 def image(target: str) -> dict[str, Any]:
     """Base image and Python for the Dockerfile: slim CPython for CPU; CUDA + cuDNN runtime for GPUs
-    (TensorRT's libraries come from pip, see distillc.runtime_lock)."""
+    (TensorRT's libraries come from pip, see distillc.package.runtime_lock)."""
     if target in ("cuda", "tensorrt"):
         return {
             "base_image": CUDA_IMAGE,

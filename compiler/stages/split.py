@@ -11,9 +11,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import read_jsonl, write_jsonl
+from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
-from distillc.runner import Stage, StageContext
 
 
 def run(ctx: StageContext, label: Path) -> dict[str, Any]:

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import read_jsonl
+from distillc.build.artifacts import read_jsonl
+from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
-from distillc.models import load_causal_lm, pick_device
-from distillc.runner import Stage, StageContext
 from distillc.spec.ir import LoraIR
-from distillc.student import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
+from distillc.student.models import load_causal_lm, pick_device
+from distillc.student.prompt import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
 
 IGNORE = -100
 

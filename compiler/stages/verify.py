@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import read_jsonl, write_json, write_jsonl
-from distillc.latency import percentiles
-from distillc.runner import Stage, StageContext
-from distillc.scoring import score
+from distillc.build.artifacts import read_jsonl, write_json, write_jsonl
+from distillc.build.runner import Stage, StageContext
+from distillc.quality.latency import percentiles
+from distillc.quality.scoring import score
 from distillc.stages.export import variant_dir
-from distillc.tensorrt import tensorrt_config
+from distillc.student.tensorrt import tensorrt_config
 from distillc_runtime.providers import provider_name, providers_for, runs_on_target
 
 VERIFIED = "verified.json"

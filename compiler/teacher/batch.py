@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillc.build.events import Event
 from distillc.errors import DistillcError
-from distillc.events import Event
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
 from distillc.teacher.budget import Reservation

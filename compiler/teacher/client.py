@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from distillc.events import Sink
+from distillc.build.events import Sink
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import budget, local, openai_client
 from distillc.teacher.batch import BatchTeacher

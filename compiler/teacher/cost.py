@@ -67,7 +67,7 @@ class TokenCounter:
 
 
 def _load_tokenizer(teacher: TeacherIR) -> tuple[str, Any]:
-    from distillc.models import load_tokenizer
+    from distillc.student.models import load_tokenizer
 
     ref = teacher.model if teacher.provider == "local" else "smollm2-135m-instruct"
     try:

@@ -16,13 +16,13 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from distillc.dedup import NearDuplicateIndex, distinct_ngram_ratio
+from distillc.build.events import Event, Sink
 from distillc.errors import DistillcError
-from distillc.events import Event, Sink
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
 from distillc.teacher import client
 from distillc.teacher.contract import strip_fence
 from distillc.teacher.cost import usd
+from distillc.teacher.dedup import NearDuplicateIndex, distinct_ngram_ratio
 from distillc.teacher.journal import Journal, request_key
 
 MAX_CHARS = 2000

@@ -14,9 +14,9 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from distillc.events import Progress, Sink
-from distillc.models import load_causal_lm, pick_device
+from distillc.build.events import Progress, Sink
 from distillc.spec.ir import TaskIR, TeacherIR
+from distillc.student.models import load_causal_lm, pick_device
 from distillc.teacher.journal import Journal
 from distillc.teacher.protocol import Messages, Request
 

@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillc.build.events import Event, Progress, Sink
 from distillc.errors import DistillcError
-from distillc.events import Event, Progress, Sink
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
 from distillc.teacher.budget import Budget, Pricing

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import file_sha256
+from distillc.build.artifacts import file_sha256
 
 TRASH = ".trash"
 

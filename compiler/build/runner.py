@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts import canonical_sha256, read_json, tree_files, write_json
-from distillc.cache import commit, damage, discard, file_stats
+from distillc.build.artifacts import canonical_sha256, read_json, tree_files, write_json
+from distillc.build.cache import commit, damage, discard, file_stats
 from distillc.errors import DistillcError
-from distillc.events import Event, Sink
+from distillc.build.events import Event, Sink
 from distillc.spec.ir import SpecIR, cache_view
 from distillc.spec.view import stage_view
 

@@ -12,10 +12,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillc.artifacts import read_json
-from distillc.cache import TRASH, discard
+from distillc.build.artifacts import read_json
+from distillc.build.cache import TRASH, discard
 from distillc.errors import DistillcError
-from distillc.lock import build_lock
+from distillc.build.lock import build_lock
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Judging a student: metrics, latency percentiles, and the gates that decide what ships."""

@@ -1,0 +1,1 @@
+"""The student model: loading, its prompt, and turning it into the graphs a package runs (ONNX, quantized, TensorRT)."""
