@@ -154,7 +154,7 @@ def _report(result: BuildResult, status: str) -> dict[str, Any]:
             "min_score": result.spec.evaluation.min_score,
             "passed": ev["score"] >= result.spec.evaluation.min_score,
         }
-    for name in ("inputs", "label", "split", "train", "export", "verify", "gate", "package"):
-        if name in summaries:
-            report[name] = summaries[name]
+    for name, summary in summaries.items():  # in the stage list's order; evaluate's is "evaluation" above
+        if name != "evaluate":
+            report[name] = summary
     return report

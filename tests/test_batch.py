@@ -18,7 +18,7 @@ from distillc.teacher import batch as batch_api
 from distillc.teacher.budget import spent_usd
 from distillc.teacher.cost import usd
 from distillc.teacher.journal import journal_path, read_entries
-from tests.conftest import review_texts, sentiment, set_teacher, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 
 
@@ -118,7 +118,7 @@ def test_a_batch_submission_is_checked_against_what_remains_of_the_budget(tmp_pa
     out = tmp_path / "out"
     with FakeTeacher(sentiment, prompt_tokens=10_000) as teacher:
         spec = batch_spec(tmp_path, teacher, tiny_model, texts, price_per_1m_tokens={"input": 10})
-        spec.write_text(spec.read_text() + "budget: {max_usd: 0.33}\n")
+        edit_spec(spec, {"budget.max_usd": 0.33})
         for _ in range(3):
             with pytest.raises(DistillcError) as caught:
                 api.build(spec, out=out, until="label")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distillc import api
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 
 BENCH = Path(__file__).parent.parent / "bench" / "decode.py"
@@ -20,7 +20,7 @@ BENCH = Path(__file__).parent.parent / "bench" / "decode.py"
 def test_bench_decode_measures_torch_every_variant_and_the_server(tmp_path: Path, tiny_model: Path) -> None:
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60))
-        spec.write_text(spec.read_text() + "export: {quantization: [fp32, int8]}\n")
+        edit_spec(spec, {"export.quantization": ["fp32", "int8"]})
         build = api.build(spec, out=tmp_path / "out", emit=lambda e: None).build_dir
     command = [sys.executable, str(BENCH), str(build), "--inputs", "6", "--tokens", "32", "--repeats", "3", "--http"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, free_port, http, parity_rows, read_json, wait_healthy
 
@@ -51,7 +51,7 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
         assert all(s["status"] == "hit" for s in read_json(out / "manifest.json")["stages"])
 
         # Only student.epochs changes: train and later stages re-run, the teacher is not asked again.
-        spec.write_text(spec.read_text().replace("epochs: 30", "epochs: 31"))
+        edit_spec(spec, {"student.epochs": 31})
         third = distillc("build", str(spec), "--out", str(out))
         assert third.returncode == 0, third.stderr
         assert teacher.requests == len(inputs)

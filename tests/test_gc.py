@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distillc import api
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc
 
@@ -18,7 +18,7 @@ def test_gc_removes_what_the_last_build_did_not_use_and_nothing_it_did(tmp_path:
         )
         api.build(spec, out=out, until="train")
         old_train = next((out / "cache" / "train").iterdir())
-        spec.write_text(spec.read_text().replace("epochs: 2", "epochs: 3"))  # a new train artifact
+        edit_spec(spec, {"student.epochs": 3})  # a new train artifact
         api.build(spec, out=out, until="train")
         (out / "cache" / "train" / ".tmp-0123-999").mkdir()  # left by a killed build
         sent = teacher.requests

@@ -16,7 +16,7 @@ from distillc.spec import load_spec
 from distillc.spec.ir import cache_view
 from distillc.teacher.dedup import NearDuplicateIndex, distinct_ngram_ratio, normalize
 from distillc.teacher.generation import parse
-from tests.conftest import NEGATIVE, POSITIVE, THINGS, set_teacher, write_spec
+from tests.conftest import NEGATIVE, POSITIVE, THINGS, edit_spec, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 
 EXAMPLES = ["the kettle was lovely", "the screen was broken", "the staff was superb and the room too"]
@@ -41,11 +41,8 @@ def writer(prompt: str) -> str:
 
 def generation_spec(tmp_path: Path, base_url: str, tiny_model: Path, count: int = 40) -> Path:
     spec = write_spec(tmp_path, base_url=base_url, student=str(tiny_model), inputs=[])
-    text = spec.read_text().replace(
-        "  source: {path: data/reviews.jsonl, field: text}",
-        f"  generate: {{count: {count}, per_request: 8, seed: 3, guidance: 'short reviews of household things'}}",
-    )
-    spec.write_text(text)
+    generate = {"count": count, "per_request": 8, "seed": 3, "guidance": "short reviews of household things"}
+    edit_spec(spec, {"inputs": {"generate": generate}})
     return spec
 
 
@@ -88,7 +85,7 @@ def test_a_teacher_that_never_gives_usable_inputs_is_a_clear_error(tmp_path: Pat
 def test_the_generating_teacher_is_part_of_the_inputs_key(tmp_path: Path, tiny_model: Path) -> None:
     spec = generation_spec(tmp_path, "http://127.0.0.1:9/v1", tiny_model)
     before = cache_view(load_spec(spec).inputs)
-    spec.write_text(spec.read_text().replace("model: test-teacher", "model: another-teacher"))
+    edit_spec(spec, {"teacher.model": "another-teacher"})
     assert cache_view(load_spec(spec).inputs) != before
 
 
@@ -191,7 +188,7 @@ def test_generation_cost_counts_against_the_budget_of_labeling(tmp_path: Path, t
     with FakeTeacher(answer, prompt_tokens=1400) as teacher:
         spec = generation_spec(tmp_path, teacher.base_url, tiny_model, count=16)
         set_teacher(spec, price_per_1m_tokens={"input": 100})
-        spec.write_text(spec.read_text() + "budget: {max_usd: 0.5}\n")
+        edit_spec(spec, {"budget.max_usd": 0.5})
         with pytest.raises(DistillcError) as caught:
             api.build(spec, out=tmp_path / "out", until="label")
         inputs = api.build(spec, out=tmp_path / "out", until="inputs").stage("inputs").summary

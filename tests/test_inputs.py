@@ -6,7 +6,7 @@ from pathlib import Path
 
 from distillc import api
 from distillc.build.artifacts import read_jsonl
-from tests.test_spec import VALID
+from tests.conftest import VALID
 
 
 def gather(tmp_path: Path, filename: str, content: str, source: str) -> tuple[list[str], dict]:

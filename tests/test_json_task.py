@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import jsonschema
+import yaml
 
 from distillc import api
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 
 SCHEMA = {
@@ -25,20 +26,14 @@ def test_a_json_task_answers_valid_json_everywhere(tmp_path: Path, tiny_model: P
 
     with FakeTeacher(teacher_answer) as teacher:
         spec = write_spec(
-            tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60), epochs=8
+            tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60), epochs=8, min_score=0
         )
-        text = spec.read_text()
-        for old, new in (
-            ("output: positive}", "output: {sentiment: positive}}"),
-            ("output: negative}", "output: {sentiment: negative}}"),
-        ):
-            text = text.replace(old, new)
-        text = text.replace(
-            "output: {type: label, labels: [positive, negative]}",
-            f"output: {{type: json, schema: {json.dumps(SCHEMA)}}}",
-        )
-        text = text.replace("deploy: {max_new_tokens: 8}", "deploy: {max_new_tokens: 32}")  # room for the JSON
-        spec.write_text(text.replace("min_score: 0.5", "min_score: 0.0"))
+        examples = [
+            {"input": e["input"], "output": {"sentiment": e["output"]}}
+            for e in yaml.safe_load(spec.read_text())["task"]["examples"]
+        ]
+        changes = {"task.examples": examples, "task.output": {"type": "json", "schema": SCHEMA}}
+        edit_spec(spec, {**changes, "deploy.max_new_tokens": 32})  # room for the JSON
         result = api.build(spec, out=tmp_path / "out", emit=lambda e: None)
     evaluation = result.stage("evaluate").summary
     assert evaluation["decoding"] == "json-schema-constrained" and evaluation["cut_short"] == 0

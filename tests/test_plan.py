@@ -13,7 +13,7 @@ from distillc.plan import plan, render
 from distillc.student import models
 from distillc.teacher.budget import spent_usd
 from distillc.teacher.journal import journal_path, read_entries
-from tests.conftest import review_texts, sentiment, set_teacher, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc
 
@@ -61,7 +61,7 @@ def test_plan_and_build_refuse_over_budget_before_sending(tmp_path: Path, tiny_m
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(20))
         set_teacher(spec, price_per_1m_tokens={"input": 1000})
-        spec.write_text(spec.read_text() + "budget: {max_usd: 0.01}\n")
+        edit_spec(spec, {"budget.max_usd": 0.01})
         result = distillc("plan", str(spec), "--out", str(tmp_path / "out"))
         assert result.returncode == 1
         assert "OVER BUDGET" in result.stdout
@@ -83,8 +83,7 @@ def test_the_budget_holds_across_runs_against_a_teacher_billing_far_over_the_est
     with FakeTeacher(sentiment, prompt_tokens=10_000) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
         set_teacher(spec, max_concurrency=4, price_per_1m_tokens={"input": 10})
-        base = spec.read_text()
-        spec.write_text(base + "budget: {max_usd: 0.35}\n")
+        edit_spec(spec, {"budget.max_usd": 0.35})
         errors = []
         for _ in range(3):
             with pytest.raises(DistillcError) as caught:
@@ -97,7 +96,7 @@ def test_the_budget_holds_across_runs_against_a_teacher_billing_far_over_the_est
         assert "17 of 17 teacher requests were not sent; $0.3000 spent in all" in errors[2].message
         suggested = float(re.search(r"budget.max_usd: ([0-9.]+) covers them", errors[2].help).group(1))
         assert 0.30 + 17 * 0.10 <= suggested < 0.30 + 17 * 0.15
-        spec.write_text(base + f"budget: {{max_usd: {suggested}}}\n")
+        edit_spec(spec, {"budget.max_usd": suggested})
         result = api.build(spec, out=out, until="label")
         assert teacher.requests == len(texts)  # only the unsent ones went out
     assert result.stage("label").summary["usd"] == pytest.approx(len(texts) * 0.1, rel=0.05)

@@ -13,7 +13,7 @@ import pytest
 from distillc.build.events import null_sink
 from distillc.build.runner import Stage, StageContext, run_stages
 from distillc.spec import load_spec
-from tests.test_spec import VALID, write
+from tests.conftest import VALID, edit_spec, write
 
 calls: list[str] = []
 
@@ -58,7 +58,7 @@ def test_change_reruns_the_stage_and_its_dependents_and_says_why(tmp_path: Path)
     spec = write(tmp_path, VALID)
     first = records(spec, tmp_path / "build", graph())
     previous = {name: {"components": r.components} for name, r in first.items()}
-    spec.write_text(spec.read_text().replace("base_model: smollm2-135m-instruct", "base_model: other"))
+    edit_spec(spec, {"student.base_model": "other"})
     second = records(spec, tmp_path / "build", graph(), previous=previous)
     assert calls == ["b", "c"]
     assert second["b"].reason == "changed: spec.student"
@@ -68,7 +68,7 @@ def test_change_reruns_the_stage_and_its_dependents_and_says_why(tmp_path: Path)
 def test_fields_that_cannot_change_outputs_do_not_invalidate(tmp_path: Path) -> None:
     spec = write(tmp_path, VALID)
     records(spec, tmp_path / "build", graph())
-    spec.write_text(spec.read_text().replace("{model: gpt-4o-mini}", "{model: gpt-4o-mini, max_concurrency: 64}"))
+    edit_spec(spec, {"teacher.max_concurrency": 64})
     records(spec, tmp_path / "build", graph())
     assert calls == []
 

@@ -10,31 +10,10 @@ import pytest
 from distillc.errors import SpecError
 from distillc.spec import load_spec, validate_file
 from distillc.spec.ir import cache_view
+from tests.conftest import VALID, write
 from tests.helpers import distillc
 
 SPECS = sorted((Path(__file__).parent.parent / "specs").glob("*.yaml"))
-
-VALID = """\
-name: tickets
-task:
-  instructions: Route the ticket.
-  examples:
-    - {input: "card declined", output: billing}
-    - {input: "app crashes", output: bug}
-    - {input: "love it", output: other}
-  output: {type: label, labels: [billing, bug, other]}
-inputs:
-  source: {path: inputs.txt}
-teacher: {model: gpt-4o-mini}
-student: {base_model: smollm2-135m-instruct}
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    (tmp_path / "inputs.txt").write_text("one\ntwo\n")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(text)
-    return spec
 
 
 def messages(tmp_path: Path, text: str) -> list[str]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from distillc.spec import validate_file
 from distillc.spec.diagnostics import line_col, render_all, to_json
-from tests.test_spec import VALID
+from tests.conftest import VALID
 
 BASE: dict[str, Any] = yaml.safe_load(VALID)
 

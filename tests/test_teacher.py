@@ -13,7 +13,7 @@ from distillc.errors import DistillcError
 from distillc.spec.ir import TaskIR
 from distillc.teacher.contract import accept
 from distillc.teacher.journal import Journal, request_key
-from tests.conftest import review_texts, sentiment, set_teacher, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 
 
@@ -136,7 +136,7 @@ def test_missing_api_key_is_a_clear_error_before_any_request(
     tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = write_spec(tmp_path, base_url="", student=str(tiny_model), inputs=review_texts(10))
-    spec.write_text(spec.read_text().replace("  base_url: \n", ""))
+    edit_spec(spec, {"teacher.base_url": None})
     monkeypatch.delenv("DISTILLC_TEST_KEY", raising=False)
     with pytest.raises(DistillcError) as caught:
         api.build(spec, out=tmp_path / "out")
@@ -195,7 +195,7 @@ def test_a_changed_endpoint_reasks_and_says_why(tmp_path: Path, tiny_model: Path
         spec = write_spec(tmp_path, base_url=mock.base_url, student=str(tiny_model), inputs=texts)
         api.build(spec, out=tmp_path / "out", until="label")
         assert mock.requests == len(texts)
-        spec.write_text(spec.read_text().replace(mock.base_url, real.base_url))
+        edit_spec(spec, {"teacher.base_url": real.base_url})
         events: list[Any] = []
         api.build(spec, out=tmp_path / "out", until="label", emit=events.append)
         assert real.requests == len(texts) and mock.requests == len(texts)

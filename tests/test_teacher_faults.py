@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from distillc import api
 from distillc.build.events import Event
 from distillc.errors import DistillcError
 from distillc.teacher import retry
-from tests.conftest import set_teacher, write_spec
+from tests.conftest import edit_spec, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 
 RETRIES = 3
@@ -170,7 +171,7 @@ def test_json_answers_use_structured_output_and_are_validated_against_the_schema
         with FakeTeacher(extract, refuse=() if structured else ("response_format",)) as teacher:
             folder = tmp_path / f"structured-{structured}"
             spec = write_spec(folder, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
-            spec.write_text(_as_json_task(spec.read_text()))
+            _as_json_task(spec)
             result = api.build(spec, out=folder / "out", until="label")
             bodies = teacher.bodies
         label = result.stage("label")
@@ -186,18 +187,18 @@ def test_json_answers_use_structured_output_and_are_validated_against_the_schema
         assert len(outputs) == len(texts) and all(isinstance(o["count"], int) for o in outputs)
 
 
-def _as_json_task(text: str) -> str:
+def _as_json_task(spec: Path) -> None:
     schema = {
         "type": "object",
         "properties": {"item": {"type": "string"}, "count": {"type": "integer"}},
         "required": ["item", "count"],
     }
-    text = text.replace(
-        "  output: {type: label, labels: [positive, negative]}\n",
-        f"  output: {{type: json, schema: {json.dumps(schema)}}}\n",
-    )
-    text = text.replace("output: positive}", """output: '{"item": "kettle", "count": 1}'}""")
-    return text.replace("output: negative}", """output: '{"item": "screen", "count": 1}'}""")
+    items = {"positive": "kettle", "negative": "screen"}
+    examples = [
+        {"input": e["input"], "output": json.dumps({"item": items[e["output"]], "count": 1})}
+        for e in yaml.safe_load(spec.read_text())["task"]["examples"]
+    ]
+    edit_spec(spec, {"task.output": {"type": "json", "schema": schema}, "task.examples": examples})
 
 
 def _rows(path: Path) -> list[dict]:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from distillc import api
 from distillc.package.runtime_lock import TENSORRT_LIBS
 from distillc_runtime import generate, providers, server
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 
 
@@ -21,10 +21,7 @@ def tensorrt_build(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -
     folder = tmp_path_factory.mktemp("tensorrt")
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(folder, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60))
-        spec.write_text(
-            spec.read_text().replace("deploy: {max_new_tokens: 8}", "deploy: {max_new_tokens: 8, max_batch_size: 4}")
-            + "export: {target: tensorrt}\n"
-        )
+        edit_spec(spec, {"deploy.max_batch_size": 4, "export.target": "tensorrt"})
         return api.build(spec, out=folder / "out", emit=lambda e: None)
 
 

@@ -13,7 +13,7 @@ from distillc.quality.scoring import agrees
 from distillc.spec.ir import TaskIR
 from distillc.stages.train import IGNORE, encode
 from distillc.teacher.journal import Journal
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import parity_rows
 
@@ -87,14 +87,10 @@ def test_local_teacher_generates_for_text_tasks(tmp_path: Path, tiny_model: Path
     """
     texts = review_texts(12)
     spec = write_spec(tmp_path, base_url="", student=str(tiny_model), inputs=texts)
-    text = (
-        spec.read_text()
-        .replace("output: {type: label, labels: [positive, negative]}", "output: {type: text}")
-        .replace("provider: openai\n  model: test-teacher", f"provider: local\n  model: {tiny_model}")
-        .replace("  base_url: \n", "")
-        .replace("  max_concurrency: 4\n", "  max_tokens: 6\n")
+    edit_spec(
+        spec,
+        {"task.output": {"type": "text"}, "teacher": {"provider": "local", "model": str(tiny_model), "max_tokens": 6}},
     )
-    spec.write_text(text)
     with pytest.raises(DistillcError) as caught:
         api.build(spec, out=tmp_path / "out", until="label")
     assert caught.value.code == "E403"
@@ -112,11 +108,8 @@ def test_local_teacher_generates_for_text_tasks(tmp_path: Path, tiny_model: Path
 def test_lora_and_depth_pruning_train_export_and_keep_parity(tmp_path: Path, tiny_model: Path) -> None:
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60))
-        spec.write_text(
-            spec.read_text().replace(
-                "  epochs: 30\n", "  epochs: 30\n  method: lora\n  lora: {r: 4, alpha: 8}\n  prune: {keep_layers: 1}\n"
-            )
-        )
+        lora = {"student.method": "lora", "student.lora": {"r": 4, "alpha": 8}}
+        edit_spec(spec, {**lora, "student.prune.keep_layers": 1})
         result = api.build(spec, out=tmp_path / "out", until="export")
     train = result.stage("train").summary
     assert train["method"] == "lora"
@@ -131,7 +124,7 @@ def test_lora_and_depth_pruning_train_export_and_keep_parity(tmp_path: Path, tin
 def test_pruning_more_layers_than_the_model_has_is_a_clear_error(tmp_path: Path, tiny_model: Path) -> None:
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(20))
-        spec.write_text(spec.read_text().replace("  epochs: 30\n", "  epochs: 30\n  prune: {keep_layers: 5}\n"))
+        edit_spec(spec, {"student.prune.keep_layers": 5})
         with pytest.raises(DistillcError) as caught:
             api.build(spec, out=tmp_path / "out", until="train")
     assert caught.value.code == "E320"

@@ -15,9 +15,8 @@ from distillc.errors import GateFailed
 from distillc.quality.gates import choose_variant
 from distillc.spec import load_spec
 from distillc.stages.package import SERVER_MEMORY_MI
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import VALID, edit_spec, review_texts, sentiment, write, write_spec
 from tests.fake_teacher import FakeTeacher
-from tests.test_spec import VALID, write
 
 
 def measured(*variants: tuple[str, float, float], on_target: bool = True) -> dict:
@@ -77,7 +76,7 @@ def test_latency_budget_is_a_gate_when_measured_on_the_target(tmp_path: Path) ->
 def test_int8_and_int4_variants_are_exported_scored_and_one_ships(tmp_path: Path, tiny_model: Path) -> None:
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(80))
-        spec.write_text(spec.read_text() + "export: {quantization: [fp32, int8, int4]}\n")
+        edit_spec(spec, {"export.quantization": ["fp32", "int8", "int4"]})
         result = api.build(spec, out=tmp_path / "out")
     verify = result.stage("verify").summary
     assert [v["name"] for v in verify["variants"]] == ["fp32", "int8", "int4"]
@@ -126,20 +125,20 @@ def test_a_deliberately_degraded_variant_is_measured_and_rejected(
         spec = write_spec(
             tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(80), min_score=0.1
         )
-        spec.write_text(spec.read_text() + "export: {quantization: [int8, fp32]}\n")
+        edit_spec(spec, {"export.quantization": ["int8", "fp32"]})
         result = api.build(spec, out=tmp_path / "out")
         fp32, int8 = result.stage("verify").summary["variants"]
         assert int8["name"] == "int8" and int8["drop"] > 0.2 and int8["agreement"] < 0.8
         package = json.loads((result.package_dir / "package.json").read_text())
         assert package["student"]["variant"] == "fp32"
         # Without fp32 to fall back on, the build stops at the gate and says by how much int8 fell.
-        spec.write_text(spec.read_text().replace("[int8, fp32]", "[int8]"))
+        edit_spec(spec, {"export.quantization": ["int8"]})
         with pytest.raises(GateFailed) as caught:
             api.build(spec, out=tmp_path / "out")
     assert caught.value.code == "E505"
     # The gate decides once, from verify's measurements: loosening only its threshold re-runs the gate and
     # the package, not the measurements, and the package ships what the gate's decision names.
-    spec.write_text(spec.read_text().replace("[int8]}", "[int8], max_quality_drop: 1.0}"))
+    edit_spec(spec, {"export.max_quality_drop": 1.0})
     again = api.build(spec, out=tmp_path / "out")  # labels cached: no teacher needed
     assert [r.name for r in again.stages if r.status == "miss"] == ["gate", "package"]
     assert json.loads((again.package_dir / "package.json").read_text())["student"]["variant"] == "int8"

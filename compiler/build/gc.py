@@ -14,8 +14,8 @@ from pathlib import Path
 
 from distillc.build.artifacts import read_json
 from distillc.build.cache import TRASH, discard
-from distillc.errors import DistillcError
 from distillc.build.lock import build_lock
+from distillc.errors import DistillcError
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import Any
 
 from distillc.build.artifacts import canonical_sha256, read_json, tree_files, write_json
 from distillc.build.cache import commit, damage, discard, file_stats
-from distillc.errors import DistillcError
 from distillc.build.events import Event, Sink
+from distillc.errors import DistillcError
 from distillc.spec.ir import SpecIR, cache_view
 from distillc.spec.view import stage_view
 
