@@ -56,7 +56,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # A spec of another task, as text: tests of the spec's YAML (positions, diagnostics) and of the runner.
-VALID = """\
+TICKETS = """\
 name: tickets
 task:
   instructions: Route the ticket.
@@ -65,11 +65,16 @@ task:
     - {input: "app crashes", output: bug}
     - {input: "love it", output: other}
   output: {type: label, labels: [billing, bug, other]}
+"""
+VALID = (
+    TICKETS
+    + """\
 inputs:
   source: {path: inputs.txt}
 teacher: {model: gpt-4o-mini}
 student: {base_model: smollm2-135m-instruct}
 """
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:

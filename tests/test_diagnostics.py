@@ -12,18 +12,13 @@ import pytest
 
 from distillc.spec import validate_file
 from distillc.spec.diagnostics import render_all
+from tests.conftest import TICKETS
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "diagnostics"
 
-BASE = """\
-name: tickets
-task:
-  instructions: Route the ticket.
-  examples:
-    - {input: "card declined", output: billing}
-    - {input: "app crashes", output: bug}
-    - {input: "love it", output: other}
-  output: {type: label, labels: [billing, bug, other]}
+BASE = (
+    TICKETS
+    + """\
 inputs:
   source: {path: inputs.jsonl, field: text}
 teacher:
@@ -34,6 +29,7 @@ student:
   epochs: 3
 evaluation: {holdout: 0.15, min_score: 0.8}
 """
+)
 
 JSON_TASK = (
     BASE.replace(
