@@ -28,16 +28,24 @@ STAGES = (
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
-def resolves(dotted: str, root: type = SpecIR) -> bool:
-    """Whether `dotted` names a field of the spec (through nested records, and Optional ones)."""
+def spec_field(dotted: str, root: type = SpecIR) -> dataclasses.Field | None:
+    """The spec field `dotted` names (through nested records, and Optional ones), or None."""
     kind: typing.Any = root
+    found = None
     for part in dotted.split("."):
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        if not (dataclasses.is_dataclass(kind) and part in {f.name for f in dataclasses.fields(kind)}):
-            return False
+        fields = {f.name: f for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else {}
+        if part not in fields:
+            return None
+        found = fields[part]
         kind = typing.get_type_hints(kind)[part]
-    return True
+    return found
+
+
+def resolves(dotted: str, root: type = SpecIR) -> bool:
+    """Whether `dotted` names a field of the spec."""
+    return spec_field(dotted, root) is not None
 
 
 def check(stages: tuple[Stage, ...]) -> None:
@@ -50,6 +58,9 @@ def check(stages: tuple[Stage, ...]) -> None:
             raise ValueError(f"stage {stage.name!r} needs {late}, which do not run before it")
         if bad := [r for r in stage.reads if not resolves(r)]:
             raise ValueError(f"stage {stage.name!r} reads {bad}, which are not fields of the spec")
+        # A field kept out of keys (nokey) that a stage reads by name would serve stale artifacts when changed.
+        if unkeyed := [r for r in stage.reads if not spec_field(r).metadata.get("cache", True)]:  # type: ignore[union-attr]
+            raise ValueError(f"stage {stage.name!r} reads {unkeyed}, which are kept out of cache keys")
         if not stage.produces:
             raise ValueError(f"stage {stage.name!r} declares no output")
         seen.add(stage.name)

@@ -140,6 +140,9 @@ def test_the_stage_list_is_checked() -> None:
         check((a, a))
     with pytest.raises(ValueError, match="reads \\['deploy.nope'\\]"):
         check((make_stage("c", ("deploy.nope",), ()),))
+    # A field kept out of keys cannot be read by name: changing it would serve the stale artifact.
+    with pytest.raises(ValueError, match="reads \\['budget.max_usd'\\], which are kept out of cache keys"):
+        check((make_stage("d", ("budget.max_usd",), ()),))
 
 
 def test_fields_a_stage_reads_through_helpers_are_in_its_key(tmp_path: Path) -> None:

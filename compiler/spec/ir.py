@@ -102,7 +102,7 @@ class StudentIR:
 class EvaluationIR:
     holdout: float
     metric: str  # accuracy | macro_f1 | exact_match ("auto" resolved by output type)
-    min_score: float = nokey()  # a gate, checked after evaluation; changing it re-runs nothing
+    min_score: float  # a gate: changing it re-runs the gate stage (and the package), nothing before
 
 
 @dataclass(frozen=True)
