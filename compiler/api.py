@@ -15,6 +15,7 @@ from distillc.build.lock import build_lock
 from distillc.build.runner import StageRecord, run_stages
 from distillc.errors import GateFailed
 from distillc.graph import STAGES
+from distillc.quality.gates import GATED, gated_score
 from distillc.spec import SpecIR, load_spec
 
 
@@ -85,11 +86,11 @@ def _build(spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, .
 def _check_quality_gate(result: BuildResult) -> None:
     summary = result.stage("evaluate").summary
     minimum = result.spec.evaluation.min_score
-    if summary["score"] < minimum:
+    if (value := gated_score(result.spec, summary)) < minimum:
         raise GateFailed(
             "E501",
-            f"student {summary['metric']} {summary['score']:.3f} is below evaluation.min_score "
-            f"{minimum} on {summary['n']} held-out inputs",
+            f"student {summary['metric']}{GATED[result.spec.evaluation.gate]} {value:.3f} is below "
+            f"evaluation.min_score {minimum} on {summary['n']} held-out inputs",
             help=f"see {result.build_dir / 'report.json'}; more inputs, more epochs or a larger student may help",
         )
 
@@ -152,7 +153,8 @@ def _report(result: BuildResult, status: str) -> dict[str, Any]:
         report["evaluation"] = {
             **ev,
             "min_score": result.spec.evaluation.min_score,
-            "passed": ev["score"] >= result.spec.evaluation.min_score,
+            "gate": result.spec.evaluation.gate,
+            "passed": gated_score(result.spec, ev) >= result.spec.evaluation.min_score,
         }
     for name, summary in summaries.items():  # in the stage list's order; evaluate's is "evaluation" above
         if name != "evaluate":

@@ -151,10 +151,15 @@ def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...
     click.echo(f"built {result.spec.name} in {result.build_dir} (ran: {ran})")
     evaluation = result.report.get("evaluation")
     if evaluation:
+        low, high = evaluation["interval"]
         click.echo(
-            f"{evaluation['metric']}: {evaluation['score']:.3f} on {evaluation['n']} held-out inputs "
-            f"(min_score {evaluation['min_score']})"
+            f"{evaluation['metric']}: {evaluation['score']:.3f}, 95% interval [{low:.3f}, {high:.3f}], on "
+            f"{evaluation['n']} held-out inputs (min_score {evaluation['min_score']}, gate: {evaluation['gate']})"
         )
+        majority = evaluation["baselines"]["majority"]
+        click.echo(f"baseline, the majority answer {majority['answer']!r} for all: {majority['value']:.3f}")
+        for warning in evaluation["warnings"]:
+            click.echo(f"warning: {warning}")
     if "verify" in result.report:
         click.echo(verify_table(result.report["verify"], result.report.get("package", {}).get("variant")))
     if result.package_dir:
@@ -164,12 +169,13 @@ def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...
 def verify_table(verify: dict, shipped: str | None) -> str:
     """Each exported variant as shipped: score, drop below fp32, agreement, latency alone and batched."""
     size = verify["variants"][0]["batch"]["size"]
-    lines = [f"variant  {verify['metric']:>8}  drop    agrees  p50 ms  p95 ms  batch {size}: inputs/s"]
+    lines = [f"variant  {verify['metric']:>8}  95% interval    drop    agrees  p50 ms  p95 ms  batch {size}: inputs/s"]
     for v in verify["variants"]:
         mark = "  <- ships" if v["name"] == shipped else ("" if v["listed"] else "  (reference)")
+        low, high = v["interval"]
         lines.append(
-            f"{v['name']:<7}  {v['score']:>8.3f}  {v['drop']:>6.3f}  {v['agreement']:>6.1%}  {v['p50_ms']:>6.1f}  "
-            f"{v['p95_ms']:>6.1f}  {v['batch']['inputs_per_s']:>10.1f}{mark}"
+            f"{v['name']:<7}  {v['score']:>8.3f}  [{low:.3f}, {high:.3f}]  {v['drop']:>6.3f}  {v['agreement']:>6.1%}  "
+            f"{v['p50_ms']:>6.1f}  {v['p95_ms']:>6.1f}  {v['batch']['inputs_per_s']:>10.1f}{mark}"
         )
     return "\n".join(lines)
 

@@ -38,7 +38,14 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
         report = read_json(out / "report.json")
         assert report["status"] == "succeeded"
         assert report["evaluation"]["metric"] == "accuracy"
-        assert report["evaluation"]["score"] >= 0.9  # the rule is learnable; a broken trainer scores ~0.5
+        evaluation = report["evaluation"]
+        assert evaluation["score"] >= 0.9  # the rule is learnable; a broken trainer scores ~0.5
+        assert evaluation["interval"][0] <= evaluation["score"] <= evaluation["interval"][1]
+        # The baseline: the teacher's most common training answer for every input, scored the same way.
+        majority = evaluation["baselines"]["majority"]
+        predictions = _jsonl(out / by_name["evaluate"]["artifact"] / "predictions.jsonl")
+        share = sum(p["expected"] == majority["answer"] for p in predictions) / len(predictions)
+        assert majority["value"] == pytest.approx(share, abs=1e-6) and majority["value"] < evaluation["score"]
         parity = parity_rows(out)
         assert len(parity) == report["evaluation"]["n"] and all(r["torch"] == r["onnx"] for r in parity)
         assert report["label"]["labeled"] == len(inputs)

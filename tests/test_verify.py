@@ -19,19 +19,21 @@ from tests.conftest import VALID, edit_spec, review_texts, sentiment, write, wri
 from tests.fake_teacher import FakeTeacher
 
 
-def measured(*variants: tuple[str, float, float], on_target: bool = True) -> dict:
+def measured(*variants: tuple[str, float, float], on_target: bool = True, width: float = 0.1) -> dict:
+    """Verify's summary for variants (name, score, p95 ms), each score's 95% interval `width` wide."""
     rows = [
-        {"name": n, "score": s, "drop": round(variants[0][1] - s, 6), "p50_ms": p95 / 2, "p95_ms": p95, "listed": True}
+        {"name": n, "score": s, "interval": [s - width / 2, min(1.0, s + width / 2)],
+         "drop": round(variants[0][1] - s, 6), "p50_ms": p95 / 2, "p95_ms": p95, "listed": True}
         for n, s, p95 in variants
-    ]
+    ]  # fmt: skip
     return {"variants": rows, "metric": "accuracy", "n": 20, "measured_on_target": on_target}
 
 
-def spec_with(tmp_path: Path, min_score: float = 0.8, p95: float = 0.0, max_drop: float = 0.01):  # noqa: ANN201
+def spec_with(tmp_path: Path, min_score: float = 0.8, p95: float = 0.0, max_drop: float = 0.01, gate: str = "point"):  # noqa: ANN201
     spec = load_spec(write(tmp_path, VALID))
     return replace(
         spec,
-        evaluation=replace(spec.evaluation, min_score=min_score),
+        evaluation=replace(spec.evaluation, min_score=min_score, gate=gate),
         deploy=replace(spec.deploy, latency_p95_ms=p95),
         export=replace(spec.export, max_quality_drop=max_drop),
     )
@@ -59,6 +61,18 @@ def test_quality_gate_names_every_variant_score(tmp_path: Path) -> None:
         choose_variant(spec_with(tmp_path, min_score=0.99), measured(("fp32", 0.95, 90.0), ("int8", 0.9, 60.0)))
     assert caught.value.code == "E506"
     assert "(accuracy: fp32 0.950, int8 0.900)" in caught.value.message
+
+
+def test_the_gate_takes_the_score_or_the_lower_bound_of_its_interval(tmp_path: Path) -> None:
+    """0.85 with the interval [0.75, 0.95]: over min_score 0.8 as a point, under it as a lower bound."""
+    variants = measured(("fp32", 0.85, 90.0), width=0.2)
+    assert choose_variant(spec_with(tmp_path, gate="point"), variants)["name"] == "fp32"
+    with pytest.raises(GateFailed) as caught:
+        choose_variant(spec_with(tmp_path, gate="lower_bound"), variants)
+    assert caught.value.code == "E506"
+    assert "(accuracy, lower bound of its 95% interval: fp32 0.750)" in caught.value.message
+    # A narrower interval (more held-out inputs) passes the lower-bound gate too.
+    assert choose_variant(spec_with(tmp_path, gate="lower_bound"), measured(("fp32", 0.85, 90.0), width=0.08))
 
 
 def test_latency_budget_is_a_gate_when_measured_on_the_target(tmp_path: Path) -> None:

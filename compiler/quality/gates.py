@@ -11,8 +11,14 @@ from typing import Any
 from distillc.errors import GateFailed
 from distillc.spec.ir import SpecIR
 
+GATED = {"point": "", "lower_bound": ", lower bound of its 95% interval"}  # what a message's figures are
 # Scores are rounded to 6 places in the verify summary; a drop of exactly the limit passes.
 TOLERANCE = 1e-9
+
+
+def gated_score(spec: SpecIR, measured: dict[str, Any]) -> float:
+    """What must reach min_score: the score, or with `evaluation.gate: lower_bound` its interval's lower bound."""
+    return float(measured["interval"][0] if spec.evaluation.gate == "lower_bound" else measured["score"])
 
 
 def choose_variant(spec: SpecIR, verify: dict[str, Any]) -> dict[str, Any]:
@@ -20,10 +26,10 @@ def choose_variant(spec: SpecIR, verify: dict[str, Any]) -> dict[str, Any]:
     minimum = spec.evaluation.min_score
     max_drop = spec.export.max_quality_drop
     listed = [v for v in verify["variants"] if v.get("listed", True)]
-    good = [v for v in listed if v["score"] >= minimum and v.get("drop", 0.0) <= max_drop + TOLERANCE]
+    good = [v for v in listed if gated_score(spec, v) >= minimum and v.get("drop", 0.0) <= max_drop + TOLERANCE]
     if not good:
-        scores = ", ".join(f"{v['name']} {v['score']:.3f}" for v in listed)
-        below = [v for v in listed if v["score"] >= minimum]
+        scores = ", ".join(f"{v['name']} {gated_score(spec, v):.3f}" for v in listed)
+        below = [v for v in listed if gated_score(spec, v) >= minimum]
         if below:  # every variant that reached min_score fell too far below fp32
             drops = ", ".join(f"{v['name']} {v['drop']:.3f}" for v in below)
             raise GateFailed(
@@ -35,7 +41,7 @@ def choose_variant(spec: SpecIR, verify: dict[str, Any]) -> dict[str, Any]:
         raise GateFailed(
             "E506",
             f"no exported variant reaches evaluation.min_score {minimum} on {verify['n']} held-out inputs "
-            f"({verify['metric']}: {scores})",
+            f"({verify['metric']}{GATED[spec.evaluation.gate]}: {scores})",
             help="fp32 matched the PyTorch student; quantized variants may score lower: try fp32, or more training",
         )
     budget = {"p50_ms": spec.deploy.latency_p50_ms, "p95_ms": spec.deploy.latency_p95_ms}

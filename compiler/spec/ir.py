@@ -103,6 +103,7 @@ class EvaluationIR:
     holdout: float
     metric: str  # accuracy | macro_f1 | exact_match ("auto" resolved by output type)
     min_score: float  # a gate: changing it re-runs the gate stage (and the package), nothing before
+    gate: str  # point | lower_bound: what must reach min_score, the score or its 95% interval's lower bound
 
 
 @dataclass(frozen=True)

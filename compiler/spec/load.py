@@ -475,6 +475,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             holdout=raw.evaluation.holdout,
             metric=DEFAULT_METRIC[raw.task.output.type] if raw.evaluation.metric == "auto" else raw.evaluation.metric,
             min_score=raw.evaluation.min_score,
+            gate=raw.evaluation.gate,
         ),
         export=ir.ExportIR(
             quantization=tuple(raw.export.quantization),

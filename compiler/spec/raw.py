@@ -143,6 +143,11 @@ class Evaluation(Strict):
     min_score: float = Field(
         default=0.8, ge=0, le=1, description="Below this student-vs-teacher score the build fails."
     )
+    gate: Literal["point", "lower_bound"] = Field(
+        default="point",
+        description="What must reach min_score: the score itself (point), or the lower bound of its 95% "
+        "bootstrap interval over the held-out inputs (lower_bound: passing means passing with confidence).",
+    )
 
 
 class LatencyBudget(Strict):

@@ -6,12 +6,17 @@ them (distillc_runtime.constrain), so the score is that of the answers users wil
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
-from distillc.quality.scoring import agrees, score
+from distillc.quality.checks import degenerate, small_holdout
+from distillc.quality.metrics import gated, task_metrics
+from distillc.quality.scoring import agrees
+from distillc.spec.ir import TaskIR
 from distillc.student.models import quiet_transformers
 from distillc.student.prompt import label_sequences, load_prompt, prompt_ids
 from distillc_runtime.constrain import JsonGrammar, JsonState, LabelState, LabelTrie
@@ -72,26 +77,45 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
     write_jsonl(ctx.workdir / "predictions.jsonl", predictions)
     metric = ctx.spec.evaluation.metric
     pairs = [(p["expected"], p["output"]) for p in predictions]
-    value = score(ctx.spec.task, metric, pairs)
-    # Every metric that fits the task, whichever one gates: accuracy alone hides a majority-label student.
-    metrics = ("accuracy", "macro_f1") if ctx.spec.task.output_type == "label" else ("exact_match",)
-    scores = {m: round(score(ctx.spec.task, m, pairs), 6) for m in metrics}
-    ctx.log(f"{metric} {value:.3f} on {len(predictions)} held-out inputs")
+    metrics = task_metrics(task, pairs)
+    gate = gated(task, metric, pairs, metrics)
+    ctx.log(
+        f"{metric} {gate['value']:.3f}, 95% interval [{gate['interval'][0]:.3f}, {gate['interval'][1]:.3f}], "
+        f"on {len(pairs)} held-out inputs"
+    )
+    warnings = degenerate(task, pairs)
+    if small := small_holdout(metric, gate, len(pairs)):
+        warnings.append(small)
     limit = ctx.spec.deploy.max_new_tokens
     cut_short = sum(1 for p in predictions if len(p["output_ids"]) >= limit and not p["agrees"])
     if cut_short:
         # A JSON answer cut off by the token limit cannot parse: say so, rather than leave a low score unexplained.
-        ctx.log(f"{cut_short} answers reached deploy.max_new_tokens ({limit}) unfinished; raise it if they were cut")
+        warnings.append(
+            f"{cut_short} answers reached deploy.max_new_tokens ({limit}) unfinished; raise it if they were cut"
+        )
+    for warning in warnings:
+        ctx.emit(Event("warning", ctx.stage, warning))
     misses = [{k: p[k] for k in ("input", "expected", "output")} for p in predictions if not p["agrees"]][:10]
     return {
         "decoding": "label-constrained" if labels else "json-schema-constrained" if grammar else "greedy",
         "cut_short": cut_short,
         "metric": metric,
-        "score": round(value, 6),
-        "scores": scores,
+        "score": gate["value"],
+        "interval": gate["interval"],
+        "metrics": metrics,
+        "baselines": {"majority": majority_baseline(task, metric, read_jsonl(split / "train.jsonl"), rows)},
+        "warnings": warnings,
         "n": len(predictions),
         "disagreements": misses,
     }
+
+
+def majority_baseline(
+    task: TaskIR, metric: str, train: list[dict[str, Any]], holdout: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The teacher's most common training answer, given for every held-out input, scored the same way."""
+    answer = Counter(r["output"] for r in train).most_common(1)[0][0] if train else ""
+    return {"answer": answer, **gated(task, metric, [(r["output"], answer) for r in holdout])}
 
 
 def classify(model: Any, prompt_ids: Any, labels: LabelTrie) -> LabelState:
@@ -124,7 +148,7 @@ def generate_json(model: Any, prompt_ids: Any, state: JsonState, limit: int, eos
 
 STAGE = Stage(
     name="evaluate",
-    version=4,
+    version=5,  # 5: every metric with its 95% interval, baselines, degenerate-answer checks
     reads=("task", "evaluation.metric", "deploy.max_new_tokens"),
     needs=("split", "train"),
     produces=("predictions.jsonl",),

@@ -34,7 +34,13 @@ def run(ctx: StageContext, verify: Path) -> dict[str, Any]:
 STAGE = Stage(
     name="gate",
     version=1,
-    reads=("evaluation.min_score", "export.max_quality_drop", "deploy.latency_p50_ms", "deploy.latency_p95_ms"),
+    reads=(
+        "evaluation.min_score",
+        "evaluation.gate",
+        "export.max_quality_drop",
+        "deploy.latency_p50_ms",
+        "deploy.latency_p95_ms",
+    ),
     needs=("verify",),
     produces=(DECISION,),
     run=run,

@@ -19,7 +19,7 @@ from typing import Any
 from distillc.build.artifacts import read_jsonl, write_json, write_jsonl
 from distillc.build.runner import Stage, StageContext
 from distillc.quality.latency import percentiles
-from distillc.quality.scoring import score
+from distillc.quality.metrics import gated
 from distillc.stages.export import variant_dir
 from distillc.student.tensorrt import tensorrt_config
 from distillc_runtime.providers import provider_name, providers_for, runs_on_target
@@ -52,14 +52,16 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             for item, output in zip(holdout, outputs, strict=True)
         ]
         write_jsonl(ctx.workdir / f"{name}.predictions.jsonl", rows)
-        value = score(spec.task, spec.evaluation.metric, [(r["expected"], r["output"]) for r in rows])
+        measured = gated(spec.task, spec.evaluation.metric, [(r["expected"], r["output"]) for r in rows])
+        value = measured["value"]
         if name == "fp32":
             reference = outputs
         latency = percentiles(latencies)
         variant = {
             "name": name,
             "listed": name in spec.export.quantization,
-            "score": round(value, 6),
+            "score": value,
+            "interval": measured["interval"],
             "drop": round(variants[0]["score"] - value, 6) + 0.0 if variants else 0.0,  # + 0.0: no "-0.0"
             "agreement": round(sum(a == b for a, b in zip(outputs, reference, strict=True)) / len(outputs), 6),
             "p50_ms": latency["p50"],
@@ -138,7 +140,7 @@ def in_batches(generator: Any, texts: list[str], size: int) -> dict[str, Any]:
 
 STAGE = Stage(
     name="verify",
-    version=4,  # 4: the measurements are an artifact file (verified.json) the gate reads
+    version=5,  # 5: each variant's score has its 95% interval
     reads=(
         "task",
         "evaluation.metric",
