@@ -46,6 +46,9 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
         predictions = _jsonl(out / by_name["evaluate"]["artifact"] / "predictions.jsonl")
         share = sum(p["expected"] == majority["answer"] for p in predictions) / len(predictions)
         assert majority["value"] == pytest.approx(share, abs=1e-6) and majority["value"] < evaluation["score"]
+        # The untrained base model, shown the spec's examples: the tiny random base cannot do the task.
+        base = evaluation["baselines"]["few_shot_base"]
+        assert base["interval"][0] <= base["value"] <= base["interval"][1] and base["value"] < evaluation["score"]
         parity = parity_rows(out)
         assert len(parity) == report["evaluation"]["n"] and all(r["torch"] == r["onnx"] for r in parity)
         assert report["label"]["labeled"] == len(inputs)

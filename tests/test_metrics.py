@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
@@ -9,7 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from distillc.quality import metrics
 from distillc.quality.checks import degenerate, repeats, small_holdout
 from distillc.quality.metrics import json_metrics, label_metrics, mean_with_interval, text_metrics
-from distillc.spec.ir import TaskIR
+from distillc.spec.ir import ExampleIR, TaskIR
 
 LABELS = TaskIR("Route.", (), "label", ("billing", "bug", "other"), "")
 
@@ -99,3 +101,22 @@ def test_a_small_held_out_set_is_named_with_how_many_inputs_would_do() -> None:
     assert 100 < needed < 400
     large = mean_with_interval([1.0] * 950 + [0.0] * 50)
     assert small_holdout("accuracy", large, 1000) is None
+
+
+def test_the_few_shot_baseline_prompt_shows_the_examples_as_the_teacher_sees_them(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from distillc.student.prompt import few_shot_prompt, prompt_text
+    from distillc.teacher.prompts import system_prompt
+
+    task = TaskIR("Route.", (ExampleIR("card declined", "billing"), ExampleIR("app crashes", "bug")), "label",
+                  ("billing", "bug", "other"), "")  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    text = prompt_text(few_shot_prompt(tokenizer, task, [0]), "love it")
+    # The chat template's turns, in order: instructions, each example and its answer, then the input.
+    at = 0
+    for piece in (system_prompt(task), "card declined", "billing", "app crashes", "bug", "love it"):
+        at = text.index(piece, at) + len(piece)  # each after the one before
+    tokenizer.chat_template = None  # a model without a chat template gets a plain few-shot layout
+    plain = prompt_text(few_shot_prompt(tokenizer, task, [0]), "love it")
+    assert plain.endswith("Input: app crashes\nOutput: bug\n\nInput: love it\nOutput: ")

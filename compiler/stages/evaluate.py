@@ -17,8 +17,8 @@ from distillc.quality.checks import degenerate, small_holdout
 from distillc.quality.metrics import gated, task_metrics
 from distillc.quality.scoring import agrees
 from distillc.spec.ir import TaskIR
-from distillc.student.models import quiet_transformers
-from distillc.student.prompt import label_sequences, load_prompt, prompt_ids
+from distillc.student.models import load_causal_lm, quiet_transformers
+from distillc.student.prompt import few_shot_prompt, label_sequences, load_prompt, prompt_ids
 from distillc_runtime.constrain import JsonGrammar, JsonState, LabelState, LabelTrie
 
 
@@ -33,47 +33,24 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     prompt = load_prompt(model_dir)
     task = ctx.spec.task
-    labels = None
-    if task.output_type == "label":
-        sequences = label_sequences(tokenizer, task.labels)
-        labels = LabelTrie([s["text"] for s in sequences], [s["ids"] for s in sequences])
-    grammar = None
-    if task.output_type == "json":
-        tokenizer_json = (model_dir / "tokenizer.json").read_text(encoding="utf-8")
-        grammar = JsonGrammar(tokenizer_json, task.json_schema, tokenizer.eos_token_id, model.config.vocab_size)
+    decoder = Decoder(
+        task, tokenizer, model_dir / "tokenizer.json", model.config.vocab_size, ctx.spec.deploy.max_new_tokens
+    )
     rows = read_jsonl(split / "holdout.jsonl")
     predictions = []
-    with torch.inference_mode():
-        for row in rows:
-            ids = {"input_ids": torch.tensor([prompt_ids(tokenizer, prompt, row["input"])])}
-            ids["attention_mask"] = torch.ones_like(ids["input_ids"])
-            if labels is not None:
-                state = classify(model, ids["input_ids"], labels)
-                new, text = state.answer_ids(), labels.texts[state.label]
-            elif grammar is not None:
-                limit, stop = ctx.spec.deploy.max_new_tokens, set(prompt["eos_token_ids"])
-                new = generate_json(model, ids["input_ids"], grammar.start(), limit, stop)
-                text = tokenizer.decode(new, skip_special_tokens=True).strip()
-            else:
-                out = model.generate(
-                    **ids,
-                    max_new_tokens=ctx.spec.deploy.max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=prompt["eos_token_ids"],
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-                new = [t for t in out[0, ids["input_ids"].shape[1] :].tolist() if t not in prompt["eos_token_ids"]]
-                text = tokenizer.decode(new, skip_special_tokens=True).strip()
-            predictions.append(
-                {
-                    "id": row["id"],
-                    "input": row["input"],
-                    "expected": row["output"],
-                    "output": text,
-                    "output_ids": new,
-                    "agrees": agrees(ctx.spec.task, row["output"], text),
-                }
-            )
+    for row in rows:
+        new, text = decoder.answer(model, prompt_ids(tokenizer, prompt, row["input"]), prompt["eos_token_ids"])
+        predictions.append(
+            {
+                "id": row["id"],
+                "input": row["input"],
+                "expected": row["output"],
+                "output": text,
+                "output_ids": new,
+                "agrees": agrees(task, row["output"], text),
+            }
+        )
+    labels, grammar = decoder.labels, decoder.grammar
     write_jsonl(ctx.workdir / "predictions.jsonl", predictions)
     metric = ctx.spec.evaluation.metric
     pairs = [(p["expected"], p["output"]) for p in predictions]
@@ -103,7 +80,10 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
         "score": gate["value"],
         "interval": gate["interval"],
         "metrics": metrics,
-        "baselines": {"majority": majority_baseline(task, metric, read_jsonl(split / "train.jsonl"), rows)},
+        "baselines": {
+            "majority": majority_baseline(task, metric, read_jsonl(split / "train.jsonl"), rows),
+            "few_shot_base": few_shot_baseline(ctx, decoder, rows, prompt["eos_token_ids"]),
+        },
         "warnings": warnings,
         "n": len(predictions),
         "disagreements": misses,
@@ -116,6 +96,58 @@ def majority_baseline(
     """The teacher's most common training answer, given for every held-out input, scored the same way."""
     answer = Counter(r["output"] for r in train).most_common(1)[0][0] if train else ""
     return {"answer": answer, **gated(task, metric, [(r["output"], answer) for r in holdout])}
+
+
+def few_shot_baseline(
+    ctx: StageContext, decoder: Decoder, rows: list[dict[str, Any]], eos: list[int]
+) -> dict[str, Any]:
+    """The untrained base model, prompted with the spec's examples as the teacher is, decoded as the student
+    is (within the label set or the schema) and scored the same way: what distillation bought."""
+    base, tokenizer = load_causal_lm(ctx.spec.student.base_model)
+    prompt = few_shot_prompt(tokenizer, ctx.spec.task, eos)
+    answers = [decoder.answer(base, prompt_ids(tokenizer, prompt, r["input"]), eos)[1] for r in rows]
+    return gated(
+        ctx.spec.task, ctx.spec.evaluation.metric, [(r["output"], a) for r, a in zip(rows, answers, strict=True)]
+    )
+
+
+class Decoder:
+    """Greedy decoding of one task's answers with a PyTorch model, as the package decodes them: over the
+    label set, within the JSON Schema, or free up to the token limit."""
+
+    def __init__(self, task: TaskIR, tokenizer: Any, tokenizer_json: Path, vocab_size: int, limit: int) -> None:
+        self.tokenizer, self.limit = tokenizer, limit
+        self.labels = None
+        if task.output_type == "label":
+            sequences = label_sequences(tokenizer, task.labels)
+            self.labels = LabelTrie([s["text"] for s in sequences], [s["ids"] for s in sequences])
+        self.grammar = None
+        if task.output_type == "json":
+            text = tokenizer_json.read_text(encoding="utf-8")
+            self.grammar = JsonGrammar(text, task.json_schema, tokenizer.eos_token_id, vocab_size)
+
+    def answer(self, model: Any, ids: list[int], eos: list[int]) -> tuple[list[int], str]:
+        """(answer tokens, answer text) for the prompt `ids`."""
+        import torch
+
+        with torch.inference_mode():
+            prompt = torch.tensor([ids])
+            if self.labels is not None:
+                state = classify(model, prompt, self.labels)
+                return state.answer_ids(), self.labels.texts[state.label]
+            if self.grammar is not None:
+                new = generate_json(model, prompt, self.grammar.start(), self.limit, set(eos))
+            else:
+                out = model.generate(
+                    input_ids=prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    max_new_tokens=self.limit,
+                    do_sample=False,
+                    eos_token_id=eos,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+                new = [t for t in out[0, prompt.shape[1] :].tolist() if t not in eos]
+        return new, self.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
 def classify(model: Any, prompt_ids: Any, labels: LabelTrie) -> LabelState:
@@ -149,7 +181,8 @@ def generate_json(model: Any, prompt_ids: Any, state: JsonState, limit: int, eos
 STAGE = Stage(
     name="evaluate",
     version=5,  # 5: every metric with its 95% interval, baselines, degenerate-answer checks
-    reads=("task", "evaluation.metric", "deploy.max_new_tokens"),
+    # student.base_model: the few-shot baseline is the untrained base model.
+    reads=("task", "evaluation.metric", "deploy.max_new_tokens", "student.base_model"),
     needs=("split", "train"),
     produces=("predictions.jsonl",),
     run=run,

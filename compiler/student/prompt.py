@@ -32,6 +32,34 @@ def prompt_template(tokenizer: Any, instructions: str) -> tuple[str, str]:
     return f"{instructions}\n\nInput: ", "\nOutput: "
 
 
+def few_shot_prompt(tokenizer: Any, task: Any, eos: list[int]) -> dict[str, Any]:
+    """A prompt (as load_prompt gives) that shows the untrained model the task as the teacher sees it: the
+    instructions, then each example as a user turn and its answer as the assistant's."""
+    from distillc.teacher.prompts import label_messages
+
+    messages = label_messages(task, PLACEHOLDER)
+    if getattr(tokenizer, "chat_template", None):
+        for shaped in (messages, _without_system(messages)):  # templates without a system role
+            try:
+                text = tokenizer.apply_chat_template(shaped, tokenize=False, add_generation_prompt=True)
+            except Exception:  # noqa: BLE001 - templates raise arbitrary errors for unsupported roles
+                continue
+            if isinstance(text, str) and text.count(PLACEHOLDER) == 1:
+                prefix, suffix = text.split(PLACEHOLDER)
+                return {"prompt_prefix": prefix, "prompt_suffix": suffix, "eos_token_ids": eos}
+    shots = "".join(f"Input: {e.input}\nOutput: {e.output}\n\n" for e in task.examples)
+    return {
+        "prompt_prefix": f"{messages[0]['content']}\n\n{shots}Input: ",
+        "prompt_suffix": "\nOutput: ",
+        "eos_token_ids": eos,
+    }
+
+
+def _without_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    system, first, *rest = messages
+    return [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+
+
 def answer_ids(tokenizer: Any, answer: str) -> list[int]:
     """The tokens the student is trained to produce for `answer`: its own tokens, then end-of-sequence."""
     return tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
