@@ -156,8 +156,11 @@ def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...
             f"{evaluation['metric']}: {evaluation['score']:.3f}, 95% interval [{low:.3f}, {high:.3f}], on "
             f"{evaluation['n']} held-out inputs (min_score {evaluation['min_score']}, gate: {evaluation['gate']})"
         )
-        majority = evaluation["baselines"]["majority"]
+        baselines = evaluation["baselines"]
+        majority, base = baselines["majority"], baselines["few_shot_base"]
         click.echo(f"baseline, the majority answer {majority['answer']!r} for all: {majority['value']:.3f}")
+        low, high = base["interval"]
+        click.echo(f"baseline, the untrained base shown the examples: {base['value']:.3f} [{low:.3f}, {high:.3f}]")
         for warning in evaluation["warnings"]:
             click.echo(f"warning: {warning}")
     if "verify" in result.report:
