@@ -17,19 +17,8 @@ PROMPT_FILE = "prompt.json"
 
 def prompt_template(tokenizer: Any, instructions: str) -> tuple[str, str]:
     """(prefix, suffix) so that prefix + input + suffix is the prompt the model answers."""
-    if getattr(tokenizer, "chat_template", None):
-        for messages in (
-            [{"role": "system", "content": instructions}, {"role": "user", "content": PLACEHOLDER}],
-            [{"role": "user", "content": f"{instructions}\n\n{PLACEHOLDER}"}],  # templates without a system role
-        ):
-            try:
-                text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            except Exception:  # noqa: BLE001 - templates raise arbitrary errors for unsupported roles
-                continue
-            if isinstance(text, str) and text.count(PLACEHOLDER) == 1:
-                prefix, suffix = text.split(PLACEHOLDER)
-                return prefix, suffix
-    return f"{instructions}\n\nInput: ", "\nOutput: "
+    messages = [{"role": "system", "content": instructions}, {"role": "user", "content": PLACEHOLDER}]
+    return around_placeholder(tokenizer, messages) or (f"{instructions}\n\nInput: ", "\nOutput: ")
 
 
 def few_shot_prompt(tokenizer: Any, task: Any, eos: list[int]) -> dict[str, Any]:
@@ -38,26 +27,28 @@ def few_shot_prompt(tokenizer: Any, task: Any, eos: list[int]) -> dict[str, Any]
     from distillc.teacher.prompts import label_messages
 
     messages = label_messages(task, PLACEHOLDER)
-    if getattr(tokenizer, "chat_template", None):
-        for shaped in (messages, _without_system(messages)):  # templates without a system role
-            try:
-                text = tokenizer.apply_chat_template(shaped, tokenize=False, add_generation_prompt=True)
-            except Exception:  # noqa: BLE001 - templates raise arbitrary errors for unsupported roles
-                continue
-            if isinstance(text, str) and text.count(PLACEHOLDER) == 1:
-                prefix, suffix = text.split(PLACEHOLDER)
-                return {"prompt_prefix": prefix, "prompt_suffix": suffix, "eos_token_ids": eos}
     shots = "".join(f"Input: {e.input}\nOutput: {e.output}\n\n" for e in task.examples)
-    return {
-        "prompt_prefix": f"{messages[0]['content']}\n\n{shots}Input: ",
-        "prompt_suffix": "\nOutput: ",
-        "eos_token_ids": eos,
-    }
+    plain = (f"{messages[0]['content']}\n\n{shots}Input: ", "\nOutput: ")
+    prefix, suffix = around_placeholder(tokenizer, messages) or plain
+    return {"prompt_prefix": prefix, "prompt_suffix": suffix, "eos_token_ids": eos}
 
 
-def _without_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def around_placeholder(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, str] | None:
+    """The model's chat template rendered around PLACEHOLDER, split there; the system message folded into the
+    first user turn for templates without a system role; None without a template that takes either."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
     system, first, *rest = messages
-    return [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+    folded = [{"role": "user", "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+    for shaped in (messages, folded):
+        try:
+            text = tokenizer.apply_chat_template(shaped, tokenize=False, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - templates raise arbitrary errors for unsupported roles
+            continue
+        if isinstance(text, str) and text.count(PLACEHOLDER) == 1:
+            prefix, suffix = text.split(PLACEHOLDER)
+            return prefix, suffix
+    return None
 
 
 def answer_ids(tokenizer: Any, answer: str) -> list[int]:
