@@ -72,7 +72,7 @@ def test_json_metrics_count_parses_schema_and_fields() -> None:
 
 
 def test_text_metrics_are_exact_match_chrf_and_rouge_l() -> None:
-    result = text_metrics([("the cat sat", "the cat sat"), ("a b c d", "a b x d")])
+    result = text_metrics(TaskIR("x", (), "text", (), ""), [("the cat sat", "the cat sat"), ("a b c d", "a b x d")])
     assert result["exact_match"]["value"] == 0.5
     # ROUGE-L of "a b x d" against "a b c d": longest common subsequence 3 of 4 words each way, F1 0.75.
     assert result["rouge_l"]["value"] == pytest.approx((1.0 + 0.75) / 2)

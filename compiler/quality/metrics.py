@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from distillc.quality.scoring import agrees
 from distillc.spec.ir import TaskIR
-from distillc.teacher.contract import normalize_label
+from distillc.teacher.contract import normalize_label, schema_violation
 
 Pairs = list[tuple[str, str]]  # (teacher answer, student answer)
 RESAMPLES = 1000
@@ -129,18 +130,15 @@ def _label_statistic(gold: list[str], pred: list[str], labels: list[str], used: 
 
 
 def json_metrics(task: TaskIR, pairs: Pairs) -> dict[str, Any]:
-    import jsonschema
-
-    schema = json.loads(task.json_schema) if task.json_schema else None
     parsed, valid, exact = [], [], []
     fields: dict[str, list[float]] = {}
     for expected, predicted in pairs:
         want = _load(expected)
         got = _load(predicted)
         parsed.append(float(got is not _INVALID))
-        ok = got is not _INVALID and (schema is None or jsonschema.Draft202012Validator(schema).is_valid(got))
+        ok = got is not _INVALID and not (task.json_schema and schema_violation(task.json_schema, got))
         valid.append(float(ok))
-        exact.append(float(got is not _INVALID and got == want))
+        exact.append(float(agrees(task, expected, predicted)))
         if isinstance(want, dict):
             for key, value in want.items():
                 fields.setdefault(key, []).append(float(isinstance(got, dict) and got.get(key) == value))
@@ -162,14 +160,14 @@ def _load(text: str) -> Any:
         return _INVALID
 
 
-def text_metrics(pairs: Pairs) -> dict[str, Any]:
+def text_metrics(task: TaskIR, pairs: Pairs) -> dict[str, Any]:
     from rouge_score import rouge_scorer
     from sacrebleu.metrics import CHRF
 
     chrf = CHRF()
     rouge = rouge_scorer.RougeScorer(["rougeL"])
     return {
-        "exact_match": mean_with_interval([float(e.strip() == p.strip()) for e, p in pairs]),
+        "exact_match": exact_match(task, pairs),
         "chrf": mean_with_interval([chrf.sentence_score(p, [e]).score / 100 for e, p in pairs]),
         "rouge_l": mean_with_interval([rouge.score(e, p)["rougeL"].fmeasure for e, p in pairs]),
     }
@@ -181,10 +179,17 @@ def task_metrics(task: TaskIR, pairs: Pairs) -> dict[str, Any]:
         return label_metrics(task, pairs)
     if task.output_type == "json":
         return json_metrics(task, pairs)
-    return text_metrics(pairs)
+    return text_metrics(task, pairs)
+
+
+def exact_match(task: TaskIR, pairs: Pairs) -> dict[str, Any]:
+    """The share of answers equal to the teacher's, as the task compares them (distillc.quality.scoring)."""
+    return mean_with_interval([float(agrees(task, expected, predicted)) for expected, predicted in pairs])
 
 
 def gated(task: TaskIR, metric: str, pairs: Pairs, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The spec's metric, {"value", "interval"}: accuracy or macro-F1 for labels, exact match otherwise."""
-    metrics = metrics if metrics is not None else task_metrics(task, pairs)
-    return metrics[metric if task.output_type == "label" else "exact_match"]
+    """The spec's metric, {"value", "interval"}: accuracy or macro-F1 for labels, exact match otherwise.
+    Without `metrics` (all of task_metrics), only what the gate needs is computed."""
+    if metrics is not None:
+        return metrics[metric if task.output_type == "label" else "exact_match"]
+    return label_metrics(task, pairs)[metric] if task.output_type == "label" else exact_match(task, pairs)
