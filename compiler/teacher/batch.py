@@ -108,7 +108,7 @@ class BatchTeacher(PaidTeacher):
             missing = [
                 (k, m) for k, m in pending if self.journal.get(k) is None and k not in failures and k not in waiting
             ]
-            if self.prices and self.budget.limited and not self.budget.calibrated and len(missing) > 1:
+            if self.probing and len(missing) > 1:
                 # How this endpoint bills is unknown: a batch of one shows it before the rest is submitted.
                 self.emit(Event("info", self.stage, "one request goes first, to see how the endpoint bills"))
                 await self._submit_and_finish(endpoint, submitted, missing[:1], failures)
@@ -120,13 +120,13 @@ class BatchTeacher(PaidTeacher):
     ) -> None:
         affordable = []
         for key, messages in requests:
-            if self.prices is None or not self.budget.limited:
-                affordable.append((key, messages))
-            elif (reservation := self.budget.reserve(self.prices.worst(messages))) is None:
+            allowed, reservation = self.hold(messages)
+            if not allowed:
                 failures[key] = OVER_BUDGET
-            else:
+                continue
+            if reservation is not None:
                 self.held[key] = reservation
-                affordable.append((key, messages))
+            affordable.append((key, messages))
         batches = []
         for start in range(0, len(affordable), MAX_REQUESTS):  # submit every chunk, then wait for them all
             chunk = affordable[start : start + MAX_REQUESTS]

@@ -22,7 +22,7 @@ from distillc.build.events import Event, Progress, Sink
 from distillc.errors import DistillcError
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
-from distillc.teacher.budget import Budget, Pricing
+from distillc.teacher.budget import Budget, Pricing, Reservation
 from distillc.teacher.cost import usd
 from distillc.teacher.journal import GroupCommit, Journal
 from distillc.teacher.protocol import OVER_BUDGET, Messages, Request
@@ -226,6 +226,24 @@ class PaidTeacher:
     budget: Budget
     prices: Pricing | None  # None: the spec sets no price
 
+    @property
+    def capped(self) -> bool:
+        """Whether requests hold their price against budget.max_usd before they go."""
+        return self.prices is not None and self.budget.limited
+
+    @property
+    def probing(self) -> bool:
+        """Whether one request must go first, alone: how the endpoint bills is not yet known."""
+        return self.capped and not self.budget.calibrated
+
+    def hold(self, messages: Messages) -> tuple[bool, Reservation | None]:
+        """Whether a request may go, and what it holds against the cap meanwhile (None when uncapped)."""
+        if not self.capped:
+            return True, None
+        assert self.prices is not None
+        reservation = self.budget.reserve(self.prices.worst(messages))
+        return reservation is not None, reservation
+
 
 class EndpointTeacher(PaidTeacher):
     """The teacher behind an OpenAI-compatible endpoint: a streaming pool of `max_concurrency` requests,
@@ -253,12 +271,10 @@ class EndpointTeacher(PaidTeacher):
             async def worker(work: Iterator[Request]) -> None:
                 nonlocal refused
                 for key, messages in work:
-                    reservation = None
-                    if self.prices and self.budget.limited:
-                        reservation = self.budget.reserve(self.prices.worst(messages))
-                        if reservation is None:
-                            failures[key] = OVER_BUDGET
-                            continue
+                    allowed, reservation = self.hold(messages)
+                    if not allowed:
+                        failures[key] = OVER_BUDGET
+                        continue
                     try:
                         text, used = await endpoint.chat(messages, extra)
                     except RequestFailed as exc:
@@ -292,7 +308,7 @@ class EndpointTeacher(PaidTeacher):
                         task_.cancel()
                     commit.drain()
 
-            if self.prices and self.budget.limited and not self.budget.calibrated:
+            if self.probing:
                 # How this endpoint bills is unknown: one answer shows it before more are in flight.
                 await pool(pending[:1], 1)
                 pending = pending[1:]
