@@ -12,6 +12,11 @@ which returns one of FAULTS or None to answer normally:
     malformed   200 with a body that is not JSON
     truncated   200 whose body stops halfway and the connection closes
 
+Like a real server, it may honour a label schema (`constrain=True`: a `response_format` whose `label` is an
+enum gets `{"label": ...}`, always one of the labels) and return each answer token's alternatives when asked
+for `logprobs` (`label_probs(last user message)` gives the model's probability of each label). By default it
+ignores both, as servers that do not know them do.
+
 The Batch API (files and batches) is served too, enough for `teacher.batch`.
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import socket
 import struct
 import threading
@@ -52,6 +58,8 @@ class FakeTeacher:
         record: bool = True,
         batch_polls: int = 1,
         refuse: tuple[str, ...] = (),
+        constrain: bool = False,
+        label_probs: Callable[[str], dict[str, float]] | None = None,
     ) -> None:
         self.answer = answer
         self.delay = delay_s if callable(delay_s) else (lambda: float(delay_s))
@@ -70,6 +78,8 @@ class FakeTeacher:
         self.files: dict[str, bytes] = {}
         self.batch_polls = batch_polls  # polls before a batch reports completed
         self.refuse = refuse  # request parameters answered with a 400, as some servers and models do
+        self.constrain = constrain
+        self.label_probs = label_probs
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
@@ -169,18 +179,25 @@ class FakeTeacher:
                 text = self.answer(user)
             except Exception as exc:  # the answer function raised: a server error
                 return _respond(writer, 500, {"error": {"message": str(exc)}})
-            return _respond(writer, 200, self._completion(body, text))
+            return _respond(writer, 200, self._completion(body, text, user))
         finally:
             self.in_flight -= 1
 
-    def _completion(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], text: str, user: str = "") -> dict[str, Any]:
         prompt_tokens = self.prompt_tokens or sum(len(m["content"].split()) for m in body["messages"])
+        labels = _label_enum(body) if self.constrain else None
+        if labels:
+            text = json.dumps({"label": _closest(labels, text)})
+        message = {"role": "assistant", "content": text}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "message": message}
+        if body.get("logprobs") and self.label_probs is not None:
+            choice["logprobs"] = {"content": _token_logprobs(text, self.label_probs(user), body.get("top_logprobs", 0))}
         return {
             "id": "chatcmpl-test",
             "object": "chat.completion",
             "created": 0,
             "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "choices": [choice],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": len(text.split()),
@@ -230,7 +247,7 @@ class FakeTeacher:
                 error = {"code": "server_error", "message": f"injected {fault}"}
                 errors.append({"id": "r", "custom_id": request["custom_id"], "response": None, "error": error})
                 continue
-            response = {"status_code": 200, "request_id": "r", "body": self._completion(body, self.answer(user))}
+            response = {"status_code": 200, "request_id": "r", "body": self._completion(body, self.answer(user), user)}
             out.append({"id": "r", "custom_id": request["custom_id"], "response": response, "error": None})
         batch["status"] = "completed"
         batch["request_counts"] = {"total": len(out) + len(errors), "completed": len(out), "failed": len(errors)}
@@ -241,6 +258,47 @@ class FakeTeacher:
         file_id = self._new_id("file")
         self.files[file_id] = text.encode()
         return file_id
+
+
+def _label_enum(body: dict[str, Any]) -> list[str] | None:
+    """The labels a request's `response_format` allows, or None when it asks for no label."""
+    try:
+        schema = body["response_format"]["json_schema"]["schema"]
+        return list(schema["properties"]["label"]["enum"])
+    except (KeyError, TypeError):
+        return None
+
+
+def _closest(labels: list[str], text: str) -> str:
+    """What a constrained decoder lets a model say: the label it was saying, else the first it can."""
+    said = text.lower()
+    return next((label for label in labels if label.lower() in said), labels[0])
+
+
+def _token_logprobs(text: str, probs: dict[str, float], top: int) -> list[dict[str, Any]]:
+    """The answer as tokens: what comes before its label, the label in 3-character pieces, what comes after.
+    The label's first piece has each label's first piece as alternatives, at that label's probability;
+    every other token is certain."""
+    field = json.loads(text)["label"] if text.startswith("{") else text
+    start = text.find(field)
+    head, tail = text[:start], text[start + len(field) :]
+    label = [field[i : i + 3] for i in range(0, len(field), 3)]
+    firsts: dict[str, float] = {}
+    for name, p in probs.items():
+        firsts[name[:3]] = firsts.get(name[:3], 0.0) + p
+    alternatives = sorted(firsts.items(), key=lambda kv: -kv[1])[:top]
+
+    def token(piece: str, logprob: float, others: list[tuple[str, float]]) -> dict[str, Any]:
+        listed = [{"token": t, "logprob": lp, "bytes": None} for t, lp in others]
+        return {"token": piece, "logprob": logprob, "bytes": None, "top_logprobs": listed}
+
+    first = token(label[0], math.log(firsts.get(label[0], 1e-9)), [(t, math.log(p)) for t, p in alternatives])
+    certain = [token(piece, 0.0, [(piece, 0.0)]) for piece in label[1:]]
+    return (
+        [token(piece, 0.0, [(piece, 0.0)]) for piece in (head,) if piece]
+        + [first, *certain]
+        + [token(piece, 0.0, [(piece, 0.0)]) for piece in (tail,) if piece]
+    )
 
 
 def _public(batch: dict[str, Any]) -> dict[str, Any]:

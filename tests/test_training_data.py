@@ -53,17 +53,17 @@ class WordTokenizer:
 
 
 def test_loss_is_on_the_answer_and_end_of_turn_only() -> None:
-    ids, labels, truncated = encode(WordTokenizer(), [2, 3, 4], "d ee", max_len=64)
-    assert ids == [2, 3, 4, 1, 2, 99]
-    assert labels == [IGNORE, IGNORE, IGNORE, 1, 2, 99]
-    assert not truncated
+    example = encode(WordTokenizer(), [2, 3, 4], "d ee", max_len=64)
+    assert example.ids == [2, 3, 4, 1, 2, 99]
+    assert example.labels == [IGNORE, IGNORE, IGNORE, 1, 2, 99]
+    assert not example.truncated
 
 
 def test_long_prompts_lose_their_start_not_the_answer() -> None:
-    ids, labels, truncated = encode(WordTokenizer(), [1, 2, 3, 4, 5], "ff", max_len=4)
-    assert truncated
-    assert ids == [4, 5, 2, 99]
-    assert labels == [IGNORE, IGNORE, 2, 99]
+    example = encode(WordTokenizer(), [1, 2, 3, 4, 5], "ff", max_len=4)
+    assert example.truncated
+    assert example.ids == [4, 5, 2, 99]
+    assert example.labels == [IGNORE, IGNORE, 2, 99]
 
 
 def test_agreement_rules_per_output_type() -> None:

@@ -96,6 +96,7 @@ class StudentIR:
     batch_size: int
     max_seq_len: int
     seed: int
+    soft_label_weight: float  # label tasks: KL to the teacher's label distribution, mixed with the answer
 
 
 @dataclass(frozen=True)

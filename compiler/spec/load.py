@@ -470,6 +470,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             batch_size=s.batch_size,
             max_seq_len=s.max_seq_len,
             seed=s.seed,
+            soft_label_weight=s.soft_label_weight,
         ),
         evaluation=ir.EvaluationIR(
             holdout=raw.evaluation.holdout,

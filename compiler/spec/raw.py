@@ -132,6 +132,13 @@ class Student(Strict):
     max_seq_len: int = Field(
         default=256, ge=8, le=131072, description="Prompt + answer tokens; longer prompts are cut."
     )
+    soft_label_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Label tasks: weight of the teacher's distribution over the labels (when it gives one) "
+        "against its answer alone; 0 trains on the answers only.",
+    )
     seed: int = 0
 
 

@@ -20,6 +20,7 @@ from distillc.teacher.cost import usd
 from distillc.teacher.journal import Journal, journal_path, request_key
 from distillc.teacher.prompts import label_messages, reask_messages
 from distillc.teacher.protocol import Request
+from distillc.teacher.soft_labels import label_distribution
 
 
 def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]:
@@ -92,7 +93,11 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
                 )
                 continue
             fixed += 1
-        labeled.append({**item, "output": target})
+            entry = second
+        row = {**item, "output": target}
+        if spec.task.output_type == "label" and (soft := label_distribution(spec.task.labels, entry)):
+            row["soft"] = {label: round(p, 6) for label, p in soft.items()}
+        labeled.append(row)
     write_jsonl(ctx.workdir / "labeled.jsonl", labeled)
     write_jsonl(ctx.workdir / "dead_letter.jsonl", dead)
     invalid = [d for d in dead if d["kind"] == "invalid"]
@@ -123,6 +128,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         ],
         "usd": round(usd(teacher, usage["prompt_tokens"], usage["completion_tokens"]), 6),
         "labeled": len(labeled),
+        "soft_labels": sum("soft" in row for row in labeled),
         "requests_sent": len(pending) + len(pending_reasks),
         "usage": usage,
         "distribution": _distribution(labeled) if spec.task.output_type == "label" else {},
@@ -170,7 +176,7 @@ def _distribution(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 STAGE = Stage(
     name="label",
-    version=2,  # 2: invalid answers re-asked once; dead letters hold failures and rejections
+    version=3,  # 3: label rows carry the teacher's distribution over the labels ("soft") when it gave one
     reads=("task", "teacher", "budget"),
     needs=("inputs",),
     produces=("labeled.jsonl", "dead_letter.jsonl"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +15,42 @@ from distillc.build.artifacts import read_jsonl
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.spec.ir import LoraIR
+from distillc.student.distill import Branch, branches, kd_loss
 from distillc.student.models import load_causal_lm, pick_device
 from distillc.student.prompt import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
 
 IGNORE = -100
 
 
-def encode(tokenizer: Any, prompt: list[int], target: str, max_len: int) -> tuple[list[int], list[int], bool]:
-    """(input_ids, labels, truncated): the prompt is cut from the left when too long, the answer kept."""
+@dataclass(frozen=True)
+class Example:
+    """One training row: the tokens, the loss targets (IGNORE on the prompt), and for soft labels the branch
+    points of the answer's path with the teacher's distribution there."""
+
+    ids: list[int]
+    labels: list[int]
+    truncated: bool
+    branches: list[Branch] = field(default_factory=list)
+
+
+def encode(tokenizer: Any, prompt: list[int], target: str, max_len: int) -> Example:
+    """The prompt is cut from the left when too long, the answer kept."""
     prompt_ids = list(prompt)
     target_ids = answer_ids(tokenizer, target)
     truncated = len(prompt_ids) + len(target_ids) > max_len
     if truncated:
         target_ids = target_ids[: max_len - 1]
         prompt_ids = prompt_ids[len(prompt_ids) - (max_len - len(target_ids)) :]
-    return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, truncated
+    return Example(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, truncated)
+
+
+def with_soft_label(example: Example, sequences: dict[str, list[int]], row: dict[str, Any]) -> Example:
+    """The example with the branch points of its label's path, where the teacher's distribution is known."""
+    if not row.get("soft") or row["output"] not in sequences:
+        return example
+    start = next(i for i, label in enumerate(example.labels) if label != IGNORE)
+    found = [b for b in branches(sequences, row["output"], row["soft"], start) if b.position < len(example.ids)]
+    return replace(example, branches=found)
 
 
 def run(ctx: StageContext, split: Path) -> dict[str, Any]:
@@ -50,7 +72,11 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
     encoded = [
         encode(tokenizer, prompt_ids(tokenizer, template, r["input"]), r["output"], cfg.max_seq_len) for r in rows
     ]
-    truncated = sum(1 for e in encoded if e[2])
+    soft_weight = cfg.soft_label_weight if ctx.spec.task.output_type == "label" else 0.0
+    if soft_weight:
+        sequences = {label: answer_ids(tokenizer, label) for label in ctx.spec.task.labels}
+        encoded = [with_soft_label(e, sequences, r) for e, r in zip(encoded, rows, strict=True)]
+    truncated = sum(1 for e in encoded if e.truncated)
 
     model.train()
     model.config.use_cache = False
@@ -70,7 +96,11 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
             batch = [encoded[i] for i in order[start : start + cfg.batch_size]]
             ids, labels, mask = _collate(batch, tokenizer.pad_token_id, device)
             with autocast:
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                out = model(input_ids=ids, attention_mask=mask, labels=labels)
+                loss = out.loss
+                soft_rows = [e.branches for e in batch]
+                if soft_weight and any(soft_rows):
+                    loss = (1 - soft_weight) * loss + soft_weight * kd_loss(out.logits, soft_rows)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
@@ -92,6 +122,7 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
     save_prompt(out, prefix, suffix, eos)
     return {
         "examples": len(encoded),
+        "soft_labels": sum(bool(e.branches) for e in encoded),
         "truncated": truncated,
         "epochs": cfg.epochs,
         "epoch_loss": epoch_losses,
@@ -144,20 +175,20 @@ def add_lora(model: Any, lora: LoraIR) -> Any:
         raise DistillcError("E321", f"cannot add LoRA adapters: {str(exc).splitlines()[0]}") from None
 
 
-def _collate(batch: list[tuple[list[int], list[int], bool]], pad: int, device: str) -> tuple[Any, Any, Any]:
+def _collate(batch: list[Example], pad: int, device: str) -> tuple[Any, Any, Any]:
     import torch
 
-    width = max(len(ids) for ids, _, _ in batch)
-    ids = [i + [pad] * (width - len(i)) for i, _, _ in batch]
-    labels = [lab + [IGNORE] * (width - len(lab)) for _, lab, _ in batch]
-    mask = [[1] * len(i) + [0] * (width - len(i)) for i, _, _ in batch]
+    width = max(len(e.ids) for e in batch)
+    ids = [e.ids + [pad] * (width - len(e.ids)) for e in batch]
+    labels = [e.labels + [IGNORE] * (width - len(e.labels)) for e in batch]
+    mask = [[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in batch]
     as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long, device=device)  # noqa: E731
     return as_tensor(ids), as_tensor(labels), as_tensor(mask)
 
 
 STAGE = Stage(
     name="train",
-    version=2,
+    version=3,  # 3: soft labels (student.soft_label_weight)
     reads=("task", "student"),
     needs=("split",),
     produces=("model/config.json", "model/model.safetensors", "model/tokenizer.json"),

@@ -27,7 +27,7 @@ from distillc.errors import DistillcError
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
 from distillc.teacher.budget import Reservation
-from distillc.teacher.journal import Journal, drop_torn_tail
+from distillc.teacher.journal import Journal, drop_torn_tail, journal_entry
 from distillc.teacher.openai_client import Endpoint, PaidTeacher, RequestFailed, connect, params, parse_completion
 from distillc.teacher.protocol import OVER_BUDGET, Request
 
@@ -243,11 +243,11 @@ def _read_results(content: bytes, answers: list[dict[str, Any]], failures: dict[
         key, response = result["custom_id"], result.get("response") or {}
         if response.get("status_code") == 200:
             try:
-                text, usage = parse_completion(response["body"])
-            except (KeyError, IndexError, TypeError) as exc:
+                answer = parse_completion(response["body"])
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
                 failures[key] = f"malformed batch answer: {exc}"
                 continue
-            answers.append({"key": key, "text": text, "usage": usage})
+            answers.append(journal_entry(key, answer.text, answer.usage, logprobs=answer.logprobs))
         else:
             error = result.get("error") or (response.get("body") or {}).get("error") or {}
             failures[key] = f"batch error {response.get('status_code', '')}: {error.get('message', error)}".strip()

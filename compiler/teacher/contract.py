@@ -25,7 +25,7 @@ def accept(task: TaskIR, answer: str) -> tuple[str | None, str]:
     if not text:
         return None, "empty answer"
     if task.output_type == "label":
-        return match_label(task.labels, text)
+        return match_label(task.labels, label_field(text) or text)
     if task.output_type == "json":
         try:
             value = json.loads(strip_fence(text))
@@ -47,6 +47,19 @@ def match_label(labels: tuple[str, ...], text: str) -> tuple[str | None, str]:
     if len(mentioned) == 1:
         return mentioned[0], ""
     return None, f"answer is not one of the labels: {text[:200]!r}"
+
+
+def label_field(text: str) -> str | None:
+    """The label in a structured answer, `{"label": "..."}` (see openai_client.label_format); None when the
+    answer is plain text, as from an endpoint that ignores or refused the schema."""
+    if not text.startswith(("{", "```")):
+        return None
+    try:
+        value = json.loads(strip_fence(text))
+    except ValueError:
+        return None
+    label = value.get("label") if isinstance(value, dict) else None
+    return label if isinstance(label, str) else None
 
 
 def strip_fence(text: str) -> str:

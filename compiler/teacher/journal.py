@@ -32,8 +32,23 @@ def request_key(model: str, messages: list[dict[str, str]], params: dict[str, An
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def journal_entry(key: str, text: str, usage: dict[str, int], price: dict[str, float] | None = None) -> dict[str, Any]:
-    return {"key": key, "text": text, "usage": usage, **(price or {})}
+def journal_entry(
+    key: str,
+    text: str,
+    usage: dict[str, int],
+    price: dict[str, float] | None = None,
+    logprobs: list[Any] | None = None,
+    label_logprobs: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """One answer as journaled. `logprobs`: an endpoint's answer tokens with their alternatives;
+    `label_logprobs`: a local teacher's score for every label. Either is the teacher's distribution over the
+    labels, which soft-label training learns from (teacher/soft_labels.py)."""
+    entry = {"key": key, "text": text, "usage": usage, **(price or {})}
+    if logprobs is not None:
+        entry["logprobs"] = logprobs
+    if label_logprobs is not None:
+        entry["label_logprobs"] = label_logprobs
+    return entry
 
 
 def read_entries(path: Path) -> dict[str, dict[str, Any]]:
@@ -64,8 +79,9 @@ class Journal:
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
 
-    def append(self, key: str, text: str, usage: dict[str, int], price: dict[str, float] | None = None) -> None:
-        self.append_many([journal_entry(key, text, usage, price)])
+    def append(self, entry: dict[str, Any]) -> None:
+        """Write one `journal_entry` and fsync it."""
+        self.append_many([entry])
 
     def append_many(self, entries: list[dict[str, Any]]) -> None:
         """Write and fsync; only then are the entries counted as answered."""
@@ -97,12 +113,12 @@ class GroupCommit:
         self.journal = journal
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
 
-    async def append(self, key: str, text: str, usage: dict[str, int], price: dict[str, float] | None = None) -> None:
+    async def append(self, entry: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._flush)
-        self._waiting.append((journal_entry(key, text, usage, price), done))
+        self._waiting.append((entry, done))
         await done
 
     def _flush(self) -> None:

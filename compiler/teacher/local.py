@@ -17,16 +17,17 @@ from typing import Any
 from distillc.build.events import Progress, Sink
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.student.models import load_causal_lm, pick_device
-from distillc.teacher.journal import Journal
+from distillc.teacher.journal import Journal, journal_entry
 from distillc.teacher.protocol import Messages, Request
 
-Answer = tuple[str, dict[str, int]]
+Answer = tuple[str, dict[str, int], dict[str, float] | None]  # text, usage, each label's calibrated score
 BATCH = 8
 REFERENCE_SIZE = 64  # inputs scored to estimate each label's prior
 
 
 def params(teacher: TeacherIR, task: TaskIR) -> dict[str, Any]:
-    mode = "score_labels_calibrated" if task.output_type == "label" else "generate"
+    # v2: every label's score is journaled with the answer (the teacher's distribution, for soft labels)
+    mode = "score_labels_calibrated_v2" if task.output_type == "label" else "generate"
     return {"mode": mode, "temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
 
 
@@ -67,8 +68,8 @@ class LocalTeacher:
                 answer = lambda batch: _generate(model, tokenizer, batch, self.teacher)  # noqa: E731
             for start in range(0, len(prompts), BATCH):
                 batch = prompts[start : start + BATCH]
-                for (key, _), (text, usage) in zip(batch, answer([p for _, p in batch]), strict=True):
-                    self.journal.append(key, text, usage)
+                for (key, _), (text, usage, scores) in zip(batch, answer([p for _, p in batch]), strict=True):
+                    self.journal.append(journal_entry(key, text, usage, label_logprobs=scores))
                 progress.step(len(batch))
         return {}
 
@@ -105,7 +106,9 @@ def _score_labels(
     ):
         calibrated = [score - bias for score, bias in zip(scores, prior, strict=True)]
         best = max(range(len(calibrated)), key=calibrated.__getitem__)
-        out.append((task.labels[best], {"prompt_tokens": len(ids), "completion_tokens": len(label_ids[best])}))
+        usage = {"prompt_tokens": len(ids), "completion_tokens": len(label_ids[best])}
+        scores = {label: round(x, 5) for label, x in zip(task.labels, calibrated, strict=True)}
+        out.append((task.labels[best], usage, scores))
     return out
 
 
@@ -152,5 +155,5 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], teacher: TeacherIR
     for i, row in enumerate(new):
         tokens = [t for t in row.tolist() if t != tokenizer.pad_token_id]
         usage = {"prompt_tokens": int(enc["attention_mask"][i].sum()), "completion_tokens": len(tokens)}
-        results.append((tokenizer.decode(tokens, skip_special_tokens=True).strip(), usage))
+        results.append((tokenizer.decode(tokens, skip_special_tokens=True).strip(), usage, None))
     return results

@@ -24,13 +24,34 @@ from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
 from distillc.teacher.budget import Budget, Pricing, Reservation
 from distillc.teacher.cost import usd
-from distillc.teacher.journal import GroupCommit, Journal
+from distillc.teacher.journal import GroupCommit, Journal, journal_entry
 from distillc.teacher.protocol import OVER_BUDGET, Messages, Request
 from distillc.teacher.ratelimit import RateLimiter, request_tokens
 
 OPENAI_URL = "https://api.openai.com/v1"
+TOP_LOGPROBS = 20  # alternatives per answer token (OpenAI's maximum, vLLM's default cap): a label set's first tokens
 REFUSALS_BEFORE_STOP = 10  # 4xx answers, with not one success: the requests themselves are wrong
 DOING = {"inputs": " while generating inputs"}  # what a stage was doing when the budget stopped it
+
+
+# Parameters an endpoint may refuse, what goes with each, and what the build does without it.
+DROPPABLE = {
+    "response_format": (
+        ("response_format",),
+        "asking in the prompt only; every answer is still checked against the output contract",
+    ),
+    "logprobs": (("logprobs", "top_logprobs"), "no soft labels: the student learns from the answers alone"),
+}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One chat answer: its text, token usage, and (when the endpoint gave them) each answer token with its
+    logprob and top alternatives, as `[token, logprob, [[alternative, logprob], ...]]`."""
+
+    text: str
+    usage: dict[str, int]
+    logprobs: list[Any] | None = None
 
 
 class RequestFailed(Exception):
@@ -43,8 +64,14 @@ class RequestFailed(Exception):
 
 
 def params(teacher: TeacherIR, task: TaskIR | None = None) -> dict[str, Any]:
-    """Sampling parameters, and for JSON tasks the endpoint's structured output with the task's schema."""
+    """Sampling parameters, and the endpoint's structured output: for JSON tasks the task's schema; for label
+    tasks a schema whose only value is one of the labels, with each answer token's alternatives (logprobs),
+    the teacher's distribution over the labels that soft-label training learns from."""
     out: dict[str, Any] = {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
+    if task is not None and task.output_type == "label":
+        out["response_format"] = {"type": "json_schema", "json_schema": label_format(task.labels)}
+        out["logprobs"] = True
+        out["top_logprobs"] = TOP_LOGPROBS
     if task is not None and task.output_type == "json":
         if task.json_schema:
             schema = json.loads(task.json_schema)
@@ -52,6 +79,18 @@ def params(teacher: TeacherIR, task: TaskIR | None = None) -> dict[str, Any]:
         else:
             out["response_format"] = {"type": "json_object"}
     return out
+
+
+def label_format(labels: tuple[str, ...]) -> dict[str, Any]:
+    """A strict JSON schema whose one field must be one of the labels: OpenAI's structured outputs take an
+    object at the root, and vLLM and llama.cpp servers take the same `response_format`."""
+    schema = {
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": list(labels)}},
+        "required": ["label"],
+        "additionalProperties": False,
+    }
+    return {"name": "label", "strict": True, "schema": schema}
 
 
 def api_key(teacher: TeacherIR) -> str:
@@ -91,13 +130,14 @@ class Endpoint:
     def url(self) -> str:
         return (self.teacher.base_url or OPENAI_URL).rstrip("/")
 
-    async def chat(self, messages: Messages, extra: dict[str, Any]) -> tuple[str, dict[str, int]]:
-        """The answer and its usage, after retries; RequestFailed when there is none."""
+    async def chat(self, messages: Messages, extra: dict[str, Any]) -> Completion:
+        """The answer, its usage and its token logprobs, after retries; RequestFailed when there is none."""
         payload = {"model": self.teacher.model, "messages": messages, **extra}
         tokens = request_tokens(messages, self.teacher.max_tokens)
         while True:
-            if "response_format" in self.adapted:
-                payload.pop("response_format", None)
+            for name in self.adapted & DROPPABLE.keys():
+                for dropped in DROPPABLE[name][0]:
+                    payload.pop(dropped, None)
             if "max_tokens" in self.adapted and "max_tokens" in payload:
                 payload["max_completion_tokens"] = payload.pop("max_tokens")
             try:
@@ -112,7 +152,9 @@ class Endpoint:
         from now on, for every request, and say so. True when the request should be sent again."""
         said = reason.lower()
         if "response_format" in payload and ("response_format" in said or "json_schema" in said):
-            name, instead = "response_format", "asking for JSON in the prompt only; every answer is still validated"
+            name, instead = "response_format", DROPPABLE["response_format"][1]
+        elif "logprobs" in payload and "logprobs" in said:
+            name, instead = "logprobs", DROPPABLE["logprobs"][1]
         elif "max_tokens" in payload and "max_tokens" in said:
             name, instead = "max_tokens", "sending max_completion_tokens instead"
         else:
@@ -176,21 +218,33 @@ class Endpoint:
         raise RequestFailed(f"{reason} (after {self.teacher.max_retries + 1} attempts)")
 
 
-def _parse_chat(body: bytes) -> tuple[str, dict[str, int]]:
+def _parse_chat(body: bytes) -> Completion:
     return parse_completion(json.loads(body))
 
 
-def parse_completion(value: Any) -> tuple[str, dict[str, int]]:
-    """(answer text, usage) of a chat completion object."""
+def parse_completion(value: Any) -> Completion:
+    """The answer in a chat completion object."""
     choice = value["choices"][0]
     text = choice["message"]["content"] or ""
     if not isinstance(text, str):
         raise TypeError("message content is not text")
     usage = value.get("usage") or {}
-    return text, {
+    used = {
         "prompt_tokens": int(usage.get("prompt_tokens") or 0),
         "completion_tokens": int(usage.get("completion_tokens") or 0),
     }
+    return Completion(text, used, _token_logprobs(choice.get("logprobs")))
+
+
+def _token_logprobs(value: Any) -> list[Any] | None:
+    """Each answer token with its logprob and alternatives, compact; None when the endpoint sent none."""
+    content = (value or {}).get("content") if isinstance(value, dict) else None
+    if not content:
+        return None
+    return [
+        [t["token"], float(t["logprob"]), [[a["token"], float(a["logprob"])] for a in t.get("top_logprobs") or ()]]
+        for t in content
+    ]
 
 
 def _error_message(body: bytes) -> str:
@@ -276,7 +330,7 @@ class EndpointTeacher(PaidTeacher):
                         failures[key] = OVER_BUDGET
                         continue
                     try:
-                        text, used = await endpoint.chat(messages, extra)
+                        answer = await endpoint.chat(messages, extra)
                     except RequestFailed as exc:
                         self.budget.release(reservation)
                         failures[key] = exc.reason
@@ -290,11 +344,12 @@ class EndpointTeacher(PaidTeacher):
                                 "max_tokens and the task's schema",
                             ) from None
                         continue
-                    price = self.prices.record(used, reservation) if self.prices else None
-                    await commit.append(key, text, used, price)  # on disk before it counts
+                    price = self.prices.record(answer.usage, reservation) if self.prices else None
+                    entry = journal_entry(key, answer.text, answer.usage, price, answer.logprobs)
+                    await commit.append(entry)  # on disk before it counts
                     self.budget.settle(reservation, price["usd"] if price else 0.0)
                     for name in usage:
-                        usage[name] += used[name]
+                        usage[name] += answer.usage[name]
                     answered.append(key)
                     progress.step()
 
