@@ -61,6 +61,7 @@ CODES: dict[str, Code] = {
     "E313": Code("labels tokenize alike", "two labels are the same tokens to the student's tokenizer", "make the labels differ in words"),
     "E320": Code("cannot prune", "student.prune does not fit the model (no layers, or too many kept)", "keep fewer layers, or remove prune"),
     "E321": Code("cannot add LoRA", "LoRA adapters do not fit the student model", "use method full, or other target modules"),
+    "E322": Code("training processes failed", "one of the student.devices training processes exited with an error", "read the error; a re-run resumes from the last checkpoint"),
     "E401": Code("no API key", "teacher.api_key_env is not set in the environment", "export it, or point base_url at a local server"),
     "E402": Code("too many failures", "more teacher requests failed than teacher.max_failed_share", "re-run: only the missing are sent"),
     "E403": Code("no valid answer", "the teacher answered no input within the output contract", "check the teacher and the task"),

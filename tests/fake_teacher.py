@@ -58,6 +58,7 @@ class FakeTeacher:
         record: bool = True,
         batch_polls: int = 1,
         refuse: tuple[str, ...] = (),
+        refuse_status: int = 400,
         constrain: bool = False,
         label_probs: Callable[[str], dict[str, float]] | None = None,
     ) -> None:
@@ -78,6 +79,7 @@ class FakeTeacher:
         self.files: dict[str, bytes] = {}
         self.batch_polls = batch_polls  # polls before a batch reports completed
         self.refuse = refuse  # request parameters answered with a 400, as some servers and models do
+        self.refuse_status = refuse_status  # some servers refuse with a 422, or a 500
         self.constrain = constrain
         self.label_probs = label_probs
         self._loop = asyncio.new_event_loop()
@@ -165,9 +167,10 @@ class FakeTeacher:
 
     async def _chat(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
         user, attempt = self._receive(body, arrival=True)
-        if refused := [name for name in self.refuse if name in body]:
+        sent = set(body) | {(body.get("response_format") or {}).get("type")}  # json_schema: that format only
+        if refused := [name for name in self.refuse if name in sent]:
             message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
-            return _respond(writer, 400, {"error": {"message": message, "param": refused[0]}})
+            return _respond(writer, self.refuse_status, {"error": {"message": message, "param": refused[0]}})
         self.in_flight += 1
         try:
             await asyncio.sleep(self.delay())
@@ -262,8 +265,11 @@ class FakeTeacher:
 
 def _label_enum(body: dict[str, Any]) -> list[str] | None:
     """The labels a request's `response_format` allows, or None when it asks for no label."""
-    try:
-        schema = body["response_format"]["json_schema"]["schema"]
+    response_format = body.get("response_format") or {}
+    try:  # OpenAI's json_schema, or llama-cpp-python's json_object with a schema
+        schema = (
+            response_format["json_schema"]["schema"] if "json_schema" in response_format else response_format["schema"]
+        )
         return list(schema["properties"]["label"]["enum"])
     except (KeyError, TypeError):
         return None

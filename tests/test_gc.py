@@ -21,6 +21,9 @@ def test_gc_removes_what_the_last_build_did_not_use_and_nothing_it_did(tmp_path:
         edit_spec(spec, {"student.epochs": 3})  # a new train artifact
         api.build(spec, out=out, until="train")
         (out / "cache" / "train" / ".tmp-0123-999").mkdir()  # left by a killed build
+        stale = out / "checkpoints" / "train-0123"  # so is a checkpoint it never resumed from
+        stale.mkdir(parents=True)
+        (stale / "state.pt").write_bytes(b"x" * 1000)
         sent = teacher.requests
 
         dry = distillc("gc", str(spec), "--out", str(out), "--dry-run")
@@ -30,7 +33,8 @@ def test_gc_removes_what_the_last_build_did_not_use_and_nothing_it_did(tmp_path:
         result = distillc("gc", str(spec), "--out", str(out))
         assert result.returncode == 0, result.stderr
         assert not old_train.exists() and not (out / "cache" / "train" / ".tmp-0123-999").exists()
-        assert "freed" in result.stdout and "in 2 entries; kept 4" in result.stdout
+        assert not stale.exists()
+        assert "freed" in result.stdout and "in 3 entries; kept 4" in result.stdout
         assert (out / "journal" / "teacher.jsonl").exists()
         again = api.build(spec, out=out, until="train")  # the last build is intact: nothing re-runs
         assert all(s.status == "hit" for s in again.stages) and teacher.requests == sent

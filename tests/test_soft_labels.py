@@ -120,3 +120,62 @@ def test_a_local_teachers_scores_become_their_softmax() -> None:
     entry = {"text": "positive", "label_logprobs": {"positive": math.log(3), "negative": 0.0}}
     assert label_distribution(LABELS, entry) == pytest.approx({"positive": 0.75, "negative": 0.25})
     assert label_distribution(LABELS, {"text": "positive", "label_logprobs": {"positive": 0.0}}) is None
+
+
+def test_a_server_refusing_json_schema_with_a_500_gets_the_schema_as_json_object(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """llama-cpp-python's server answers a json_schema response_format with a 500; it takes the same schema
+    as `{"type": "json_object", "schema": ...}`, and still decodes inside the label set."""
+    texts = review_texts(16)
+    events: list[Event] = []
+    with FakeTeacher(
+        lambda user: "hard to say", refuse=("json_schema",), refuse_status=500, constrain=True, label_probs=probs
+    ) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
+        result = api.build(spec, out=tmp_path / "out", until="label", emit=events.append)
+        bodies = teacher.bodies
+    assert bodies[-1]["response_format"]["type"] == "json_object"
+    assert bodies[-1]["response_format"]["schema"]["properties"]["label"]["enum"] == list(LABELS)
+    summary = result.stage("label").summary
+    assert (summary["labeled"], summary["rejected"], summary["soft_labels"]) == (len(texts), 0, len(texts))
+    assert sum("refused json_schema" in e.message for e in events if e.kind == "warning") == 1
+
+
+def test_alternatives_that_only_respell_the_shared_prefix_say_nothing_about_the_label() -> None:
+    """llama.cpp's grammar forces `{ "label": "` token by token; where the model would have written `"`
+    instead of `":`, that is another spelling of what every label shares, not a vote for any."""
+    tokens = [
+        ['{ "label', lp(0.01), []],
+        ['":', lp(0.2), [['":', lp(0.2)], ['"', lp(0.7)]]],  # `"` leads every label on: left out
+        [' "', lp(0.9), [[' "', lp(0.9)]]],
+        ["game", lp(0.05), [["per", lp(0.5)], ["game", lp(0.05)], ["net", lp(0.15)]]],
+        ["s", lp(0.01), []],
+        ['"}', lp(0.5), []],
+    ]
+    got = from_token_logprobs(("games", "net", "mail"), '{ "label": "games"}', tokens)
+    assert got == pytest.approx({"games": 0.25, "net": 0.75, "mail": 0.0})
+
+
+def test_a_local_teacher_journals_every_labels_score_and_rows_carry_their_softmax(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    texts = review_texts(10)
+    spec = write_spec(
+        tmp_path,
+        base_url="",
+        student=str(tiny_model),
+        inputs=texts,
+        changes={"teacher": {"provider": "local", "model": str(tiny_model)}},
+    )
+    result = api.build(spec, out=tmp_path / "out", until="label")
+    journal = {e["text"]: e for e in rows(tmp_path / "out" / "journal" / "teacher.jsonl")}
+    labeled = rows(result.stage("label").artifact / "labeled.jsonl")
+    assert len(labeled) == len(texts) and result.stage("label").summary["soft_labels"] == len(texts)
+    for row in labeled:
+        assert set(row["soft"]) == set(LABELS) and sum(row["soft"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert max(row["soft"], key=row["soft"].get) == row["output"]  # the answer is the best-scored label
+    entry = next(iter(journal.values()))
+    scores = entry["label_logprobs"]
+    expected = math.exp(scores["positive"]) / (math.exp(scores["positive"]) + math.exp(scores["negative"]))
+    assert label_distribution(LABELS, entry)["positive"] == pytest.approx(expected)

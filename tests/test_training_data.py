@@ -11,7 +11,7 @@ from distillc.build.artifacts import read_jsonl
 from distillc.errors import DistillcError
 from distillc.quality.scoring import agrees
 from distillc.spec.ir import TaskIR
-from distillc.stages.train import IGNORE, encode
+from distillc.student.examples import IGNORE, encode
 from distillc.teacher.journal import Journal
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher

@@ -3,7 +3,8 @@
 Each change to a spec leaves the old artifacts in `cache/` (so switching back costs nothing), and a
 model weighs hundreds of MB in each of train, export and package. `distillc gc` keeps the artifacts
 the last build used (its manifest), the journal (paid answers are never deleted) and `package/`, and
-removes every other cache entry, including half-written ones left by a killed build.
+removes every other cache entry, including half-written ones left by a killed build, and the training
+checkpoints a killed build left (a re-run would have resumed from them).
 """
 
 from __future__ import annotations
@@ -48,4 +49,10 @@ def collect(build_dir: Path, dry_run: bool = False) -> Collected:
                     shutil.rmtree(entry)
                 else:
                     discard(entry)
+        # Training checkpoints of a run that never finished (a finished one removes its own).
+        for entry in sorted((build_dir / "checkpoints").glob("*")):
+            result.freed_bytes += sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+            result.removed.append(entry)
+            if not dry_run:
+                shutil.rmtree(entry)
     return result

@@ -46,6 +46,7 @@ class StageContext:
     build_dir: Path  # the build's root: journals and other state that outlives one key
     emit: Sink
     stage: str
+    key: str = ""  # the stage's cache key: names state that outlives one attempt (training checkpoints)
 
     def log(self, message: str, **data: Any) -> None:
         self.emit(Event("info", self.stage, message, data))
@@ -209,7 +210,7 @@ def _run_one(
         shutil.rmtree(stale, ignore_errors=True)
     workdir = final.with_name(f".tmp-{key[:24]}-{os.getpid()}")
     workdir.mkdir(parents=True)
-    ctx = StageContext(stage_view(spec, stage.name, stage.reads), workdir, build_dir, emit, stage.name)
+    ctx = StageContext(stage_view(spec, stage.name, stage.reads), workdir, build_dir, emit, stage.name, key)
     started = time.perf_counter()
     try:
         summary = stage.run(ctx, **{name: done[name].artifact for name in stage.needs}) or {}

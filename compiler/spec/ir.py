@@ -96,6 +96,12 @@ class StudentIR:
     batch_size: int
     max_seq_len: int
     seed: int
+    grad_accumulation: int
+    packing: bool
+    dev_share: float
+    patience: int
+    checkpoint_every: int
+    devices: int
     soft_label_weight: float  # label tasks: KL to the teacher's label distribution, mixed with the answer
 
 

@@ -470,6 +470,12 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             batch_size=s.batch_size,
             max_seq_len=s.max_seq_len,
             seed=s.seed,
+            grad_accumulation=s.grad_accumulation,
+            packing=s.packing,
+            dev_share=s.dev_share,
+            patience=s.patience,
+            checkpoint_every=s.checkpoint_every,
+            devices=s.devices,
             soft_label_weight=s.soft_label_weight,
         ),
         evaluation=ir.EvaluationIR(

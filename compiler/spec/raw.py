@@ -132,6 +132,33 @@ class Student(Strict):
     max_seq_len: int = Field(
         default=256, ge=8, le=131072, description="Prompt + answer tokens; longer prompts are cut."
     )
+    grad_accumulation: int = Field(default=1, ge=1, le=1024, description="Batches per optimizer step.")
+    packing: bool = Field(
+        default=True,
+        description="Lay each batch's rows end to end, attention kept within each row: no compute on padding.",
+    )
+    dev_share: float = Field(
+        default=0.1,
+        ge=0,
+        lt=0.5,
+        description="Share of the training rows kept aside to pick the best weights and stop early; 0: none.",
+    )
+    patience: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Dev measurements without improvement before training stops; 0: train every epoch. "
+        "The weights with the best dev loss are kept either way.",
+    )
+    checkpoint_every: int = Field(
+        default=50,
+        ge=0,
+        description="Optimizer steps between checkpoints and dev measurements (also at each epoch's end); "
+        "a build that crashed mid-train resumes from the last. 0: at epoch ends only.",
+    )
+    devices: int = Field(
+        default=1, ge=1, le=1024, description="Training processes, one per GPU (DDP through accelerate)."
+    )
     soft_label_weight: float = Field(
         default=0.0,
         ge=0,

@@ -181,4 +181,5 @@ STAGE = Stage(
     needs=("inputs",),
     produces=("labeled.jsonl", "dead_letter.jsonl"),
     run=run,
+    sources=("distillc.teacher.soft_labels", "distillc.teacher.contract"),
 )

@@ -41,21 +41,16 @@ def branches(sequences: dict[str, list[int]], label: str, soft: dict[str, float]
     return out
 
 
-def kd_loss(logits: Any, rows: list[list[Branch]]) -> Any:
-    """Mean over the rows that have branches of sum_branch weight * KL(teacher || student over the branch's
-    tokens); `logits` is (rows, positions, vocabulary). A zero tensor when no row has a branch."""
+def kd_sum(pairs: list[tuple[Any, Branch]]) -> Any:
+    """Sum of weight * KL(teacher || student over the branch's tokens), for each branch with the student's
+    logits (a vocabulary-sized vector) at its position. The caller divides by the rows with branches in
+    the whole step."""
     import torch
 
-    terms = []
-    for row, row_branches in enumerate(rows):
-        if not row_branches:
-            continue
-        total = logits.new_zeros(())
-        for b in row_branches:
-            chosen = logits[row, b.position, list(b.tokens)].float()
-            student = torch.log_softmax(chosen, dim=-1)
-            teacher = torch.tensor(b.probs, dtype=student.dtype, device=student.device)
-            kl = torch.where(teacher > 0, teacher * (torch.log(teacher.clamp_min(1e-12)) - student), 0.0).sum()
-            total = total + b.weight * kl
-        terms.append(total)
-    return torch.stack(terms).mean() if terms else logits.new_zeros(()).float()
+    total = torch.zeros((), dtype=torch.float32)
+    for logits, b in pairs:
+        student = torch.log_softmax(logits[list(b.tokens)].float(), dim=-1)
+        teacher = torch.tensor(b.probs, dtype=student.dtype, device=student.device)
+        kl = torch.where(teacher > 0, teacher * (torch.log(teacher.clamp_min(1e-12)) - student), 0.0).sum()
+        total = total.to(kl.device) + b.weight * kl
+    return total

@@ -57,10 +57,11 @@ class Completion:
 class RequestFailed(Exception):
     """A request that will not succeed: retries are spent, or the endpoint refused it (4xx)."""
 
-    def __init__(self, reason: str, status: int = 0) -> None:
+    def __init__(self, reason: str, status: int = 0, last_status: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.status = status
+        self.status = status  # a refusal (4xx): not retried
+        self.last_status = last_status  # the last attempt's status when retries are spent
 
 
 def params(teacher: TeacherIR, task: TaskIR | None = None) -> dict[str, Any]:
@@ -91,6 +92,11 @@ def label_format(labels: tuple[str, ...]) -> dict[str, Any]:
         "additionalProperties": False,
     }
     return {"name": "label", "strict": True, "schema": schema}
+
+
+def as_json_object(response_format: dict[str, Any]) -> dict[str, Any]:
+    """The same schema in the form llama-cpp-python's server takes: `json_object` with a `schema`."""
+    return {"type": "json_object", "schema": response_format["json_schema"]["schema"]}
 
 
 def api_key(teacher: TeacherIR) -> str:
@@ -138,21 +144,28 @@ class Endpoint:
             for name in self.adapted & DROPPABLE.keys():
                 for dropped in DROPPABLE[name][0]:
                     payload.pop(dropped, None)
+            if "json_schema" in self.adapted and (payload.get("response_format") or {}).get("type") == "json_schema":
+                payload["response_format"] = as_json_object(payload["response_format"])
             if "max_tokens" in self.adapted and "max_tokens" in payload:
                 payload["max_completion_tokens"] = payload.pop("max_tokens")
             try:
                 return await self.send("POST", "/chat/completions", _parse_chat, tokens, payload)
             except RequestFailed as exc:
-                if exc.status == 400 and self._adapt(payload, exc.reason):
+                # Servers refuse a parameter they do not know with a 400 or a 422, and some with a 500.
+                if (exc.status in (400, 422) or exc.last_status >= 500) and self._adapt(payload, exc.reason):
                     continue
                 raise
 
     def _adapt(self, payload: dict[str, Any], reason: str) -> bool:
-        """Endpoints differ in what they accept: when a 400 names a parameter that has a stand-in, use it
+        """Endpoints differ in what they accept: when a refusal names a parameter that has a stand-in, use it
         from now on, for every request, and say so. True when the request should be sent again."""
         said = reason.lower()
-        if "response_format" in payload and ("response_format" in said or "json_schema" in said):
-            name, instead = "response_format", DROPPABLE["response_format"][1]
+        response_format = payload.get("response_format") or {}
+        if response_format and ("response_format" in said or "json_schema" in said):
+            if response_format.get("type") == "json_schema":  # first the form llama-cpp-python's server takes
+                name, instead = "json_schema", "sending the schema in a json_object response_format instead"
+            else:
+                name, instead = "response_format", DROPPABLE["response_format"][1]
         elif "logprobs" in payload and "logprobs" in said:
             name, instead = "logprobs", DROPPABLE["logprobs"][1]
         elif "max_tokens" in payload and "max_tokens" in said:
@@ -181,7 +194,7 @@ class Endpoint:
             await self.pause.wait()
             if self.limiter:
                 await self.limiter.acquire(tokens)
-            wait = None
+            wait, status = None, 0
             body_args = {"json": payload} if form is None else {"data": form()}
             try:
                 async with self.session.request(method, self.url + path, proxy=self.proxy, **body_args) as response:
@@ -215,7 +228,7 @@ class Endpoint:
                 await retry.CLOCK.sleep(retry.backoff_s(attempt))
             elif self.pause.extend(wait) and wait >= 1:
                 self.emit(Event("warning", self.stage, f"endpoint asked to wait {wait:g} s: all requests paused"))
-        raise RequestFailed(f"{reason} (after {self.teacher.max_retries + 1} attempts)")
+        raise RequestFailed(f"{reason} (after {self.teacher.max_retries + 1} attempts)", last_status=status)
 
 
 def _parse_chat(body: bytes) -> Completion:

@@ -3,15 +3,18 @@
 A local teacher journals every label's score (`label_logprobs`); the distribution is their softmax. An
 endpoint journals each answer token with its top alternatives (`logprobs`); a label's probability is then
 read where its text leaves the answer's: the chosen path's probability up to that token, times the
-alternative that starts the label there. This is the rule constrained decoding follows (a label is settled
-once no other is left: runtime/constrain.py), so labels whose first tokens differ are scored from one
-position. A label no alternative leads to gets 0: it was not among the endpoint's top alternatives.
+alternative that starts the label there. This is the rule constrained decoding follows (a label is
+settled once no other is left: runtime/constrain.py), so labels whose first tokens differ are scored
+from one position. Alternatives that only spell differently what every label still shares (`"` for
+`": "`) say nothing about the label and are left out. A label no alternative leads to gets 0: it was not
+among the endpoint's top alternatives.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 from distillc.teacher.contract import label_field, match_label
@@ -51,9 +54,10 @@ def from_token_logprobs(labels: tuple[str, ...], text: str, tokens: list[Any]) -
     prefix = ""
     for token, logprob, alternatives in tokens:
         follows = {label for label in alive if _agrees(render_of[label], prefix + token)}
+        shared = len(os.path.commonprefix([render_of[label] for label in alive]))
         for alternative, alt_logprob in alternatives:
-            if alternative == token:
-                continue
+            if alternative == token or len(prefix + alternative) <= shared:
+                continue  # the same token, or another spelling of what every label still shares
             leads_to = [label for label in alive if _agrees(render_of[label], prefix + alternative)]
             for label in leads_to:  # a token several labels start with: its mass is shared among them
                 mass[label] += path * math.exp(alt_logprob) / len(leads_to)

@@ -1,0 +1,132 @@
+"""One training job, whole: load the base model, shape it (prune, LoRA), encode the rows, fit, save.
+
+The train stage runs it in its own process, or, with `student.devices` above 1, once per device under
+`torch.distributed.run` (`python -m distillc.student.train_job JOB.json`): every process runs this same
+code, and only the first saves the model and the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distillc.build.artifacts import read_jsonl
+from distillc.spec.ir import LoraIR
+from distillc.student.examples import encode, with_soft_label
+from distillc.student.models import load_causal_lm
+from distillc.student.prompt import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
+from distillc.student.trainable import add_lora, prune_layers
+from distillc.student.trainer import Schedule, epoch_batches, fit, padded_tokens
+
+RESULT_FILE = "train-result.json"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What a training process needs, as plain data (it crosses into worker processes as JSON)."""
+
+    base_model: str
+    lora: dict[str, Any] | None
+    keep_layers: int
+    max_seq_len: int
+    dev_share: float
+    schedule: dict[str, Any]
+    instructions: str
+    labels: list[str]  # label tasks: the label set, for soft labels; otherwise empty
+    train_path: str
+    out_dir: str  # the model goes to out_dir/model, the result to out_dir/RESULT_FILE
+    checkpoints: str  # "" = no checkpoints
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainJob:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def dev_rows(rows: list[dict[str, Any]], share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, dev): the dev slice by a hash of each input, as the held-out split is, but salted apart."""
+    if share <= 0:
+        return rows, []
+    unit = lambda r: int(hashlib.sha256(f"dev:{r['id']}".encode()).hexdigest()[:15], 16) / 16**15  # noqa: E731
+    dev = [r for r in rows if unit(r) < share]
+    train = [r for r in rows if unit(r) >= share]
+    return (train, dev) if dev and train else (rows, [])
+
+
+def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
+    import torch
+
+    schedule = Schedule(**job.schedule)
+    torch.manual_seed(schedule.seed)
+    model, tokenizer = load_causal_lm(job.base_model)
+    total_layers = model.config.num_hidden_layers
+    kept = prune_layers(model, job.keep_layers) if job.keep_layers else list(range(total_layers))
+    if job.lora is not None:
+        model = add_lora(model, LoraIR(**{**job.lora, "target_modules": tuple(job.lora["target_modules"])}))
+    prefix, suffix = prompt_template(tokenizer, job.instructions)
+    template = {"prompt_prefix": prefix, "prompt_suffix": suffix}
+    sequences = {label: answer_ids(tokenizer, label) for label in job.labels}
+
+    def examples(rows: list[dict[str, Any]]) -> list[Any]:
+        out = []
+        for r in rows:
+            example = encode(tokenizer, prompt_ids(tokenizer, template, r["input"]), r["output"], job.max_seq_len)
+            out.append(with_soft_label(example, sequences, r) if schedule.soft_label_weight and sequences else example)
+        return out
+
+    train_rows, dev = dev_rows(read_jsonl(Path(job.train_path)), job.dev_share)
+    train = examples(train_rows)
+    checkpoints = Path(job.checkpoints) if job.checkpoints else None
+    progress = fit(model, train, examples(dev), schedule, tokenizer.pad_token_id, checkpoints, log)
+
+    lengths = [len(e.ids) for e in train]
+    real, padded = padded_tokens(epoch_batches(len(train), schedule.batch_size, schedule.seed, 0), lengths)
+    result = {
+        "examples": len(train),
+        "dev_examples": len(dev),
+        "soft_labels": sum(bool(e.branches) for e in train),
+        "truncated": sum(1 for e in train if e.truncated),
+        "epochs": schedule.epochs,
+        "steps": progress.step,
+        "step_loss": progress.step_losses,
+        "dev_loss": [[step, loss] for step, loss in progress.dev_losses or []],
+        "best_step": progress.best_step if dev else progress.step,
+        "stopped_early": progress.stopped_early,
+        "resumed_from_step": progress.resumed_from,
+        "packing": schedule.packing,
+        "padding_share": 0.0 if schedule.packing else round(1 - real / padded, 4) if padded else 0.0,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "layers": {"kept": kept, "of": total_layers},
+        "tokens_per_second": round(progress.tokens / progress.seconds, 1) if progress.seconds else 0.0,
+    }
+    if _is_main():
+        if job.lora is not None:
+            model = model.merge_and_unload()  # a plain model again: exported and served like a full fine-tune
+        out = Path(job.out_dir) / "model"
+        model.to("cpu").save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        save_prompt(out, prefix, suffix, eos_ids(tokenizer, model.config))
+        (Path(job.out_dir) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
+def _is_main() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def main() -> None:
+    """A worker process: run the job named on the command line, logging from the first process only."""
+    job = TrainJob.load(Path(sys.argv[1]))
+    run_job(job, log=lambda message: print(message, flush=True) if _is_main() else None)
+
+
+if __name__ == "__main__":
+    main()
