@@ -42,7 +42,7 @@ def collect(build_dir: Path, dry_run: bool = False) -> Collected:
             if (entry.parent.name, entry.name) in in_use:
                 result.kept += 1
                 continue
-            result.freed_bytes += sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+            result.freed_bytes += _tree_bytes(entry)
             result.removed.append(entry)
             if not dry_run:
                 if entry.parent.name == TRASH:  # debris of an earlier delete: already out of the cache
@@ -51,8 +51,12 @@ def collect(build_dir: Path, dry_run: bool = False) -> Collected:
                     discard(entry)
         # Training checkpoints of a run that never finished (a finished one removes its own).
         for entry in sorted((build_dir / "checkpoints").glob("*")):
-            result.freed_bytes += sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+            result.freed_bytes += _tree_bytes(entry)
             result.removed.append(entry)
             if not dry_run:
                 shutil.rmtree(entry)
     return result
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -25,17 +25,17 @@ def run(ctx: StageContext, label: Path) -> dict[str, Any]:
             help="add inputs, or raise inputs.generate.count",
         )
     share = ctx.spec.evaluation.holdout
-    holdout = [r for r in rows if _unit_hash(r["id"]) < share]
-    train = [r for r in rows if _unit_hash(r["id"]) >= share]
+    holdout = [r for r in rows if unit_hash(r["id"]) < share]
+    train = [r for r in rows if unit_hash(r["id"]) >= share]
     if not holdout or not train:  # tiny data sets: move the extreme item so both sides exist
-        ranked = sorted(rows, key=lambda r: _unit_hash(r["id"]))
+        ranked = sorted(rows, key=lambda r: unit_hash(r["id"]))
         holdout, train = ranked[:1], ranked[1:]
     write_jsonl(ctx.workdir / "train.jsonl", train)
     write_jsonl(ctx.workdir / "holdout.jsonl", holdout)
     return {"train": len(train), "holdout": len(holdout)}
 
 
-def _unit_hash(item_id: str) -> float:
+def unit_hash(item_id: str) -> float:
     """A stable number in [0, 1) per input."""
     return int(hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:15], 16) / 16**15
 

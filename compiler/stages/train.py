@@ -119,5 +119,6 @@ STAGE = Stage(
         "distillc.student.examples",
         "distillc.student.distill",
         "distillc.student.trainable",
+        "distillc.stages.split",  # unit_hash picks the dev slice
     ),
 )

@@ -7,7 +7,6 @@ code, and only the first saves the model and the result.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 from distillc.build.artifacts import read_jsonl
 from distillc.spec.ir import LoraIR
+from distillc.stages.split import unit_hash
 from distillc.student.examples import encode, with_soft_label
 from distillc.student.models import load_causal_lm
 from distillc.student.prompt import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
@@ -53,9 +53,8 @@ def dev_rows(rows: list[dict[str, Any]], share: float) -> tuple[list[dict[str, A
     """(train, dev): the dev slice by a hash of each input, as the held-out split is, but salted apart."""
     if share <= 0:
         return rows, []
-    unit = lambda r: int(hashlib.sha256(f"dev:{r['id']}".encode()).hexdigest()[:15], 16) / 16**15  # noqa: E731
-    dev = [r for r in rows if unit(r) < share]
-    train = [r for r in rows if unit(r) >= share]
+    dev = [r for r in rows if unit_hash(f"dev:{r['id']}") < share]
+    train = [r for r in rows if unit_hash(f"dev:{r['id']}") >= share]
     return (train, dev) if dev and train else (rows, [])
 
 

@@ -231,9 +231,9 @@ def fit(
         progress.dev_losses.append((progress.step, loss))
         if loss < progress.best_loss:
             progress.best_loss, progress.best_step, progress.since_best = loss, progress.step, 0
-            if checkpoints is not None and accelerator.is_main_process:
-                save_atomic(trainable_state(raw), checkpoints / BEST_FILE)
             progress.best_weights = trainable_state(raw)
+            if checkpoints is not None and accelerator.is_main_process:
+                save_atomic(progress.best_weights, checkpoints / BEST_FILE)
         else:
             progress.since_best += 1
             if schedule.patience and progress.since_best >= schedule.patience:
