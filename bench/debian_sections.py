@@ -1,12 +1,14 @@
 """A real 6-way label task from what every Debian machine has: a package's one-line description -> its section.
 
-    python bench/debian_sections.py OUT [--per-section 240] [--base-url URL] [--model NAME]
+    python bench/debian_sections.py OUT [--per-section 240] [--extra 2000] [--base-url URL] [--model NAME]
 
 writes OUT/spec.yaml, OUT/data/inputs.jsonl (descriptions written by package maintainers, deduplicated) and
 OUT/data/gold.jsonl (each description's section in the archive), from the apt lists on this machine. The
 spec's teacher is the OpenAI-compatible endpoint at --base-url (e.g. a llama.cpp server); the examples are
 descriptions left out of the inputs. `python bench/debian_sections.py OUT --score BUILD` scores a build's
-teacher labels against the archive's sections.
+teacher labels against the archive's sections. With --extra N, N more descriptions follow the labeled ones
+in inputs.jsonl, beyond `inputs.source.limit`: the spec prunes the student to half its layers
+(`student.prune`), and recovery trains on them, answered by the trained student.
 """
 
 from __future__ import annotations
@@ -52,16 +54,20 @@ def descriptions() -> dict[str, str]:
     return {text: next(iter(sections)) for text, sections in seen.items() if len(sections) == 1}
 
 
-def write_task(out: Path, per_section: int, base_url: str, model: str) -> None:
+def write_task(out: Path, per_section: int, extra: int, base_url: str, model: str) -> None:
     by_section: dict[str, list[str]] = {s: [] for s in SECTIONS}
     for text, section in sorted(descriptions().items()):
         by_section[section].append(text)
     rng = random.Random(0)
     chosen = [(t, s) for s in SECTIONS for t in rng.sample(by_section[s], min(per_section, len(by_section[s])))]
     rng.shuffle(chosen)
+    taken = {t for t, _ in chosen}
+    rest = [(t, s) for s in SECTIONS for t in by_section[s] if t not in taken]
+    chosen_extra = random.Random(1).sample(rest, min(extra, len(rest)))
     (out / "data").mkdir(parents=True, exist_ok=True)
-    (out / "data" / "inputs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t, _ in chosen))
-    (out / "data" / "gold.jsonl").write_text("".join(json.dumps({"text": t, "section": s}) + "\n" for t, s in chosen))
+    every = chosen + chosen_extra
+    (out / "data" / "inputs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t, _ in every))
+    (out / "data" / "gold.jsonl").write_text("".join(json.dumps({"text": t, "section": s}) + "\n" for t, s in every))
     spec = {
         "name": "debian-sections",
         "task": {
@@ -82,6 +88,9 @@ def write_task(out: Path, per_section: int, base_url: str, model: str) -> None:
         "evaluation": {"holdout": 0.25, "min_score": 0.5},
         "export": {"quantization": ["int8"]},
     }
+    if chosen_extra:
+        spec["inputs"]["source"]["limit"] = len(chosen)  # the teacher labels these; the rest are for recovery
+        spec["student"]["prune"] = {"candidates": [15], "extra_inputs": len(chosen_extra)}
     (out / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     counts = {s: sum(1 for _, x in chosen if x == s) for s in SECTIONS}
     print(f"{len(chosen)} inputs in {out}: {counts}")
@@ -99,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-section", type=int, default=240)
+    parser.add_argument("--extra", type=int, default=0, help="unlabeled inputs for pruning's recovery")
     parser.add_argument("--base-url", default="http://127.0.0.1:8091/v1")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--score", type=Path, metavar="BUILD", help="score BUILD's teacher labels instead")
@@ -106,7 +116,7 @@ def main() -> None:
     if args.score:
         score(args.out, args.score)
     else:
-        write_task(args.out, args.per_section, args.base_url, args.model)
+        write_task(args.out, args.per_section, args.extra, args.base_url, args.model)
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ def torch_engine(model_dir: Path, labels: list[str], threads: int) -> dict[str, 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distillc.stages.evaluate import classify
+    from distillc.student.decode import classify
 
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -134,7 +134,7 @@ def schema() -> None:
 @click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES), help="Re-run this stage even if cached.")
 @click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default="auto")
 def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...], log_format: str) -> None:
-    """Build SPEC: inputs, label, split, train, evaluate, export, verify, gate, package."""
+    """Build SPEC: inputs, label, split, train, prune, evaluate, export, verify, gate, package."""
     from distillc import api
 
     try:
@@ -170,15 +170,21 @@ def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...
 
 
 def verify_table(verify: dict, shipped: str | None) -> str:
-    """Each exported variant as shipped: score, drop below fp32, agreement, latency alone and batched."""
+    """Each exported variant (of the full student and of each pruned candidate) as shipped: layers, size,
+    score, drop below the full student's fp32, agreement with it, latency alone and batched."""
     size = verify["variants"][0]["batch"]["size"]
-    lines = [f"variant  {verify['metric']:>8}  95% interval    drop    agrees  p50 ms  p95 ms  batch {size}: inputs/s"]
+    width = max(7, *(len(v["name"]) for v in verify["variants"]))
+    lines = [
+        f"{'variant':<{width}}  layers      MB  {verify['metric']:>8}  95% interval    drop    agrees  "
+        f"p50 ms  p95 ms  batch {size}: inputs/s"
+    ]
     for v in verify["variants"]:
         mark = "  <- ships" if v["name"] == shipped else ("" if v["listed"] else "  (reference)")
         low, high = v["interval"]
         lines.append(
-            f"{v['name']:<7}  {v['score']:>8.3f}  [{low:.3f}, {high:.3f}]  {v['drop']:>6.3f}  {v['agreement']:>6.1%}  "
-            f"{v['p50_ms']:>6.1f}  {v['p95_ms']:>6.1f}  {v['batch']['inputs_per_s']:>10.1f}{mark}"
+            f"{v['name']:<{width}}  {v['layers']:>6}  {v['bytes'] / 1e6:>6.1f}  {v['score']:>8.3f}  "
+            f"[{low:.3f}, {high:.3f}]  {v['drop']:>6.3f}  {v['agreement']:>6.1%}  {v['p50_ms']:>6.1f}  "
+            f"{v['p95_ms']:>6.1f}  {v['batch']['inputs_per_s']:>10.1f}{mark}"
         )
     return "\n".join(lines)
 

@@ -59,7 +59,7 @@ CODES: dict[str, Code] = {
     "E311": Code("export failed", "the ONNX export of the student failed", "read the exporter's log named in the help"),
     "E312": Code("quantization failed", "a quantized variant could not be written", "remove the variant from export.quantization"),
     "E313": Code("labels tokenize alike", "two labels are the same tokens to the student's tokenizer", "make the labels differ in words"),
-    "E320": Code("cannot prune", "student.prune does not fit the model (no layers, or too many kept)", "keep fewer layers, or remove prune"),
+    "E320": Code("cannot prune", "a student.prune candidate does not fit the model (no layers, or as many as it has)", "list fewer layers than the student has"),
     "E321": Code("cannot add LoRA", "LoRA adapters do not fit the student model", "use method full, or other target modules"),
     "E322": Code("training processes failed", "one of the student.devices training processes exited with an error", "read the error; a re-run resumes from the last checkpoint"),
     "E401": Code("no API key", "teacher.api_key_env is not set in the environment", "export it, or point base_url at a local server"),

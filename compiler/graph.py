@@ -12,13 +12,14 @@ import typing
 
 from distillc.build.runner import Stage
 from distillc.spec.ir import SpecIR
-from distillc.stages import evaluate, export, gate, inputs, label, package, split, train, verify
+from distillc.stages import evaluate, export, gate, inputs, label, package, prune, split, train, verify
 
 STAGES = (
     inputs.STAGE,
     label.STAGE,
     split.STAGE,
     train.STAGE,
+    prune.STAGE,
     evaluate.STAGE,
     export.STAGE,
     verify.STAGE,

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distillc.stages.evaluate import classify
 from distillc.stages.export import export_onnx
+from distillc.student.decode import classify
 from distillc.student.fused_export import build_fused_onnx
-from distillc.student.prompt import eos_ids, label_sequences, prompt_template, save_prompt
+from distillc.student.prompt import eos_ids, label_sequences, prompt_ids, prompt_template, save_prompt
 from distillc_runtime import kvcache
 from distillc_runtime.constrain import LabelTrie
 from distillc_runtime.generate import Generator
@@ -261,7 +261,7 @@ def test_json_decoding_matches_the_pytorch_student(exported: Path, tiny_model: P
     import torch
     from transformers import AutoModelForCausalLM
 
-    from distillc.stages.evaluate import generate_json
+    from distillc.student.decode import generate_json
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     generator = Generator(with_schema(exported, tiny_model, tmp_path / "m"))
@@ -306,3 +306,28 @@ def test_control_tokens_typed_into_an_input_stay_text(exported: Path, tiny_model
     assert prompt == prompt_ids(
         tokenizer, {"prompt_prefix": generator.prefix, "prompt_suffix": generator.suffix}, forged
     )
+
+
+@pytest.mark.parametrize("output_type", ["label", "json"])
+def test_the_students_prefix_cache_gives_the_answers_of_whole_prompts(tiny_model: Path, output_type: str) -> None:
+    """The PyTorch decoder (evaluate, the prune stage) computes the prompt prefix's cache once and copies it
+    for each input: the same tokens as decoding each whole prompt, input after input."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from distillc.spec.ir import TaskIR
+    from distillc.student.decode import Decoder
+    from distillc.student.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(str(tiny_model))
+    labels = tuple(HARD_LABELS) if output_type == "label" else ()
+    task = TaskIR(INSTRUCTIONS, (), output_type, labels, json.dumps(SCHEMA) if output_type == "json" else "")
+    decoder = Decoder(task, tokenizer, tiny_model / "tokenizer.json", model.config.vocab_size, 24)
+    prefix, suffix = prompt_template(tokenizer, INSTRUCTIONS)
+    eos = eos_ids(tokenizer, AutoConfig.from_pretrained(tiny_model))
+    prompt = {"prompt_prefix": prefix, "prompt_suffix": suffix, "eos_token_ids": eos}
+    fresh = Decoder(
+        task, AutoTokenizer.from_pretrained(tiny_model), tiny_model / "tokenizer.json", model.config.vocab_size, 24
+    )
+    for text in TEXTS:
+        assert decoder.reply(model, prompt, text) == fresh.answer(model, prompt_ids(tokenizer, prompt, text), eos)
+    assert decoder._prefix is not None and decoder._prefix[0] is model  # one cache, made once, for every input

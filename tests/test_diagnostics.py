@@ -92,7 +92,7 @@ CASES: list[tuple[str, str, str]] = [
     ("few_examples_warning", '    - {input: "love it", output: other}\n', ""),
     ("budget_without_price_warning", "evaluation:", "budget: {max_usd: 5}\nevaluation:"),
     ("lora_settings_without_lora", "  epochs: 3", "  epochs: 3\n  lora: {r: 8}"),
-    ("prune_zero_layers", "  epochs: 3", "  epochs: 3\n  prune: {keep_layers: 0}"),
+    ("prune_zero_layers", "  epochs: 3", "  epochs: 3\n  prune: {candidates: [15, 0]}"),
     (
         "inputs_source_and_generate",
         "{path: inputs.jsonl, field: text}",

@@ -15,7 +15,7 @@ from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, free_port, http, parity_rows, read_json, wait_healthy
 
-STAGES = ["inputs", "label", "split", "train", "evaluate", "export", "verify", "gate", "package"]
+STAGES = ["inputs", "label", "split", "train", "prune", "evaluate", "export", "verify", "gate", "package"]
 FORBIDDEN = {"torch", "transformers", "peft", "accelerate", "distillc"}
 
 
@@ -68,13 +68,14 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
         stages = {s["name"]: s for s in read_json(out / "manifest.json")["stages"]}
         assert [n for n in STAGES if stages[n]["status"] == "miss"] == [
             "train",
+            "prune",
             "evaluate",
             "export",
             "verify",
             "gate",
             "package",
         ]
-        assert stages["train"]["reason"] == "changed: spec.student"
+        assert stages["train"]["reason"] == "changed: spec.student.epochs"
 
     package = out / "package"
     _assert_package_files(package)

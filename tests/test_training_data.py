@@ -105,27 +105,16 @@ def test_local_teacher_generates_for_text_tasks(tmp_path: Path, tiny_model: Path
     assert len(lines) == 2 * len(texts)  # no answer was generated (and appended) a second time
 
 
-def test_lora_and_depth_pruning_train_export_and_keep_parity(tmp_path: Path, tiny_model: Path) -> None:
+def test_lora_trains_adapters_exports_and_keeps_parity(tmp_path: Path, tiny_model: Path) -> None:
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60))
-        lora = {"student.method": "lora", "student.lora": {"r": 4, "alpha": 8}}
-        edit_spec(spec, {**lora, "student.prune.keep_layers": 1})
+        edit_spec(spec, {"student.method": "lora", "student.lora": {"r": 4, "alpha": 8}})
         result = api.build(spec, out=tmp_path / "out", until="export")
     train = result.stage("train").summary
     assert train["method"] == "lora"
-    assert train["layers"] == {"kept": [0], "of": 2}
+    assert train["layers"] == {"kept": [0, 1], "of": 2}
     assert 0 < train["trainable_parameters"] < 20_000  # adapters only: the tiny model has ~60k weights
     export = result.stage("export").summary
-    assert export["layers"] == 1
+    assert export["layers"] == 2
     parity = parity_rows(result.build_dir)
     assert len(parity) == export["parity_checked"] > 0 and all(r["torch"] == r["onnx"] for r in parity)
-
-
-def test_pruning_more_layers_than_the_model_has_is_a_clear_error(tmp_path: Path, tiny_model: Path) -> None:
-    with FakeTeacher(sentiment) as teacher:
-        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(20))
-        edit_spec(spec, {"student.prune.keep_layers": 5})
-        with pytest.raises(DistillcError) as caught:
-            api.build(spec, out=tmp_path / "out", until="train")
-    assert caught.value.code == "E320"
-    assert caught.value.message == "student.prune.keep_layers is 5, but the model has only 2 layers"

@@ -90,7 +90,8 @@ def test_a_packed_batch_gives_the_padded_batchs_loss_and_gradient(tiny_model: Pa
     results = {}
     for packed in (True, False):
         model.zero_grad()
-        loss = micro_loss(model, rows, 0, "cpu", (sum(map(answer_tokens, rows)), 1), 0.5, packed)
+        plan = schedule(soft_label_weight=0.5, packing=packed)
+        loss = micro_loss(model, rows, 0, "cpu", (sum(map(answer_tokens, rows)), 1), plan)
         loss.backward()
         results[packed] = (float(loss.detach()), torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert results[True][0] == pytest.approx(results[False][0], rel=1e-5)
@@ -98,9 +99,43 @@ def test_a_packed_batch_gives_the_padded_batchs_loss_and_gradient(tiny_model: Pa
     # Without the row boundaries (one long sequence), later rows would see earlier ones: a different loss.
     model.zero_grad()
     glued = [Example([t for e in rows for t in e.ids], [x for e in rows for x in e.labels], False)]
-    assert float(micro_loss(model, glued, 0, "cpu", (sum(map(answer_tokens, rows)), 0), 0.0, True)) != pytest.approx(
-        float(micro_loss(model, rows, 0, "cpu", (sum(map(answer_tokens, rows)), 0), 0.0, True)), rel=1e-4
+    norm = (sum(map(answer_tokens, rows)), 0)
+    assert float(micro_loss(model, glued, 0, "cpu", norm, schedule())) != pytest.approx(
+        float(micro_loss(model, rows, 0, "cpu", norm, schedule())), rel=1e-4
     )
+
+
+def test_logits_distillation_is_the_kl_from_the_teachers_answer_token_distributions(tiny_model: Path) -> None:
+    """With a teacher model, the loss is (1 - w) * cross-entropy + w * KL(teacher || student), both over the
+    answer tokens, computed here by hand from each model's own forward pass, row by row."""
+    import torch
+
+    student, tokenizer = load_causal_lm(str(tiny_model))
+    teacher, _ = load_causal_lm(str(tiny_model))
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # a different model: the KL is not zero
+    rows = examples(tokenizer, review_texts(4))
+    tokens = sum(map(answer_tokens, rows))
+    ce, kl = 0.0, 0.0
+    with torch.no_grad():
+        for e in rows:
+            s_logits = student(input_ids=torch.tensor([e.ids])).logits[0]
+            t_logits = teacher(input_ids=torch.tensor([e.ids])).logits[0]
+            for p in range(1, len(e.labels)):
+                if e.labels[p] == -100:
+                    continue
+                s_log, t_log = s_logits[p - 1].log_softmax(-1), t_logits[p - 1].log_softmax(-1)
+                ce -= float(s_log[e.labels[p]])
+                kl += float((t_log.exp() * (t_log - s_log)).sum())
+    assert kl > 1e-4
+    for packed in (True, False):
+        plan = schedule(kd_weight=0.7, packing=packed)
+        got = float(micro_loss(student, rows, 0, "cpu", (tokens, 0), plan, teacher))
+        assert got == pytest.approx((0.3 * ce + 0.7 * kl) / tokens, rel=1e-4)
+    # Without a teacher, kd_weight has nothing to distill: the answer's cross-entropy alone.
+    alone = float(micro_loss(student, rows, 0, "cpu", (tokens, 0), schedule(kd_weight=0.7)))
+    assert alone == pytest.approx(ce / tokens, rel=1e-4)
 
 
 def test_packing_cuts_the_padding_of_real_batches() -> None:

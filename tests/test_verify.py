@@ -44,6 +44,27 @@ def test_the_fastest_variant_that_meets_min_score_and_the_drop_limit_ships(tmp_p
     assert choose_variant(spec_with(tmp_path), verify)["name"] == "int8"
 
 
+def test_the_smallest_pruned_candidate_that_passes_ships(tmp_path: Path) -> None:
+    """Candidates are judged as every variant is (min_score, drop below the full student's fp32, latency);
+    of those that pass, the one with the fewest layers ships, and of its variants the fastest."""
+    verify = measured(
+        ("fp32", 0.95, 90.0), ("int8", 0.945, 60.0),
+        ("l20-fp32", 0.935, 70.0), ("l20-int8", 0.93, 45.0),
+        ("l10-fp32", 0.85, 40.0), ("l10-int8", 0.84, 25.0),
+    )  # fmt: skip
+    for v in verify["variants"]:
+        v["layers"] = int(v["name"].split("-")[0][1:]) if v["name"].startswith("l") else 30
+    assert choose_variant(spec_with(tmp_path), verify)["name"] == "int8"  # drop limit 0.01: no candidate passes
+    assert choose_variant(spec_with(tmp_path, max_drop=0.02), verify)["name"] == "l20-int8"
+    assert choose_variant(spec_with(tmp_path, max_drop=0.2), verify)["name"] == "l10-int8"
+    assert choose_variant(spec_with(tmp_path, max_drop=0.2, min_score=0.9), verify)["name"] == "l20-int8"
+    # The latency budget rules out the larger students: the 10-layer one ships though its drop is larger.
+    assert choose_variant(spec_with(tmp_path, max_drop=0.2, p95=30.0), verify)["name"] == "l10-int8"
+    with pytest.raises(GateFailed) as caught:
+        choose_variant(spec_with(tmp_path, max_drop=0.02, p95=30.0), verify)
+    assert caught.value.code == "E504"
+
+
 def test_a_variant_above_min_score_but_too_far_below_fp32_does_not_ship(tmp_path: Path) -> None:
     verify = measured(("fp32", 0.95, 90.0), ("int8", 0.90, 60.0))
     assert choose_variant(spec_with(tmp_path), verify)["name"] == "fp32"

@@ -1,4 +1,5 @@
-"""Which exported variant ships: the fastest listed one that meets the quality bar and the latency budget.
+"""Which exported variant ships: of the listed ones that meet the quality bar and the latency budget, the
+smallest student's (fewest layers: a pruned candidate before the full student), and of its variants the fastest.
 
 The quality bar is two gates: `evaluation.min_score`, and `export.max_quality_drop` below fp32's score
 (a quantized variant that passes min_score but answers worse than fp32 does not ship).
@@ -55,4 +56,4 @@ def choose_variant(spec: SpecIR, verify: dict[str, Any]) -> dict[str, Any]:
                 help="try export.quantization: [int8, int4], a smaller student, or student.prune",
             )
         good = fast
-    return min(good, key=lambda v: (v["p95_ms"], v["p50_ms"]))
+    return min(good, key=lambda v: (v.get("layers", 0), v["p95_ms"], v["p50_ms"]))

@@ -86,11 +86,19 @@ class LoraIR:
 
 
 @dataclass(frozen=True)
+class PruneIR:
+    candidates: tuple[int, ...]  # decoder layer counts, largest first, distinct
+    extra_inputs: int
+    kd_weight: float
+    epochs: int
+
+
+@dataclass(frozen=True)
 class StudentIR:
     base_model: str
     method: str  # full | lora
     lora: LoraIR | None  # set exactly when method is lora
-    keep_layers: int  # 0 = no pruning
+    prune: PruneIR | None
     epochs: int
     learning_rate: float
     batch_size: int

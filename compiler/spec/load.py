@@ -464,7 +464,14 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             base_model=_resolve_model_ref(s.base_model, spec_path.parent),
             method=s.method,
             lora=_lora(s.lora or Lora()) if s.method == "lora" else None,
-            keep_layers=s.prune.keep_layers if s.prune else 0,
+            prune=ir.PruneIR(
+                candidates=tuple(sorted(set(s.prune.candidates), reverse=True)),
+                extra_inputs=s.prune.extra_inputs,
+                kd_weight=s.prune.kd_weight,
+                epochs=s.prune.epochs or s.epochs,
+            )
+            if s.prune
+            else None,
             epochs=s.epochs,
             learning_rate=s.learning_rate,
             batch_size=s.batch_size,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 
 class Strict(BaseModel):
@@ -114,7 +114,28 @@ class Lora(Strict):
 
 
 class Prune(Strict):
-    keep_layers: int = Field(ge=1, description="Keep this many decoder layers, evenly spaced; the rest are dropped.")
+    candidates: list[PositiveInt] = Field(
+        min_length=1,
+        max_length=8,
+        description="Decoder layer counts to try, e.g. [20, 15]. Each is cut from the trained student (the "
+        "contiguous block of layers that changes its hidden states least is removed) and distilled from it; "
+        "the smallest that passes the gates ships.",
+    )
+    extra_inputs: int = Field(
+        default=2000,
+        ge=0,
+        le=1_000_000,
+        description="Inputs from inputs.source beyond its limit, answered by the trained student (no teacher "
+        "calls) and added to the recovery training.",
+    )
+    kd_weight: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Weight of the KL to the trained student's logits on the answer tokens, against the "
+        "answers' cross-entropy.",
+    )
+    epochs: int | None = Field(default=None, ge=1, le=1000, description="Recovery epochs; default: student.epochs.")
 
 
 class Student(Strict):
@@ -124,7 +145,9 @@ class Student(Strict):
     )
     lora: Lora | None = Field(default=None, description="LoRA settings (method: lora).")
     prune: Prune | None = Field(
-        default=None, description="Depth pruning before training: faster, usually less accurate. Measure it."
+        default=None,
+        description="Smaller students cut from the trained one by depth and distilled from it; each is "
+        "evaluated, exported and verified, and the report lists them all.",
     )
     epochs: int = Field(default=3, ge=1, le=1000)
     learning_rate: float = Field(default=5e-5, gt=0, le=1)

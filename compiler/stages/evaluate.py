@@ -17,39 +17,16 @@ from distillc.quality.checks import degenerate, small_holdout
 from distillc.quality.metrics import gated, task_metrics
 from distillc.quality.scoring import agrees
 from distillc.spec.ir import TaskIR
+from distillc.stages.prune import candidates
+from distillc.student.decode import Decoder
 from distillc.student.models import load_causal_lm, quiet_transformers
-from distillc.student.prompt import few_shot_prompt, label_sequences, load_prompt, prompt_ids
-from distillc_runtime.constrain import JsonGrammar, JsonState, LabelState, LabelTrie
+from distillc.student.prompt import few_shot_prompt, load_prompt
 
 
-def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    quiet_transformers()
-
-    model_dir = train / "model"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    prompt = load_prompt(model_dir)
+def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, Any]:
     task = ctx.spec.task
-    decoder = Decoder(
-        task, tokenizer, model_dir / "tokenizer.json", model.config.vocab_size, ctx.spec.deploy.max_new_tokens
-    )
     rows = read_jsonl(split / "holdout.jsonl")
-    predictions = []
-    for row in rows:
-        new, text = decoder.answer(model, prompt_ids(tokenizer, prompt, row["input"]), prompt["eos_token_ids"])
-        predictions.append(
-            {
-                "id": row["id"],
-                "input": row["input"],
-                "expected": row["output"],
-                "output": text,
-                "output_ids": new,
-                "agrees": agrees(task, row["output"], text),
-            }
-        )
+    predictions, decoder = predict(ctx, train / "model", rows)
     labels, grammar = decoder.labels, decoder.grammar
     write_jsonl(ctx.workdir / "predictions.jsonl", predictions)
     metric = ctx.spec.evaluation.metric
@@ -82,11 +59,67 @@ def run(ctx: StageContext, split: Path, train: Path) -> dict[str, Any]:
         "metrics": metrics,
         "baselines": {
             "majority": majority_baseline(task, metric, read_jsonl(split / "train.jsonl"), rows),
-            "few_shot_base": few_shot_baseline(ctx, decoder, rows, prompt["eos_token_ids"]),
+            "few_shot_base": few_shot_baseline(ctx, decoder, rows, load_prompt(train / "model")["eos_token_ids"]),
         },
         "warnings": warnings,
         "n": len(predictions),
         "disagreements": misses,
+        "candidates": [evaluate_candidate(ctx, c, rows, predictions) for c in candidates(prune)],
+    }
+
+
+def predict(ctx: StageContext, model_dir: Path, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Decoder]:
+    """The student's answers to `rows`, decoded as the package decodes them, each with its tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompt = load_prompt(model_dir)
+    task = ctx.spec.task
+    decoder = Decoder(
+        task, tokenizer, model_dir / "tokenizer.json", model.config.vocab_size, ctx.spec.deploy.max_new_tokens
+    )
+    predictions = []
+    for row in rows:
+        new, text = decoder.reply(model, prompt, row["input"])
+        predictions.append(
+            {
+                "id": row["id"],
+                "input": row["input"],
+                "expected": row["output"],
+                "output": text,
+                "output_ids": new,
+                "agrees": agrees(task, row["output"], text),
+            }
+        )
+    return predictions, decoder
+
+
+def candidate_predictions(evaluate_artifact: Path, name: str) -> Path:
+    return evaluate_artifact / "candidates" / f"{name}.predictions.jsonl"
+
+
+def evaluate_candidate(
+    ctx: StageContext, candidate: dict[str, Any], rows: list[dict[str, Any]], full: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A pruned candidate scored as the full student is, and how often it answers as the full student does."""
+    predictions, _ = predict(ctx, candidate["model"], rows)
+    path = candidate_predictions(ctx.workdir, candidate["name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(path, predictions)
+    metric = ctx.spec.evaluation.metric
+    gate = gated(ctx.spec.task, metric, [(p["expected"], p["output"]) for p in predictions])
+    same = sum(a["output"] == b["output"] for a, b in zip(predictions, full, strict=True)) / max(1, len(rows))
+    name, layers = candidate["name"], candidate["layers"]
+    ctx.log(f"{name} ({layers} layers): {metric} {gate['value']:.3f}, answers as the full student on {same:.1%}")
+    return {
+        "name": candidate["name"],
+        "layers": candidate["layers"],
+        "score": gate["value"],
+        "interval": gate["interval"],
+        "agreement": round(same, 6),
     }
 
 
@@ -105,85 +138,18 @@ def few_shot_baseline(
     is (within the label set or the schema) and scored the same way: what distillation bought."""
     base, tokenizer = load_causal_lm(ctx.spec.student.base_model)
     prompt = few_shot_prompt(tokenizer, ctx.spec.task, eos)
-    answers = [decoder.answer(base, prompt_ids(tokenizer, prompt, r["input"]), eos)[1] for r in rows]
+    answers = [decoder.reply(base, prompt, r["input"])[1] for r in rows]
     return gated(
         ctx.spec.task, ctx.spec.evaluation.metric, [(r["output"], a) for r, a in zip(rows, answers, strict=True)]
     )
 
 
-class Decoder:
-    """Greedy decoding of one task's answers with a PyTorch model, as the package decodes them: over the
-    label set, within the JSON Schema, or free up to the token limit."""
-
-    def __init__(self, task: TaskIR, tokenizer: Any, tokenizer_json: Path, vocab_size: int, limit: int) -> None:
-        self.tokenizer, self.limit = tokenizer, limit
-        self.labels = None
-        if task.output_type == "label":
-            sequences = label_sequences(tokenizer, task.labels)
-            self.labels = LabelTrie([s["text"] for s in sequences], [s["ids"] for s in sequences])
-        self.grammar = None
-        if task.output_type == "json":
-            text = tokenizer_json.read_text(encoding="utf-8")
-            self.grammar = JsonGrammar(text, task.json_schema, tokenizer.eos_token_id, vocab_size)
-
-    def answer(self, model: Any, ids: list[int], eos: list[int]) -> tuple[list[int], str]:
-        """(answer tokens, answer text) for the prompt `ids`."""
-        import torch
-
-        with torch.inference_mode():
-            prompt = torch.tensor([ids])
-            if self.labels is not None:
-                state = classify(model, prompt, self.labels)
-                return state.answer_ids(), self.labels.texts[state.label]
-            if self.grammar is not None:
-                new = generate_json(model, prompt, self.grammar.start(), self.limit, set(eos))
-            else:
-                out = model.generate(
-                    input_ids=prompt,
-                    attention_mask=torch.ones_like(prompt),
-                    max_new_tokens=self.limit,
-                    do_sample=False,
-                    eos_token_id=eos,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
-                new = [t for t in out[0, prompt.shape[1] :].tolist() if t not in eos]
-        return new, self.tokenizer.decode(new, skip_special_tokens=True).strip()
-
-
-def classify(model: Any, prompt_ids: Any, labels: LabelTrie) -> LabelState:
-    """Greedy decoding over the label set with the PyTorch model, step for step as the package does it."""
-    state = labels.start()
-    ids, cache = prompt_ids, None
-    while not state.done:
-        out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        token = state.choose(out.logits[0, -1].float().numpy())
-        state.advance(token)
-        ids, cache = ids.new_tensor([[token]]), out.cache
-    return state
-
-
-def generate_json(model: Any, prompt_ids: Any, state: JsonState, limit: int, eos_ids: set[int]) -> list[int]:
-    """Greedy decoding within a JSON schema with the PyTorch model, step for step as the package does it."""
-    ids, cache, out = prompt_ids, None, []
-    for _ in range(limit):
-        step = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        token = state.choose(step.logits[0, -1].float().numpy())
-        if token in eos_ids:
-            break
-        out.append(token)
-        state.advance(token)
-        if state.done:
-            break
-        ids, cache = ids.new_tensor([[token]]), step.cache
-    return out
-
-
 STAGE = Stage(
     name="evaluate",
-    version=5,  # 5: every metric with its 95% interval, baselines, degenerate-answer checks
+    version=6,  # 6: pruned candidates are scored too
     # student.base_model: the few-shot baseline is the untrained base model.
     reads=("task", "evaluation.metric", "deploy.max_new_tokens", "student.base_model"),
-    needs=("split", "train"),
+    needs=("split", "train", "prune"),
     produces=("predictions.jsonl",),
     run=run,
 )

@@ -25,55 +25,93 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.artifacts import read_json, read_jsonl, write_json, write_jsonl
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.quality.latency import percentiles
+from distillc.stages.evaluate import candidate_predictions
+from distillc.stages.prune import FULL, candidates
 from distillc.student.fused_export import build_fused_onnx
 from distillc.student.models import quiet_transformers
 from distillc.student.prompt import label_sequences, load_prompt
 from distillc.student.quantize import quantize
+
+EXPORTED = "exported.json"
 
 
 def variant_dir(export_artifact: Path, variant: str) -> Path:
     return export_artifact / "variants" / variant
 
 
-def run(ctx: StageContext, train: Path, evaluate: Path) -> dict[str, Any]:
-    out = variant_dir(ctx.workdir, "fp32")
+def variant_name(student: str, weights: str) -> str:
+    """The full student's variants are named by their weights (fp32, int8); a pruned candidate's get its name
+    in front (l15-int8)."""
+    return weights if student == FULL else f"{student}-{weights}"
+
+
+def run(ctx: StageContext, train: Path, evaluate: Path, prune: Path) -> dict[str, Any]:
+    full = export_student(ctx, FULL, train / "model", evaluate / "predictions.jsonl")
+    pruned = [
+        export_student(ctx, c["name"], c["model"], candidate_predictions(evaluate, c["name"]))
+        for c in candidates(prune)
+    ]
+    exported = []
+    for student in (full, *pruned):
+        variants = [
+            {"name": name, "weights": name.removeprefix(f"{student['name']}-"), "bytes": size}
+            for name, size in student["variant_bytes"].items()
+        ]
+        exported.append({"student": student["name"], "layers": student["layers"], "variants": variants})
+    write_json(ctx.workdir / EXPORTED, {"students": exported})  # what verify measures
+    sizes = {name: size for student in (full, *pruned) for name, size in student.pop("variant_bytes").items()}
+    return {**full, "variant_bytes": sizes, "candidates": pruned}
+
+
+def exported_students(export_artifact: Path) -> list[dict[str, Any]]:
+    """Each exported student, the full one first: name, layers, and its variants (name, weights, bytes), fp32
+    first, then in the order of export.quantization."""
+    return read_json(export_artifact / EXPORTED)["students"]
+
+
+def export_student(ctx: StageContext, name: str, model_dir: Path, predictions: Path) -> dict[str, Any]:
+    """Export one student (fp32, then each quantization), after proving the fp32 graph answers as PyTorch did."""
+    out = variant_dir(ctx.workdir, variant_name(name, "fp32"))
     out.mkdir(parents=True)
     started = time.perf_counter()
-    graph, layers = export_graph(ctx, train / "model", out / "model.onnx")
+    graph, layers = export_graph(ctx, model_dir, out / "model.onnx")
     export_seconds = time.perf_counter() - started
-    shutil.copy2(train / "model" / "tokenizer.json", out / "tokenizer.json")
-    write_generation_config(train / "model", out, ctx.spec)
-    ctx.log(f"exported {layers} layers ({graph} graph) in {export_seconds:.1f}s; checking parity")
-    parity = check_parity(out, read_jsonl(evaluate / "predictions.jsonl"))
-    write_jsonl(ctx.workdir / "parity.jsonl", parity["rows"])
+    shutil.copy2(model_dir / "tokenizer.json", out / "tokenizer.json")
+    write_generation_config(model_dir, out, ctx.spec)
+    ctx.log(f"{name}: exported {layers} layers ({graph} graph) in {export_seconds:.1f}s; checking parity")
+    parity = check_parity(out, read_jsonl(predictions))
+    write_jsonl(ctx.workdir / ("parity.jsonl" if name == FULL else f"parity-{name}.jsonl"), parity["rows"])
     mismatches = [r for r in parity["rows"] if not r["same"]]
     if mismatches:
         first = mismatches[0]
         raise DistillcError(
             "E310",
-            f"the ONNX model's output differs from the PyTorch student on {len(mismatches)} of "
+            f"the ONNX model's output differs from the PyTorch student ({name}) on {len(mismatches)} of "
             f"{len(parity['rows'])} held-out inputs (first: {first['input'][:80]!r}: "
             f"{first['torch']!r} vs {first['onnx']!r})",
         )
-    sizes = {"fp32": _size(out)}
-    for variant in ctx.spec.export.quantization:
-        if variant != "fp32":
+    sizes = {variant_name(name, "fp32"): onnx_bytes(out)}
+    for weights in ctx.spec.export.quantization:
+        if weights != "fp32":
+            variant = variant_name(name, weights)
             target = variant_dir(ctx.workdir, variant)
             log = ctx.build_dir / "logs" / f"quantize-{variant}.log"
             failure = DistillcError(
                 "E312",
-                f"{variant} quantization failed",
-                help=f"remove {variant} from export.quantization; the quantizer's log is in {log}",
+                f"{weights} quantization failed",
+                help=f"remove {weights} from export.quantization; the quantizer's log is in {log}",
             )
             with library_output(log, failure):
-                quantize(out, target, variant)
-            sizes[variant] = _size(target)
-            ctx.log(f"{variant}: {sizes[variant] / 1e6:.0f} MB (fp32: {sizes['fp32'] / 1e6:.0f} MB)")
+                quantize(out, target, weights)
+            sizes[variant] = onnx_bytes(target)
+            fp32 = sizes[variant_name(name, "fp32")]
+            ctx.log(f"{variant}: {sizes[variant] / 1e6:.0f} MB (fp32: {fp32 / 1e6:.0f} MB)")
     return {
+        "name": name,
         "graph": graph,
         "layers": layers,
         "export_seconds": round(export_seconds, 2),
@@ -124,7 +162,7 @@ def write_generation_config(model_dir: Path, out: Path, spec: Any) -> None:
     (out / "generation.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
-def _size(folder: Path) -> int:
+def onnx_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith(("model.onnx", "prefill.onnx")))
 
 
@@ -246,7 +284,7 @@ def check_parity(model_dir: Path, predictions: list[dict[str, Any]]) -> dict[str
 
 STAGE = Stage(
     name="export",
-    version=5,
+    version=6,  # 6: every pruned candidate is exported too
     reads=(
         "task.output_type",
         "task.labels",
@@ -255,8 +293,8 @@ STAGE = Stage(
         "export.quantization",
         "export.target",
     ),
-    needs=("train", "evaluate"),
-    produces=("parity.jsonl", "variants/fp32/model.onnx", "variants/*/generation.json"),
+    needs=("train", "evaluate", "prune"),
+    produces=(EXPORTED, "parity.jsonl", "variants/fp32/model.onnx", "variants/*/generation.json"),
     run=run,
     sources=("distillc.student.quantize", "distillc.student.fused_export", "distillc_runtime"),
 )

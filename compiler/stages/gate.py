@@ -1,7 +1,8 @@
 """The gate: which verified variant ships, decided once, as an artifact the package stage reads.
 
 A variant ships when it meets `evaluation.min_score`, stays within `export.max_quality_drop` of fp32 and,
-measured on the target, within `deploy.latency_budget_ms`; of those, the fastest (distillc.quality.gates).
+measured on the target, within `deploy.latency_budget_ms`; of those, the smallest student's fastest
+(distillc.quality.gates).
 When none does, the build stops here with the gate's reason, and the report keeps every measurement.
 """
 
@@ -27,13 +28,22 @@ def run(ctx: StageContext, verify: Path) -> dict[str, Any]:
         "measured_with": verified["measured_with"],
     }
     write_json(ctx.workdir / DECISION, decision)
-    ctx.log(f"{chosen['name']} ships: {verified['metric']} {chosen['score']:.3f}, p95 {chosen['p95_ms']} ms")
-    return {"variant": chosen["name"], "score": chosen["score"], "p50_ms": chosen["p50_ms"], "p95_ms": chosen["p95_ms"]}
+    ctx.log(
+        f"{chosen['name']} ships ({chosen['layers']} layers): {verified['metric']} {chosen['score']:.3f}, "
+        f"p95 {chosen['p95_ms']} ms"
+    )
+    return {
+        "variant": chosen["name"],
+        "layers": chosen["layers"],
+        "score": chosen["score"],
+        "p50_ms": chosen["p50_ms"],
+        "p95_ms": chosen["p95_ms"],
+    }
 
 
 STAGE = Stage(
     name="gate",
-    version=1,
+    version=2,  # 2: the smallest passing student ships (pruned candidates)
     reads=(
         "evaluation.min_score",
         "evaluation.gate",

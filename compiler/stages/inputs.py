@@ -16,6 +16,7 @@ from distillc.build.artifacts import write_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
+from distillc.spec.ir import InputsIR
 from distillc.teacher.journal import Journal, journal_path
 
 MAX_CHARS = 20_000
@@ -32,8 +33,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
     source = ctx.spec.inputs
     counts = {"read": 0, "kept": 0, "duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
     problems: list[str] = []
-    seen: set[str] = set()
     rows = []
+    for row in read_inputs(source, counts, problems):
+        rows.append(row)
+        if source.limit and len(rows) >= source.limit:
+            break
+    counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", rows)
+    ctx.log(f"{counts['kept']} inputs kept of {counts['read']} read", **counts)
+    return {**counts, "problems": problems}
+
+
+def read_inputs(source: InputsIR, counts: dict[str, int], problems: list[str]) -> Iterator[dict[str, str]]:
+    """The source file's usable inputs, in file order, cleaned and deduplicated (case-insensitively);
+    what it skips is tallied in `counts` (read, duplicates, empty, too_long, invalid) and `problems`."""
+    seen: set[str] = set()
     for line, value, problem in _rows(Path(source.path), source.format, source.field):
         counts["read"] += 1
         if problem:
@@ -50,12 +63,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             counts["duplicates"] += 1
         else:
             seen.add(text.lower())
-            rows.append({"id": input_id(text), "input": text})
-            if source.limit and len(rows) >= source.limit:
-                break
-    counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", rows)
-    ctx.log(f"{counts['kept']} inputs kept of {counts['read']} read", **counts)
-    return {**counts, "problems": problems}
+            yield {"id": input_id(text), "input": text}
 
 
 def _rows(path: Path, fmt: str, field: str) -> Iterator[tuple[int, Any, str]]:

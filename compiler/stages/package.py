@@ -105,7 +105,7 @@ def run(ctx: StageContext, export: Path, gate: Path) -> dict[str, Any]:
             "output_type": spec.task.output_type,
             "labels": list(spec.task.labels),
         },
-        "student": {"base_model": spec.student.base_model, "variant": chosen["name"]},
+        "student": {"base_model": spec.student.base_model, "variant": chosen["name"], "layers": chosen["layers"]},
         "evaluation": {"metric": decision["metric"], "score": chosen["score"], "n": decision["n"]},
         "deploy": {
             "port": spec.deploy.port,

@@ -7,20 +7,13 @@ autocast) when present, CPU otherwise; with `student.devices` above 1, one proce
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from distillc.build.runner import Stage, StageContext
-from distillc.errors import DistillcError
-from distillc.student.train_job import RESULT_FILE, TrainJob, run_job
-from distillc.student.trainer import Schedule
+from distillc.student.train_job import TrainJob, run_training, student_schedule
 
 
 def checkpoint_dir(ctx: StageContext) -> Path:
@@ -32,22 +25,12 @@ def checkpoint_dir(ctx: StageContext) -> Path:
 def run(ctx: StageContext, split: Path) -> dict[str, Any]:
     cfg = ctx.spec.student
     task = ctx.spec.task
-    schedule = Schedule(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        grad_accumulation=cfg.grad_accumulation,
-        learning_rate=cfg.learning_rate,
-        seed=cfg.seed,
-        soft_label_weight=cfg.soft_label_weight if task.output_type == "label" else 0.0,
-        packing=cfg.packing,
-        checkpoint_every=cfg.checkpoint_every,
-        patience=cfg.patience,
-    )
+    schedule = student_schedule(cfg, soft_label_weight=cfg.soft_label_weight if task.output_type == "label" else 0.0)
     checkpoints = checkpoint_dir(ctx)
     job = TrainJob(
         base_model=cfg.base_model,
         lora=asdict(cfg.lora) if cfg.lora is not None else None,
-        keep_layers=cfg.keep_layers,
+        layers=[],
         max_seq_len=cfg.max_seq_len,
         dev_share=cfg.dev_share,
         schedule=asdict(schedule),
@@ -57,8 +40,7 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
         out_dir=str(ctx.workdir),
         checkpoints=str(checkpoints),
     )
-    result = _launch(ctx, job, cfg.devices) if cfg.devices > 1 else run_job(job, log=ctx.log)
-    (ctx.workdir / RESULT_FILE).unlink(missing_ok=True)
+    result = run_training(job, cfg.devices, ctx.log)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the model is in the artifact now
     import torch
 
@@ -70,46 +52,28 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
     }
 
 
-def _launch(ctx: StageContext, job: TrainJob, devices: int) -> dict[str, Any]:
-    """One process per device under torch.distributed.run, each running the same job; the first writes the
-    model and the result."""
-    job_file = ctx.workdir / "train-job.json"
-    job.save(job_file)
-    with socket.socket() as s:  # a free port for the processes to meet on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={devices}",
-        "--master_addr=127.0.0.1",
-        f"--master_port={port}",
-        "-m",
-        "distillc.student.train_job",
-        str(job_file),
-    ]
-    ctx.log(f"training on {devices} processes: {' '.join(command[2:])}")
-    threads = str(max(1, (os.cpu_count() or 1) // devices))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    job_file.unlink(missing_ok=True)
-    for line in done.stdout.splitlines():
-        ctx.log(line)
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise DistillcError(
-            "E322",
-            f"training on {devices} processes failed (exit {done.returncode}):\n{tail}",
-            help="checkpoints are kept: a re-run resumes from the last one",
-        )
-    return json.loads((ctx.workdir / RESULT_FILE).read_text(encoding="utf-8"))
-
-
 STAGE = Stage(
     name="train",
     version=4,  # 4: packing, accumulation, dev slice and early stopping, checkpoints, devices
-    reads=("task", "student"),
+    # Not student.prune: the candidates are cut from this student afterwards (the prune stage).
+    reads=(
+        "task",
+        "student.base_model",
+        "student.method",
+        "student.lora",
+        "student.epochs",
+        "student.learning_rate",
+        "student.batch_size",
+        "student.max_seq_len",
+        "student.seed",
+        "student.grad_accumulation",
+        "student.packing",
+        "student.dev_share",
+        "student.patience",
+        "student.checkpoint_every",
+        "student.devices",
+        "student.soft_label_weight",
+    ),
     needs=("split",),
     produces=("model/config.json", "model/model.safetensors", "model/tokenizer.json"),
     run=run,

@@ -1,10 +1,10 @@
 """Score every exported variant as shipped: the ONNX runtime on held-out inputs, quality and latency.
 
-What ships is what was measured: a quantized variant is judged by its own answers, not by fp32's.
-fp32 is always scored, listed or not: it is the reference each variant's quality drop and agreement
-are measured against. Latency is measured one request at a time and in batches of
-`deploy.max_batch_size`, the two ways the package's server runs; memory as the peak of a fresh process
-answering one such batch.
+What ships is what was measured: a quantized variant is judged by its own answers, not by fp32's, and
+so is each pruned candidate's. The full student's fp32 is always scored, listed or not: it is the
+reference every variant's quality drop and agreement are measured against. Latency is measured one
+request at a time and in batches of `deploy.max_batch_size`, the two ways the package's server runs;
+memory as the peak of a fresh process answering one such batch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from distillc.build.artifacts import read_jsonl, write_json, write_jsonl
 from distillc.build.runner import Stage, StageContext
 from distillc.quality.latency import percentiles
 from distillc.quality.metrics import gated
-from distillc.stages.export import variant_dir
+from distillc.stages.export import exported_students, variant_dir
 from distillc.student.tensorrt import tensorrt_config
 from distillc_runtime.providers import provider_name, providers_for, runs_on_target
 
@@ -33,11 +33,12 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
     spec = ctx.spec
     holdout = read_jsonl(split / "holdout.jsonl")
     texts = [item["input"] for item in holdout]
-    names = ["fp32", *(v for v in spec.export.quantization if v != "fp32")]
     batch_size = spec.deploy.max_batch_size
     variants: list[dict[str, Any]] = []
     reference: list[str] = []
-    for name in names:
+    exported = [(student, v) for student in exported_students(export) for v in student["variants"]]
+    for student, exported_variant in exported:
+        name = exported_variant["name"]
         model = variant_dir(export, name)
         trt = tensorrt_config(model / "model.onnx", spec) if spec.export.target == "tensorrt" else None
         providers = providers_for(spec.export.target, model, trt)
@@ -54,12 +55,15 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         write_jsonl(ctx.workdir / f"{name}.predictions.jsonl", rows)
         measured = gated(spec.task, spec.evaluation.metric, [(r["expected"], r["output"]) for r in rows])
         value = measured["value"]
-        if name == "fp32":
+        if not variants:  # the full student's fp32: what every other variant is compared with
             reference = outputs
         latency = percentiles(latencies)
         variant = {
             "name": name,
-            "listed": name in spec.export.quantization,
+            "student": student["student"],
+            "layers": student["layers"],
+            "bytes": exported_variant["bytes"],
+            "listed": exported_variant["weights"] in spec.export.quantization,
             "score": value,
             "interval": measured["interval"],
             "drop": round(variants[0]["score"] - value, 6) + 0.0 if variants else 0.0,  # + 0.0: no "-0.0"
@@ -140,7 +144,7 @@ def in_batches(generator: Any, texts: list[str], size: int) -> dict[str, Any]:
 
 STAGE = Stage(
     name="verify",
-    version=5,  # 5: each variant's score has its 95% interval
+    version=6,  # 6: the pruned candidates' variants too, each with its layers and size
     reads=(
         "task",
         "evaluation.metric",

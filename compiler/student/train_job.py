@@ -1,4 +1,7 @@
-"""One training job, whole: load the base model, shape it (prune, LoRA), encode the rows, fit, save.
+"""One training job, whole: load the model, shape it (prune, LoRA), encode the rows, fit, save.
+
+The same job trains the student from its base model, and recovers a pruned candidate from the trained
+student (`layers` kept of it, distilled from `kd_model`, the trained student itself).
 
 The train stage runs it in its own process, or, with `student.devices` above 1, once per device under
 `torch.distributed.run` (`python -m distillc.student.train_job JOB.json`): every process runs this same
@@ -8,13 +11,17 @@ code, and only the first saves the model and the result.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from distillc.build.artifacts import read_jsonl
-from distillc.spec.ir import LoraIR
+from distillc.errors import DistillcError
+from distillc.spec.ir import LoraIR, StudentIR
 from distillc.stages.split import unit_hash
 from distillc.student.examples import encode, with_soft_label
 from distillc.student.models import load_causal_lm
@@ -31,7 +38,7 @@ class TrainJob:
 
     base_model: str
     lora: dict[str, Any] | None
-    keep_layers: int
+    layers: list[int]  # decoder layers kept, by index; empty: all
     max_seq_len: int
     dev_share: float
     schedule: dict[str, Any]
@@ -40,6 +47,7 @@ class TrainJob:
     train_path: str
     out_dir: str  # the model goes to out_dir/model, the result to out_dir/RESULT_FILE
     checkpoints: str  # "" = no checkpoints
+    kd_model: str = ""  # a model whose answer-token logits the loss distills (schedule's kd_weight); "" = none
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
@@ -65,7 +73,10 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
     torch.manual_seed(schedule.seed)
     model, tokenizer = load_causal_lm(job.base_model)
     total_layers = model.config.num_hidden_layers
-    kept = prune_layers(model, job.keep_layers) if job.keep_layers else list(range(total_layers))
+    kept = job.layers or list(range(total_layers))
+    if job.layers:
+        prune_layers(model, job.layers)
+    teacher = load_causal_lm(job.kd_model)[0] if job.kd_model and schedule.kd_weight else None
     if job.lora is not None:
         model = add_lora(model, LoraIR(**{**job.lora, "target_modules": tuple(job.lora["target_modules"])}))
     prefix, suffix = prompt_template(tokenizer, job.instructions)
@@ -82,7 +93,7 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
     train_rows, dev = dev_rows(read_jsonl(Path(job.train_path)), job.dev_share)
     train = examples(train_rows)
     checkpoints = Path(job.checkpoints) if job.checkpoints else None
-    progress = fit(model, train, examples(dev), schedule, tokenizer.pad_token_id, checkpoints, log)
+    progress = fit(model, train, examples(dev), schedule, tokenizer.pad_token_id, checkpoints, log, teacher)
 
     lengths = [len(e.ids) for e in train]
     real, padded = padded_tokens(epoch_batches(len(train), schedule.batch_size, schedule.seed, 0), lengths)
@@ -113,6 +124,66 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
         save_prompt(out, prefix, suffix, eos_ids(tokenizer, model.config))
         (Path(job.out_dir) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
     return result
+
+
+def run_training(job: TrainJob, devices: int, log: Any) -> dict[str, Any]:
+    """Run `job` here, or with `devices` above 1 in one process per device; returns its result."""
+    Path(job.out_dir).mkdir(parents=True, exist_ok=True)
+    result = run_distributed(job, devices, log) if devices > 1 else run_job(job, log=log)
+    (Path(job.out_dir) / RESULT_FILE).unlink(missing_ok=True)
+    return result
+
+
+def run_distributed(job: TrainJob, devices: int, log: Any) -> dict[str, Any]:
+    """One process per device under torch.distributed.run, each running the same job; the first writes the
+    model and the result."""
+    job_file = Path(job.out_dir) / "train-job.json"
+    job.save(job_file)
+    with socket.socket() as s:  # a free port for the processes to meet on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={devices}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        "-m",
+        "distillc.student.train_job",
+        str(job_file),
+    ]
+    log(f"training on {devices} processes: {' '.join(command[2:])}")
+    threads = str(max(1, (os.cpu_count() or 1) // devices))
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    job_file.unlink(missing_ok=True)
+    for line in done.stdout.splitlines():
+        log(line)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise DistillcError(
+            "E322",
+            f"training on {devices} processes failed (exit {done.returncode}):\n{tail}",
+            help="checkpoints are kept: a re-run resumes from the last one",
+        )
+    return json.loads((Path(job.out_dir) / RESULT_FILE).read_text(encoding="utf-8"))
+
+
+def student_schedule(cfg: StudentIR, **changes: Any) -> Schedule:
+    """The training schedule `student` asks for, with `changes` (a recovery's epochs and KD weight)."""
+    plan = Schedule(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        grad_accumulation=cfg.grad_accumulation,
+        learning_rate=cfg.learning_rate,
+        seed=cfg.seed,
+        soft_label_weight=cfg.soft_label_weight,
+        packing=cfg.packing,
+        checkpoint_every=cfg.checkpoint_every,
+        patience=cfg.patience,
+    )
+    return replace(plan, **changes)
 
 
 def _is_main() -> bool:

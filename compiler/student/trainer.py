@@ -45,6 +45,7 @@ class Schedule:
     packing: bool
     checkpoint_every: int  # optimizer steps between checkpoints (and dev measurements)
     patience: int  # dev measurements without improvement before stopping; 0: never stop early
+    kd_weight: float = 0.0  # with a teacher model: weight of the KL to its logits against the answer's cross-entropy
 
 
 def epoch_batches(rows: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -86,11 +87,20 @@ def answer_tokens(example: Example) -> int:
 
 
 def micro_loss(
-    model: Any, rows: list[Example], pad: int, device: Any, norm: tuple[int, int], soft: float, packed: bool
+    model: Any,
+    rows: list[Example],
+    pad: int,
+    device: Any,
+    norm: tuple[int, int],
+    schedule: Schedule,
+    teacher: Any = None,
 ) -> Any:
     """These rows' share of their step's loss; `norm` is (answer tokens, rows with a distribution) in the
-    whole step. Packed: one sequence, no padding; otherwise a right-padded batch."""
+    whole step. Packed: one sequence, no padding; otherwise a right-padded batch. With a `teacher` model,
+    the answer tokens' cross-entropy is mixed with the KL from its logits (logits distillation)."""
     import torch
+
+    soft, packed = schedule.soft_label_weight, schedule.packing
 
     width = max(len(e.ids) for e in rows)
     # Where each row starts in the flattened input, and the positions whose logits the loss reads.
@@ -111,14 +121,25 @@ def micro_loss(
     if packed:
         ids = as_long([[t for e in rows for t in e.ids]])
         positions = as_long([[p for e in rows for p in range(len(e.ids))]])
-        # No attention mask and no cache: the model reads the row boundaries from the restarting positions.
-        logits = model(input_ids=ids, position_ids=positions, logits_to_keep=as_long(keep), use_cache=False).logits[0]
+
+        def forward(m: Any) -> Any:
+            # No attention mask and no cache: the model reads the row boundaries from the restarting positions.
+            return m(input_ids=ids, position_ids=positions, logits_to_keep=as_long(keep), use_cache=False).logits[0]
     else:
         ids = as_long([e.ids + [pad] * (width - len(e.ids)) for e in rows])
         mask = as_long([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in rows])
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.flatten(0, 1)[as_long(keep)]
-    picked = logits[as_long([index[p] for p in predicted_at])].float()
+
+        def forward(m: Any) -> Any:
+            return m(input_ids=ids, attention_mask=mask, use_cache=False).logits.flatten(0, 1)[as_long(keep)]
+
+    logits = forward(model)
+    answer_at = as_long([index[p] for p in predicted_at])
+    picked = logits[answer_at].float()
     loss = torch.nn.functional.cross_entropy(picked, as_long(targets), reduction="sum") / max(1, norm[0])
+    if teacher is not None and schedule.kd_weight:
+        with torch.no_grad():
+            reference = forward(teacher)[answer_at].float()
+        loss = (1 - schedule.kd_weight) * loss + schedule.kd_weight * logits_kd(picked, reference) / max(1, norm[0])
     if soft and norm[1]:
         pairs = [
             (logits[index[p]], b)
@@ -127,6 +148,15 @@ def micro_loss(
         ]
         loss = (1 - soft) * loss + soft * kd_sum(pairs) / norm[1]
     return loss
+
+
+def logits_kd(student: Any, teacher: Any) -> Any:
+    """Sum over positions of KL(teacher || student), each row of both a vocabulary-sized vector of logits."""
+    import torch
+
+    return torch.nn.functional.kl_div(
+        torch.log_softmax(student, dim=-1), torch.log_softmax(teacher, dim=-1), log_target=True, reduction="sum"
+    )
 
 
 def packing_is_exact(model: Any, rows: list[Example], device: Any) -> bool:
@@ -194,8 +224,10 @@ def fit(
     pad: int,
     checkpoints: Path | None,
     log: Callable[[str], None],
+    teacher: Any = None,
 ) -> Progress:
-    """Train `model` in place on `train`; leaves it holding the best dev weights (or the last, without dev)."""
+    """Train `model` in place on `train`; leaves it holding the best dev weights (or the last, without dev).
+    `teacher`: a frozen model whose logits on the answer tokens the loss distills (schedule.kd_weight)."""
     import torch
     from accelerate import Accelerator
 
@@ -205,6 +237,8 @@ def fit(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     model.to(device)
     model.train()
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
     model.config.use_cache = False
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=schedule.learning_rate, weight_decay=0.0)
@@ -227,7 +261,7 @@ def fit(
     def measure_dev() -> None:
         if not dev:
             return
-        loss = dev_loss(raw, dev, pad, device, schedule, autocast)
+        loss = dev_loss(raw, dev, pad, device, schedule, autocast, teacher)
         progress.dev_losses.append((progress.step, loss))
         if loss < progress.best_loss:
             progress.best_loss, progress.best_step, progress.since_best = loss, progress.step, 0
@@ -273,7 +307,7 @@ def fit(
             for n, (rows, weight) in enumerate(passes):
                 sync = n == len(passes) - 1
                 with contextlib.nullcontext() if sync else accelerator.no_sync(wrapped), autocast:
-                    loss = micro_loss(wrapped, rows, pad, device, norm, schedule.soft_label_weight, schedule.packing)
+                    loss = micro_loss(wrapped, rows, pad, device, norm, schedule, teacher)
                     accelerator.backward(loss * weight * world)  # DDP averages gradients over processes: sum them
                 step_loss += float(loss.detach()) * weight
             step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), reduction="sum"))
@@ -308,7 +342,9 @@ def fit(
     return progress
 
 
-def dev_loss(model: Any, dev: list[Example], pad: int, device: Any, schedule: Schedule, autocast: Any) -> float:
+def dev_loss(
+    model: Any, dev: list[Example], pad: int, device: Any, schedule: Schedule, autocast: Any, teacher: Any = None
+) -> float:
     """The training objective on the dev slice, in batches, without gradients."""
     import torch
 
@@ -319,7 +355,7 @@ def dev_loss(model: Any, dev: list[Example], pad: int, device: Any, schedule: Sc
     with torch.no_grad(), autocast:
         for start in range(0, len(dev), schedule.batch_size):
             batch = dev[start : start + schedule.batch_size]
-            total += float(micro_loss(model, batch, pad, device, norm, schedule.soft_label_weight, schedule.packing))
+            total += float(micro_loss(model, batch, pad, device, norm, schedule, teacher))
     model.train(was_training)
     return round(total, 6)
 
