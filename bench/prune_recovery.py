@@ -19,6 +19,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from distillc.build.artifacts import read_jsonl, write_jsonl
 from distillc.quality.metrics import gated
 from distillc.spec.load import load_spec
 from distillc.stages.export import write_generation_config
-from distillc.stages.inputs import read_inputs
+from distillc.stages.inputs import kept_inputs
 from distillc.stages.prune import PROBE_ROWS, answer, recovery_job, unseen_inputs
 from distillc.student.fused_export import build_fused_onnx
 from distillc.student.models import load_causal_lm
@@ -41,13 +42,7 @@ from distillc.student.trainable import layers_to_keep
 
 def labeled_inputs(spec: Any) -> list[dict[str, str]]:
     """The inputs the inputs stage keeps (the first `limit`): those the teacher labeled."""
-    counts = {"read": 0, "duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
-    rows = []
-    for row in read_inputs(spec.inputs, counts, []):
-        rows.append(row)
-        if spec.inputs.limit and len(rows) >= spec.inputs.limit:
-            break
-    return rows
+    return kept_inputs(spec.inputs, defaultdict(int), [])
 
 
 def score(spec: Any, holdout: list[dict[str, Any]], answers: list[dict[str, Any]]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from distillc.student.prompt import few_shot_prompt, load_prompt
 def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, Any]:
     task = ctx.spec.task
     rows = read_jsonl(split / "holdout.jsonl")
-    predictions, decoder = predict(ctx, train / "model", rows)
+    predictions, decoder, prompt = predict(ctx, train / "model", rows)
     labels, grammar = decoder.labels, decoder.grammar
     write_jsonl(ctx.workdir / "predictions.jsonl", predictions)
     metric = ctx.spec.evaluation.metric
@@ -59,7 +59,7 @@ def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, A
         "metrics": metrics,
         "baselines": {
             "majority": majority_baseline(task, metric, read_jsonl(split / "train.jsonl"), rows),
-            "few_shot_base": few_shot_baseline(ctx, decoder, rows, load_prompt(train / "model")["eos_token_ids"]),
+            "few_shot_base": few_shot_baseline(ctx, decoder, rows, prompt["eos_token_ids"]),
         },
         "warnings": warnings,
         "n": len(predictions),
@@ -68,8 +68,11 @@ def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, A
     }
 
 
-def predict(ctx: StageContext, model_dir: Path, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Decoder]:
-    """The student's answers to `rows`, decoded as the package decodes them, each with its tokens."""
+def predict(
+    ctx: StageContext, model_dir: Path, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], Decoder, dict[str, Any]]:
+    """The student's answers to `rows`, decoded as the package decodes them, each with its tokens; the decoder
+    and the student's prompt, which the baselines reuse."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,7 +97,7 @@ def predict(ctx: StageContext, model_dir: Path, rows: list[dict[str, Any]]) -> t
                 "agrees": agrees(task, row["output"], text),
             }
         )
-    return predictions, decoder
+    return predictions, decoder, prompt
 
 
 def candidate_predictions(evaluate_artifact: Path, name: str) -> Path:
@@ -105,7 +108,7 @@ def evaluate_candidate(
     ctx: StageContext, candidate: dict[str, Any], rows: list[dict[str, Any]], full: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """A pruned candidate scored as the full student is, and how often it answers as the full student does."""
-    predictions, _ = predict(ctx, candidate["model"], rows)
+    predictions, _, _ = predict(ctx, candidate["model"], rows)
     path = candidate_predictions(ctx.workdir, candidate["name"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(path, predictions)
@@ -115,8 +118,8 @@ def evaluate_candidate(
     name, layers = candidate["name"], candidate["layers"]
     ctx.log(f"{name} ({layers} layers): {metric} {gate['value']:.3f}, answers as the full student on {same:.1%}")
     return {
-        "name": candidate["name"],
-        "layers": candidate["layers"],
+        "name": name,
+        "layers": layers,
         "score": gate["value"],
         "interval": gate["interval"],
         "agreement": round(same, 6),

@@ -55,15 +55,16 @@ def run(ctx: StageContext, train: Path, evaluate: Path, prune: Path) -> dict[str
         export_student(ctx, c["name"], c["model"], candidate_predictions(evaluate, c["name"]))
         for c in candidates(prune)
     ]
-    exported = []
+    exported, sizes = [], {}
     for student in (full, *pruned):
+        variant_bytes = student.pop("variant_bytes")
+        sizes.update(variant_bytes)
         variants = [
             {"name": name, "weights": name.removeprefix(f"{student['name']}-"), "bytes": size}
-            for name, size in student["variant_bytes"].items()
+            for name, size in variant_bytes.items()
         ]
         exported.append({"student": student["name"], "layers": student["layers"], "variants": variants})
     write_json(ctx.workdir / EXPORTED, {"students": exported})  # what verify measures
-    sizes = {name: size for student in (full, *pruned) for name, size in student.pop("variant_bytes").items()}
     return {**full, "variant_bytes": sizes, "candidates": pruned}
 
 

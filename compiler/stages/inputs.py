@@ -33,14 +33,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
     source = ctx.spec.inputs
     counts = {"read": 0, "kept": 0, "duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
     problems: list[str] = []
+    counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", kept_inputs(source, counts, problems))
+    ctx.log(f"{counts['kept']} inputs kept of {counts['read']} read", **counts)
+    return {**counts, "problems": problems}
+
+
+def kept_inputs(source: InputsIR, counts: dict[str, int], problems: list[str]) -> list[dict[str, str]]:
+    """The inputs the build keeps: the first `limit` usable ones (all of them without a limit)."""
     rows = []
     for row in read_inputs(source, counts, problems):
         rows.append(row)
         if source.limit and len(rows) >= source.limit:
             break
-    counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", rows)
-    ctx.log(f"{counts['kept']} inputs kept of {counts['read']} read", **counts)
-    return {**counts, "problems": problems}
+    return rows
 
 
 def read_inputs(source: InputsIR, counts: dict[str, int], problems: list[str]) -> Iterator[dict[str, str]]:

@@ -12,13 +12,12 @@ gate ships the smallest one that passes.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.artifacts import read_json, read_jsonl, write_json, write_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.spec.ir import InputsIR, SpecIR
@@ -40,14 +39,14 @@ def candidate_name(layers: int) -> str:
 
 def candidates(prune_artifact: Path) -> list[dict[str, Any]]:
     """The candidates the prune stage made, largest first: name, layers, model directory."""
-    listed = json.loads((prune_artifact / CANDIDATES).read_text(encoding="utf-8"))
+    listed = read_json(prune_artifact / CANDIDATES)["candidates"]
     return [{**c, "model": prune_artifact / "candidates" / c["name"] / "model"} for c in listed]
 
 
 def run(ctx: StageContext, inputs: Path, split: Path, train: Path) -> dict[str, Any]:
     prune = ctx.spec.student.prune
     if prune is None:
-        (ctx.workdir / CANDIDATES).write_text("[]", encoding="utf-8")
+        write_json(ctx.workdir / CANDIDATES, {"candidates": []})
         return {"candidates": []}
     full = train / "model"
     model, tokenizer = load_causal_lm(str(full))
@@ -75,7 +74,7 @@ def run(ctx: StageContext, inputs: Path, split: Path, train: Path) -> dict[str, 
                 "tokens_per_second": result["tokens_per_second"],
             }
         )
-    (ctx.workdir / CANDIDATES).write_text(json.dumps(made, indent=2), encoding="utf-8")
+    write_json(ctx.workdir / CANDIDATES, {"candidates": made})
     return {
         "candidates": made,
         "of_layers": total,
