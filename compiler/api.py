@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from distillc import __version__
-from distillc.build.artifacts import read_json, write_json
+from distillc.build.artifacts import link_tree, read_json, write_json
 from distillc.build.events import Sink, null_sink
 from distillc.build.lock import build_lock
 from distillc.build.runner import StageRecord, run_stages
@@ -96,7 +96,7 @@ def _check_quality_gate(result: BuildResult) -> None:
 
 
 def _materialize_package(source: Path, build_dir: Path) -> Path:
-    """Copy the package out of the cache, unless the copy there is already this package."""
+    """Link the package out of the cache (distillc.build.artifacts.link_tree), unless it is already there."""
     target = build_dir / "package"
     if (target / "manifest.json").exists() and (target / "manifest.json").read_bytes() == (
         source / "manifest.json"
@@ -104,7 +104,7 @@ def _materialize_package(source: Path, build_dir: Path) -> Path:
         return target
     staging = build_dir / ".package.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
+    link_tree(source, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.replace(target)
     return target

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from distillc.build.artifacts import disk_bytes
 from tests.helpers import distillc, parity_rows, read_json
 
 SPEC = Path(__file__).parent.parent / "specs" / "review-sentiment.yaml"
@@ -31,6 +32,12 @@ def test_default_spec_builds_and_serves(tmp_path: Path) -> None:
     assert shipped["drop"] <= 0.01 and shipped["score"] >= report["evaluation"]["min_score"]
     # The calibrated local teacher uses both labels; a student answering one label would fail macro-F1.
     assert min(report["label"]["distribution"].values()) >= 30
+
+    # The package's weights are links to the export's: package/ adds nothing to the build folder.
+    package_bytes = disk_bytes([out / "package"])
+    folder_bytes = disk_bytes([out])
+    assert folder_bytes == disk_bytes([p for p in out.iterdir() if p.name != "package"])
+    print(f"\nbuild folder {folder_bytes / 1e6:.0f} MB, package {package_bytes / 1e6:.0f} MB")
 
     from distillc_runtime.generate import Generator
 

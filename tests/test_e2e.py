@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from distillc.build.artifacts import disk_bytes
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, free_port, http, parity_rows, read_json, wait_healthy
@@ -52,6 +53,7 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
         parity = parity_rows(out)
         assert len(parity) == report["evaluation"]["n"] and all(r["torch"] == r["onnx"] for r in parity)
         assert report["label"]["labeled"] == len(inputs)
+        _assert_weights_stored_once(out)
 
         # Nothing changed: no stage runs, no teacher request is sent.
         second = distillc("build", str(spec), "--out", str(out))
@@ -82,6 +84,19 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
     _assert_runtime_imports_no_torch(package)
     predictions = [row for row in _jsonl(out / stages["evaluate"]["artifact"] / "predictions.jsonl")]
     _serve_and_query(package, predictions)
+
+
+def _assert_weights_stored_once(out: Path) -> None:
+    """Files with the same bytes (the shipped variant in export, the package artifact and package/) are one
+    file on disk, so package/ costs the build folder nothing."""
+    by_content: dict[str, set[int]] = {}
+    for path in out.rglob("*"):
+        if path.is_file() and path.stat().st_size > 100_000:
+            by_content.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), set()).add(path.stat().st_ino)
+    assert by_content and all(len(inodes) == 1 for inodes in by_content.values())
+    assert (out / "package" / "model" / "model.onnx.data").stat().st_nlink == 3
+    everything_else = [p for p in out.iterdir() if p.name != "package"]
+    assert disk_bytes([out]) == disk_bytes(everything_else)
 
 
 def _assert_package_files(package: Path) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from distillc import api
+from distillc.build.artifacts import disk_bytes
+from distillc.build.gc import freed_bytes
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc
@@ -45,3 +48,15 @@ def test_gc_without_a_build_says_so(tmp_path: Path, tiny_model: Path) -> None:
     result = distillc("gc", str(spec), "--out", str(tmp_path / "nothing"))
     assert result.returncode == 1
     assert "error[E203]" in result.stderr and "no build in" in result.stderr
+
+
+def test_freed_bytes_count_a_linked_file_only_when_every_link_goes(tmp_path: Path) -> None:
+    cache, package = tmp_path / "cache" / "old", tmp_path / "package"
+    cache.mkdir(parents=True)
+    package.mkdir()
+    (cache / "weights.data").write_bytes(b"w" * 5000)
+    (cache / "notes.json").write_bytes(b"n" * 300)
+    os.link(cache / "weights.data", package / "weights.data")  # as the package links the shipped weights
+    assert freed_bytes([cache]) == 300
+    assert freed_bytes([cache, package]) == 5300
+    assert disk_bytes([cache, package]) == 5300

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -54,3 +56,28 @@ def tree_files(root: Path, skip: Callable[[str], bool] | None = None) -> dict[st
     left out before they are read."""
     files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
     return {name: file_sha256(path) for name, path in files.items() if not (skip and skip(name))}
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """`source` copied to `target` as hard links, so a model's weights are stored once in a build folder.
+    Safe because no file of an artifact is written after its commit; a changed one fails the cache's
+    check (distillc.build.cache.damage). Files are copied where the filesystem has no hard links."""
+    shutil.copytree(source, target, copy_function=_link_or_copy)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def disk_bytes(paths: Iterable[Path]) -> int:
+    """Bytes the files under `paths` take on disk, each file counted once however many links it has."""
+    seen: dict[tuple[int, int], int] = {}
+    for path in paths:
+        for f in [path] if path.is_file() else path.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                info = f.stat()
+                seen[(info.st_dev, info.st_ino)] = info.st_size
+    return sum(seen.values())

@@ -42,21 +42,30 @@ def collect(build_dir: Path, dry_run: bool = False) -> Collected:
             if (entry.parent.name, entry.name) in in_use:
                 result.kept += 1
                 continue
-            result.freed_bytes += _tree_bytes(entry)
             result.removed.append(entry)
-            if not dry_run:
-                if entry.parent.name == TRASH:  # debris of an earlier delete: already out of the cache
-                    shutil.rmtree(entry)
-                else:
-                    discard(entry)
+        # Counted before anything goes: a file also linked from outside what goes (package/) frees nothing.
+        result.freed_bytes = freed_bytes(result.removed)
+        for entry in result.removed if not dry_run else []:
+            if entry.parent.name == TRASH:  # debris of an earlier delete: already out of the cache
+                shutil.rmtree(entry)
+            else:
+                discard(entry)
         # Training checkpoints of a run that never finished (a finished one removes its own).
         for entry in sorted((build_dir / "checkpoints").glob("*")):
-            result.freed_bytes += _tree_bytes(entry)
+            result.freed_bytes += freed_bytes([entry])
             result.removed.append(entry)
             if not dry_run:
                 shutil.rmtree(entry)
     return result
 
 
-def _tree_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+def freed_bytes(folders: list[Path]) -> int:
+    """What deleting `folders` gives back: the size of each file all of whose hard links lie inside them."""
+    links: dict[tuple[int, int], list[int]] = {}  # inode -> [links seen, links it has, size]
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                info = path.stat()
+                seen = links.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, info.st_size])
+                seen[0] += 1
+    return sum(size for seen, total, size in links.values() if seen >= total)

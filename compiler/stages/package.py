@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distillc import __version__
-from distillc.build.artifacts import canonical_sha256, read_json, tree_files, write_json
+from distillc.build.artifacts import canonical_sha256, link_tree, read_json, tree_files, write_json
 from distillc.build.runner import Stage, StageContext
 from distillc.package.render import render
 from distillc.package.runtime_lock import TENSORRT_LIBS, check_versions, lock_path
@@ -89,8 +89,9 @@ def run(ctx: StageContext, export: Path, gate: Path) -> dict[str, Any]:
     decision = read_json(gate / DECISION)
     chosen = decision["variant"]
     out = ctx.workdir / "package"
-    # Copies, not hard links: onnx refuses a weights file with several links.
-    shutil.copytree(variant_dir(export, chosen["name"]), out / "model")
+    # Hard links: the weights are stored once in the build folder. onnxruntime loads linked files; the onnx
+    # package refuses external data with several links, so nothing may onnx.load these with their data.
+    link_tree(variant_dir(export, chosen["name"]), out / "model")
     if spec.export.target == "tensorrt" and (trt := tensorrt_config(out / "model" / "model.onnx", spec)):
         write_json(out / "model" / TENSORRT_CONFIG, trt)
     ignored = shutil.ignore_patterns("__pycache__", "*.pyc", "locks")
