@@ -10,12 +10,14 @@ from typing import Any
 
 from distillc import __version__
 from distillc.build.artifacts import link_tree, read_json, write_json
-from distillc.build.events import Sink, null_sink
+from distillc.build.events import Event, Sink, null_sink
 from distillc.build.lock import build_lock
 from distillc.build.runner import StageRecord, run_stages
 from distillc.errors import GateFailed
 from distillc.graph import STAGES
 from distillc.quality.gates import GATED, gated_score
+from distillc.report.headline import headline
+from distillc.report.html import write_html
 from distillc.spec import SpecIR, load_spec
 
 
@@ -79,8 +81,16 @@ def _build(spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, .
     finally:
         result.report = _report(result, status)
         write_json(build_dir / "report.json", result.report)
+        _write_html(build_dir, emit)
         _write_manifest(result, started, status)
     return result
+
+
+def _write_html(build_dir: Path, emit: Sink) -> None:
+    try:
+        write_html(build_dir)
+    except Exception as exc:  # the page is a view of report.json: never worth failing a finished build over
+        emit(Event("warning", "report", f"report.html was not written ({type(exc).__name__}: {exc}); report.json is"))
 
 
 def _check_quality_gate(result: BuildResult) -> None:
@@ -147,6 +157,8 @@ def _report(result: BuildResult, status: str) -> dict[str, Any]:
         "status": status,
         "timings_s": {s.name: round(s.seconds, 3) for s in result.stages},
         "cache": {s.name: s.status for s in result.stages},
+        # Each stage's time when its artifact was made: a cached stage costs nothing now but did once.
+        "built_s": {s.name: round(s.built_seconds, 3) for s in result.stages},
     }
     if "evaluate" in summaries:
         ev = summaries["evaluate"]
@@ -159,4 +171,5 @@ def _report(result: BuildResult, status: str) -> dict[str, Any]:
     for name, summary in summaries.items():  # in the stage list's order; evaluate's is "evaluation" above
         if name != "evaluate":
             report[name] = summary
+    report["headline"] = headline(report, result.spec)
     return report

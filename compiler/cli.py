@@ -13,6 +13,7 @@ from distillc import __version__
 from distillc.build.events import Event, JsonSink, sink_for
 from distillc.errors import DistillcError, SpecError
 from distillc.graph import STAGE_NAMES
+from distillc.report.headline import usd_text
 from distillc.spec.diagnostics import to_json
 
 
@@ -148,6 +149,13 @@ def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...
         )
         sys.exit(130)
     ran = ", ".join(result.ran) or "nothing (all cached)"
+    if log_format == "json":  # one object, the last event, for CI to read instead of the text below
+        paths = {"report": str(result.build_dir / "report.json"), "report_html": str(result.build_dir / "report.html")}
+        data = {"ran": result.ran, **paths, "package": str(result.package_dir) if result.package_dir else None}
+        JsonSink(sys.stdout)(
+            Event("build_done", "", f"built {result.spec.name}", data | {"headline": result.report.get("headline")})
+        )
+        return
     click.echo(f"built {result.spec.name} in {result.build_dir} (ran: {ran})")
     evaluation = result.report.get("evaluation")
     if evaluation:
@@ -165,8 +173,48 @@ def build(spec: Path, out: Path | None, until: str | None, force: tuple[str, ...
             click.echo(f"warning: {warning}")
     if "verify" in result.report:
         click.echo(verify_table(result.report["verify"], result.report.get("package", {}).get("variant")))
+    if headline := result.report.get("headline"):
+        click.echo("\n" + headline_table(headline))
+    click.echo(f"report:  {result.build_dir / 'report.html'}")
     if result.package_dir:
         click.echo(f"package: {result.package_dir}  (distillc serve {result.package_dir})")
+
+
+def headline_table(head: dict) -> str:
+    """The shipped student against its teacher: quality, p50 latency, cost per 1,000 requests, size."""
+    teacher, student = head["teacher"], head["student"]
+
+    def cell(value: float | None, fmt: str) -> str:
+        return "-" if value is None else fmt.format(value)
+
+    low, high = student["interval"]
+    size = f"{student['bytes'] / 1e6:.0f} MB"
+    teacher_size = f"{teacher['parameters'] / 1e6:.0f}M params" if teacher["parameters"] else "hosted"
+    rows = [
+        ("", f"{head['metric']} vs teacher", "p50 ms", "$ per 1,000", "size"),
+        (
+            "teacher",
+            "reference",
+            cell(teacher["p50_ms"], "{:.1f}"),
+            usd_text(teacher["usd_per_1k"]),
+            teacher_size,
+        ),
+        (
+            "student",
+            f"{student['score']:.3f} [{low:.3f}, {high:.3f}]",
+            f"{student['p50_ms']:.1f}",
+            usd_text(student["usd_per_1k"]),
+            size,
+        ),
+    ]
+    lines = [f"{a:<8} {b:<24} {c:>8} {d:>12}  {e}" for a, b, c, d, e in rows]
+    gains = [
+        f"{head['faster']}x faster" if head["faster"] else "",
+        f"{head['cheaper']}x cheaper" if head["cheaper"] else "",
+    ]
+    if any(gains):
+        lines.append(" " * 9 + ", ".join(g for g in gains if g) + " than the teacher")
+    return "\n".join(lines)
 
 
 def verify_table(verify: dict, shipped: str | None) -> str:

@@ -64,6 +64,7 @@ class StageRecord:
     components: dict[str, str]
     summary: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    built_seconds: float = 0.0  # what making the artifact took, whichever build made it
 
 
 def stage_components(stage: Stage, spec: SpecIR, needed: dict[str, StageRecord]) -> dict[str, str]:
@@ -184,6 +185,7 @@ def _lookup(
         components,
         meta.get("summary", {}),
         meta.get("files", {}),
+        meta.get("seconds", 0.0),
     )
     return key, final, components, record, ""
 
@@ -237,4 +239,4 @@ def _run_one(
         },
     )
     commit(workdir, final)  # a forced re-run replaces the old artifact
-    return StageRecord(stage.name, key, "miss", reason, seconds, final, digest, components, summary, files)
+    return StageRecord(stage.name, key, "miss", reason, seconds, final, digest, components, summary, files, seconds)

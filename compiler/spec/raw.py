@@ -244,6 +244,12 @@ class Deploy(Strict):
         description="Longest prompt (instructions and input, in tokens) the server answers; longer ones get "
         "HTTP 422. Default: student.max_seq_len, the longest the student was trained on.",
     )
+    usd_per_hour: float | None = Field(
+        default=None,
+        gt=0,
+        description="What the machine serving the student costs per hour, in US dollars: with the throughput the "
+        "build measures, the report's cost per 1,000 requests (and a local teacher's, on the same machine).",
+    )
 
 
 class Export(Strict):

@@ -17,6 +17,7 @@ from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.spec.ir import InputsIR
+from distillc.teacher.dedup import distinct_ngram_ratio
 from distillc.teacher.journal import Journal, journal_path
 
 MAX_CHARS = 20_000
@@ -33,9 +34,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
     source = ctx.spec.inputs
     counts = {"read": 0, "kept": 0, "duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
     problems: list[str] = []
-    counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", kept_inputs(source, counts, problems))
+    rows = kept_inputs(source, counts, problems)
+    counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", rows)
     ctx.log(f"{counts['kept']} inputs kept of {counts['read']} read", **counts)
-    return {**counts, "problems": problems}
+    return {**counts, "problems": problems, **diversity([r["input"] for r in rows])}
+
+
+def diversity(texts: list[str]) -> dict[str, float]:
+    """How varied the inputs are: shares of distinct words and word pairs, and the mean length in words."""
+    words = [len(t.split()) for t in texts]
+    return {
+        "distinct_1": distinct_ngram_ratio(texts, 1),
+        "distinct_2": distinct_ngram_ratio(texts, 2),
+        "mean_words": round(sum(words) / max(1, len(words)), 1),
+    }
 
 
 def kept_inputs(source: InputsIR, counts: dict[str, int], problems: list[str]) -> list[dict[str, str]]:

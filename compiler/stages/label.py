@@ -21,6 +21,7 @@ from distillc.teacher.journal import Journal, journal_path, request_key
 from distillc.teacher.prompts import label_messages, reask_messages
 from distillc.teacher.protocol import Request
 from distillc.teacher.soft_labels import label_distribution
+from distillc.teacher.speed import teacher_speed
 
 
 def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]:
@@ -61,6 +62,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         failures |= asking.complete(pending_reasks)
         _check(spec, failures, len(pending) + len(pending_reasks), len(requests))
         answers = dict(journal.entries)
+        speed = teacher_speed(asking, requests, answers)
 
     labeled, dead = [], []
     fixed = 0
@@ -132,6 +134,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         "requests_sent": len(pending) + len(pending_reasks),
         "usage": usage,
         "distribution": _distribution(labeled) if spec.task.output_type == "label" else {},
+        "teacher": speed,
     }
 
 

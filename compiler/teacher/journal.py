@@ -39,11 +39,15 @@ def journal_entry(
     price: dict[str, float] | None = None,
     logprobs: list[Any] | None = None,
     label_logprobs: dict[str, float] | None = None,
+    seconds: float | None = None,
 ) -> dict[str, Any]:
     """One answer as journaled. `logprobs`: an endpoint's answer tokens with their alternatives;
     `label_logprobs`: a local teacher's score for every label. Either is the teacher's distribution over the
-    labels, which soft-label training learns from (teacher/soft_labels.py)."""
+    labels, which soft-label training learns from (teacher/soft_labels.py). `seconds`: an endpoint's time to
+    answer, or a local teacher's compute time per answer in its batch (the report's latency and cost)."""
     entry = {"key": key, "text": text, "usage": usage, **(price or {})}
+    if seconds is not None:
+        entry["seconds"] = round(seconds, 4)
     if logprobs is not None:
         entry["logprobs"] = logprobs
     if label_logprobs is not None:

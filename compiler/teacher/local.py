@@ -11,6 +11,7 @@ generation, sorted by length to cut padding.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ class LocalTeacher:
     ) -> None:
         self.teacher, self.task, self.journal, self.emit, self.stage = teacher, task, journal, emit, stage
         self.reference = reference
+        self._label_prior: tuple[list[list[int]], list[float]] | None = None
 
     def complete(self, requests: Sequence[Request]) -> dict[str, str]:
         """Answer every request and journal it; nothing fails and nothing is paid."""
@@ -47,31 +49,59 @@ class LocalTeacher:
             return {}
         import torch
 
-        model, tokenizer = _loaded(self.teacher.model)
-
-        def render(messages: Messages) -> str:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
         progress = Progress(self.emit, self.stage, len(requests), "teacher answers")
-        prompts = sorted(((key, render(m)) for key, m in requests), key=lambda kp: len(kp[1]))  # less padding
+        prompts = sorted(((key, self._render(m)) for key, m in requests), key=lambda kp: len(kp[1]))  # less padding
+        answer = self._answerer()
         with torch.inference_mode():
-            answer: Callable[[list[str]], list[Answer]]
-            if self.task.output_type == "label":
-                labels = self.task.labels
-                label_ids = [
-                    tokenizer(x, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for x in labels
-                ]
-                reference = [render(m) for m in self.reference[:REFERENCE_SIZE]]
-                prior = _prior(model, tokenizer, label_ids, reference)
-                answer = lambda batch: _score_labels(model, tokenizer, batch, self.task, label_ids, prior)  # noqa: E731
-            else:
-                answer = lambda batch: _generate(model, tokenizer, batch, self.teacher)  # noqa: E731
             for start in range(0, len(prompts), BATCH):
                 batch = prompts[start : start + BATCH]
-                for (key, _), (text, usage, scores) in zip(batch, answer([p for _, p in batch]), strict=True):
-                    self.journal.append(journal_entry(key, text, usage, label_logprobs=scores))
+                started = time.perf_counter()
+                answers = answer([p for _, p in batch])
+                each = (time.perf_counter() - started) / len(batch)  # compute per answer, batched as labeling is
+                for (key, _), (text, usage, scores) in zip(batch, answers, strict=True):
+                    self.journal.append(journal_entry(key, text, usage, label_logprobs=scores, seconds=each))
                 progress.step(len(batch))
         return {}
+
+    def latencies(self, requests: Sequence[Request]) -> list[float]:
+        """Seconds to answer each request on its own, as a caller of this teacher on this machine would
+        wait: the latency the report sets against the student's. Nothing is journaled."""
+        import torch
+
+        answer = self._answerer()
+        with torch.inference_mode():
+            answer([self._render(requests[0][1])])  # warm-up: first-call allocations are not latency
+            seconds = []
+            for _, messages in requests:
+                started = time.perf_counter()
+                answer([self._render(messages)])
+                seconds.append(time.perf_counter() - started)
+        return seconds
+
+    def parameters(self) -> int:
+        model, _ = _loaded(self.teacher.model)
+        return sum(p.numel() for p in model.parameters())
+
+    def _render(self, messages: Messages) -> str:
+        _, tokenizer = _loaded(self.teacher.model)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _answerer(self) -> Callable[[list[str]], list[Answer]]:
+        """Answers to rendered prompts: label scores calibrated on the reference sample (computed once per
+        teacher), or generations."""
+        import torch
+
+        model, tokenizer = _loaded(self.teacher.model)
+        if self.task.output_type != "label":
+            return lambda batch: _generate(model, tokenizer, batch, self.teacher)
+        if self._label_prior is None:
+            eos = [tokenizer.eos_token_id]
+            label_ids = [tokenizer(x, add_special_tokens=False)["input_ids"] + eos for x in self.task.labels]
+            reference = [self._render(m) for m in self.reference[:REFERENCE_SIZE]]
+            with torch.inference_mode():
+                self._label_prior = (label_ids, _prior(model, tokenizer, label_ids, reference))
+        label_ids, prior = self._label_prior
+        return lambda batch: _score_labels(model, tokenizer, batch, self.task, label_ids, prior)
 
 
 @functools.lru_cache(maxsize=1)

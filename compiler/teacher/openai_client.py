@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -342,6 +343,7 @@ class EndpointTeacher(PaidTeacher):
                     if not allowed:
                         failures[key] = OVER_BUDGET
                         continue
+                    started = time.perf_counter()
                     try:
                         answer = await endpoint.chat(messages, extra)
                     except RequestFailed as exc:
@@ -358,7 +360,8 @@ class EndpointTeacher(PaidTeacher):
                             ) from None
                         continue
                     price = self.prices.record(answer.usage, reservation) if self.prices else None
-                    entry = journal_entry(key, answer.text, answer.usage, price, answer.logprobs)
+                    seconds = time.perf_counter() - started  # retries included: what a caller would wait
+                    entry = journal_entry(key, answer.text, answer.usage, price, answer.logprobs, seconds=seconds)
                     await commit.append(entry)  # on disk before it counts
                     self.budget.settle(reservation, price["usd"] if price else 0.0)
                     for name in usage:

@@ -1,0 +1,78 @@
+"""The report's headline: the shipped student against its teacher, as measured by this build.
+
+Quality is the student's score against the teacher's answers on held-out inputs (the teacher is the
+reference). Latency: the shipped variant's p50/p95 from verify, the teacher's from the label stage
+(distillc.teacher.speed). Cost per 1,000 requests: the teacher's journaled dollars where the spec prices
+it; machine time at `deploy.usd_per_hour` for the student (at its measured batched throughput) and for a
+local teacher (at its batched compute per answer while labeling).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distillc.spec.ir import SpecIR
+
+
+def headline(report: dict[str, Any], spec: SpecIR) -> dict[str, Any] | None:
+    """None until the build has chosen a variant (a failed or partial build has no headline)."""
+    gate, verify, label = report.get("gate"), report.get("verify"), report.get("label")
+    if not (gate and verify and label):
+        return None
+    shipped = next(v for v in verify["variants"] if v["name"] == gate["variant"])
+    per_hour = spec.deploy.usd_per_hour
+    batch = shipped.get("batch")
+    throughput = batch["inputs_per_s"] if batch else 1000 / shipped["p50_ms"]
+    student_seconds = 1000 / throughput
+    student = {
+        "name": f"{spec.student.base_model} · {shipped['name']} · {shipped['layers']} layers",
+        "score": shipped["score"],
+        "interval": shipped["interval"],
+        "p50_ms": shipped["p50_ms"],
+        "p95_ms": shipped["p95_ms"],
+        "seconds_per_1k": round(student_seconds, 2),
+        "usd_per_1k": _machine_usd(student_seconds, per_hour),
+        "bytes": (report.get("package") or {}).get("bytes", shipped["bytes"]),
+    }
+    speed = label.get("teacher") or {}
+    latency = speed.get("latency_ms") or {}
+    local = spec.teacher.provider == "local"
+    teacher_seconds = 1000 * speed["seconds_per_answer"] if local and speed.get("seconds_per_answer") else None
+    if speed.get("usd_per_answer") is not None:
+        teacher_usd = round(1000 * speed["usd_per_answer"], 4)
+    else:
+        teacher_usd = _machine_usd(teacher_seconds, per_hour) if teacher_seconds else None
+    teacher = {
+        "name": f"{spec.teacher.model} ({'local' if local else 'endpoint'})",
+        "p50_ms": latency.get("p50"),
+        "p95_ms": latency.get("p95"),
+        "latency_measured": latency.get("measured"),
+        "seconds_per_1k": round(teacher_seconds, 2) if teacher_seconds else None,
+        "usd_per_1k": teacher_usd,
+        "parameters": speed.get("parameters"),
+    }
+    return {
+        "metric": verify["metric"],
+        "n": verify["n"],
+        "measured_with": verify["measured_with"],
+        "usd_per_hour": per_hour or None,
+        "student": student,
+        "teacher": teacher,
+        "faster": _ratio(teacher["p50_ms"], student["p50_ms"]),
+        "cheaper": _ratio(teacher["usd_per_1k"], student["usd_per_1k"]),
+    }
+
+
+def _machine_usd(seconds: float, per_hour: float) -> float | None:
+    return round(seconds * per_hour / 3600, 6) if per_hour else None
+
+
+def _ratio(teacher: float | None, student: float | None) -> float | None:
+    return round(teacher / student, 2) if teacher and student else None
+
+
+def usd_text(value: float | None) -> str:
+    """Dollars to read at a glance: cents to 2 places, fractions of a cent to 2 significant digits."""
+    if value is None:
+        return "-"
+    return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.2g}"
