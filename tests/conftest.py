@@ -141,6 +141,12 @@ def write_spec(
     return spec
 
 
+def local_teacher_spec(folder: Path, tiny_model: Path, inputs: list[str]) -> Path:
+    """The shared spec with the tiny model as an in-process teacher (and as the student)."""
+    changes = {"teacher": {"provider": "local", "model": str(tiny_model)}}
+    return write_spec(folder, base_url="", student=str(tiny_model), inputs=inputs, changes=changes)
+
+
 def edit_spec(spec: Path, changes: dict[str, Any]) -> None:
     """Change a spec file as data: each dotted key ("student.epochs", "budget") is set to its value, or
     removed when the value is None."""

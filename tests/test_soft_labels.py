@@ -16,7 +16,7 @@ import pytest
 from distillc import api
 from distillc.build.events import Event
 from distillc.teacher.soft_labels import from_token_logprobs, label_distribution
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import local_teacher_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 
 LABELS = ("positive", "negative")
@@ -161,13 +161,7 @@ def test_a_local_teacher_journals_every_labels_score_and_rows_carry_their_softma
     tmp_path: Path, tiny_model: Path
 ) -> None:
     texts = review_texts(10)
-    spec = write_spec(
-        tmp_path,
-        base_url="",
-        student=str(tiny_model),
-        inputs=texts,
-        changes={"teacher": {"provider": "local", "model": str(tiny_model)}},
-    )
+    spec = local_teacher_spec(tmp_path, tiny_model, texts)
     result = api.build(spec, out=tmp_path / "out", until="label")
     journal = {e["text"]: e for e in rows(tmp_path / "out" / "journal" / "teacher.jsonl")}
     labeled = rows(result.stage("label").artifact / "labeled.jsonl")

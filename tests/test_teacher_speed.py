@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from distillc import api
-from tests.conftest import review_texts, sentiment, write_spec
+from tests.conftest import local_teacher_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 
 
@@ -38,13 +38,7 @@ def test_an_endpoints_latency_and_price_come_from_its_answers(tmp_path: Path, ti
 
 def test_a_local_teacher_is_timed_one_request_at_a_time(tmp_path: Path, tiny_model: Path) -> None:
     texts = review_texts(24)
-    spec = write_spec(
-        tmp_path,
-        base_url="",
-        student=str(tiny_model),
-        inputs=texts,
-        changes={"teacher": {"provider": "local", "model": str(tiny_model)}},
-    )
+    spec = local_teacher_spec(tmp_path, tiny_model, texts)
     speed = api.build(spec, out=tmp_path / "out", until="label").stage("label").summary["teacher"]
     assert speed["latency_ms"]["n"] == 20 and speed["latency_ms"]["measured"] == "one at a time, after labeling"
     assert 0 < speed["latency_ms"]["p50"] <= speed["latency_ms"]["p95"]
