@@ -38,7 +38,7 @@ CODES: dict[str, Code] = {
     "E113": Code("bad api_key_env", "teacher.api_key_env is not a variable name, or looks like a key itself", "write the variable's name, never the key"),
     "E114": Code("unsupported input file", "inputs.source.path is not .jsonl, .csv, .txt or .parquet", "convert the file"),
     "E115": Code("input field needed", "a .jsonl, .csv or .parquet source without `field`", "name the key or column holding the input"),
-    "E116": Code("metric needs labels", "a label metric (accuracy, macro_f1) for a task that is not `label`", "use exact_match or auto"),
+    "E116": Code("metric does not fit the task", "a label metric (accuracy, macro_f1) for a task that is not `label`, or a text metric (chrf, rouge_l) for one that is not `text`", "use exact_match or auto"),
     "E117": Code("schema without json", "`schema` on an output type other than `json`", "remove it, or use type json"),
     "E118": Code("invalid JSON Schema", "task.output.schema is not a valid JSON Schema", "fix the schema at the place shown"),
     "E119": Code("base_url on a local teacher", "teacher.base_url with provider `local`", "remove base_url, or use provider openai"),

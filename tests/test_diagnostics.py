@@ -117,6 +117,7 @@ JSON_CASES: list[tuple[str, str, str]] = [
     ("json_example_breaks_schema", "output: {team: bug}}", "output: {team: 7}}"),
     ("json_schema_invalid", "team: {type: string}", "team: {type: strin}"),
     ("metric_for_wrong_type", "{holdout: 0.15, min_score: 0.8}", "{holdout: 0.15, metric: accuracy}"),
+    ("text_metric_for_json", "{holdout: 0.15, min_score: 0.8}", "{holdout: 0.15, metric: chrf}"),
     ("schema_on_label_task", "{type: json, schema", "{type: label, labels: [a, b], schema"),
 ]
 

@@ -79,6 +79,15 @@ def test_text_metrics_are_exact_match_chrf_and_rouge_l() -> None:
     assert 0.5 < result["chrf"]["value"] < 1.0
 
 
+def test_a_text_gate_on_chrf_or_rouge_l_scores_near_misses_that_exact_match_fails() -> None:
+    task = TaskIR("x", (), "text", (), "")
+    pairs = [("open a file as a stream", "open a file as stream"), ("count the items", "count the items")]
+    assert metrics.gated(task, "exact_match", pairs)["value"] == 0.5
+    for name in ("chrf", "rouge_l"):
+        gate = metrics.gated(task, name, pairs)
+        assert gate == text_metrics(task, pairs)[name] and 0.5 < gate["value"] < 1.0
+
+
 def test_degenerate_answers_are_named() -> None:
     assert degenerate(LABELS, [("bug", "bug"), ("billing", "other")]) == []
     one_label = [("bug", "other"), ("billing", "other"), ("other", "other"), ("bug", "other")] * 3

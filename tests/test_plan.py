@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from distillc import api
 from distillc.errors import DistillcError
@@ -16,6 +17,8 @@ from distillc.teacher.journal import journal_path, read_entries
 from tests.conftest import edit_spec, review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc
+
+EXAMPLES = Path(__file__).parent.parent / "specs"
 
 SMALL = """\
 name: yes-no
@@ -161,3 +164,16 @@ def test_plan_never_truncates_an_answer_a_build_is_writing(tmp_path: Path) -> No
     assert journal.read_bytes() == before
     assert any("a build is running" in note for note in result.notes)
     assert not (out / "cache").exists()  # the inputs stage ran in a scratch folder, not in the build's cache
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_spec_plans_with_its_inputs_shipped(path: Path, tmp_path: Path) -> None:
+    """The runnable examples and their production siblings: inputs in the repository (origin and license in
+    specs/data/README.md), and a plan that counts the teacher requests to send."""
+    spec = yaml.safe_load(path.read_text())
+    data = EXAMPLES / spec["inputs"]["source"]["path"]
+    rows = data.read_text().splitlines()
+    assert len(rows) >= 100 and f"`{data.name}`" in (EXAMPLES / "data" / "README.md").read_text()
+    result = distillc("plan", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert f"teacher: {len(rows)} requests to send" in result.stdout

@@ -68,6 +68,29 @@ def test_json_contract_accepts_fenced_json_and_rejects_prose() -> None:
     assert accept(task, "sure! a is 1")[0] is None
 
 
+def test_json_targets_follow_the_schemas_property_order_which_constrained_decoding_writes() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "kind": {"type": "string"},
+            "bugs": {"type": "array", "items": {"type": "object", "properties": {"z": {}, "a": {}}}},
+        },
+    }
+    task = TaskIR("x", (), "json", (), json.dumps(schema))
+    answer = '{"bugs": [{"a": 1, "z": 2}], "extra": 0, "kind": "fix"}'
+    assert accept(task, answer) == ('{"kind":"fix","bugs":[{"z":2,"a":1}],"extra":0}', "")
+
+
+def test_a_spec_keeps_its_schemas_property_order(tmp_path: Path, tiny_model: Path) -> None:
+    from distillc.spec.load import load_spec
+
+    schema = {"type": "object", "properties": {"kind": {"type": "string"}, "bugs": {"type": "array"}}}
+    examples = [{"input": f"entry {i}", "output": {"kind": "fix", "bugs": []}} for i in range(3)]
+    spec = write_spec(tmp_path, base_url="http://127.0.0.1:9/v1", student=str(tiny_model), inputs=["a"])
+    edit_spec(spec, {"task.output": {"type": "json", "schema": schema}, "task.examples": examples})
+    assert list(json.loads(load_spec(spec).task.json_schema)["properties"]) == ["kind", "bugs"]
+
+
 def test_invalid_answers_are_reasked_once_then_dead_lettered_never_trained_on(tmp_path: Path, tiny_model: Path) -> None:
     texts = review_texts(40)
 

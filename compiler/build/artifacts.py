@@ -58,18 +58,25 @@ def tree_files(root: Path, skip: Callable[[str], bool] | None = None) -> dict[st
     return {name: file_sha256(path) for name, path in files.items() if not (skip and skip(name))}
 
 
+LINKED_BYTES = 128 << 10  # files this large (weights, graphs, tokenizers) are linked; smaller ones are copied
+
+
 def link_tree(source: Path, target: Path) -> None:
-    """`source` copied to `target` as hard links, so a model's weights are stored once in a build folder.
-    Safe because no file of an artifact is written after its commit; a changed one fails the cache's
-    check (distillc.build.cache.damage). Files are copied where the filesystem has no hard links."""
+    """`source` copied to `target`, its large files as hard links, so a model's weights are stored once in a
+    build folder. Small files (manifests, README, Dockerfile) are copied: editing one in place must not
+    change the cached artifact. A linked file changed in place fails the cache's check
+    (distillc.build.cache.damage) and is rebuilt. Files are copied where the filesystem has no hard links."""
     shutil.copytree(source, target, copy_function=_link_or_copy)
 
 
 def _link_or_copy(source: str, target: str) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+    if os.path.getsize(source) >= LINKED_BYTES:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, target)
 
 
 def disk_bytes(paths: Iterable[Path]) -> int:

@@ -188,8 +188,12 @@ def exact_match(task: TaskIR, pairs: Pairs) -> dict[str, Any]:
 
 
 def gated(task: TaskIR, metric: str, pairs: Pairs, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The spec's metric, {"value", "interval"}: accuracy or macro-F1 for labels, exact match otherwise.
-    Without `metrics` (all of task_metrics), only what the gate needs is computed."""
+    """The spec's metric, {"value", "interval"}: accuracy or macro-F1 for labels, chrF, ROUGE-L or exact match
+    for text, exact match for JSON. Without `metrics` (all of task_metrics), only what the gate needs is computed."""
     if metrics is not None:
-        return metrics[metric if task.output_type == "label" else "exact_match"]
-    return label_metrics(task, pairs)[metric] if task.output_type == "label" else exact_match(task, pairs)
+        return metrics[metric]
+    if task.output_type == "label":
+        return label_metrics(task, pairs)[metric]
+    if metric in ("chrf", "rouge_l"):
+        return text_metrics(task, pairs)[metric]
+    return exact_match(task, pairs)

@@ -6,6 +6,8 @@ import io
 import re
 from typing import Any
 
+from distillc.report.headline import usd_text
+
 BLUE, ORANGE, GREY = "#3465a4", "#f57900", "#888a85"
 
 
@@ -32,7 +34,8 @@ def bars(labels: list[str], values: list[float], unit: str, highlight: int | Non
     figure, ax = _figure(6, 0.35 * len(labels) + 0.6)
     colors = [ORANGE if i == highlight else BLUE for i in range(len(labels))]
     drawn = ax.barh(labels[::-1], values[::-1], color=colors[::-1])
-    ax.bar_label(drawn, labels=[f"{v:,.4g} {unit}" for v in values[::-1]], padding=3)
+    text = usd_text if unit == "$" else (lambda v: f"{v:,.4g} {unit}".strip())
+    ax.bar_label(drawn, labels=[text(v) for v in values[::-1]], padding=3)
     ax.set_xlim(0, max(values or [1]) * 1.3 or 1)
     ax.spines[["top", "right"]].set_visible(False)
     return _svg(figure)

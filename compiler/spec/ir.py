@@ -116,7 +116,7 @@ class StudentIR:
 @dataclass(frozen=True)
 class EvaluationIR:
     holdout: float
-    metric: str  # accuracy | macro_f1 | exact_match ("auto" resolved by output type)
+    metric: str  # accuracy | macro_f1 | exact_match | chrf | rouge_l ("auto" resolved by output type)
     min_score: float  # a gate: changing it re-runs the gate stage (and the package), nothing before
     gate: str  # point | lower_bound: what must reach min_score, the score or its 95% interval's lower bound
 

@@ -20,6 +20,7 @@ from distillc.spec.source import SourceMap, load_yaml
 
 DEFAULT_METRIC = {"label": "accuracy", "text": "exact_match", "json": "exact_match"}
 LABEL_METRICS = {"accuracy", "macro_f1"}
+TEXT_METRICS = {"chrf", "rouge_l"}
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt", ".parquet": "parquet"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_LIKE = re.compile(r"^(sk-|sk_|gsk_|hf_|xai-|AKIA)|^[A-Za-z0-9_\-]{32,}$")
@@ -192,6 +193,16 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
                 f"metric '{evaluation.metric}' needs output type 'label', not '{task.output.type}'",
                 *smap.value_span(("evaluation", "metric")),
                 help="use 'exact_match', or 'auto'",
+            )
+        )
+    if task is not None and evaluation.metric in TEXT_METRICS and task.output.type != "text":
+        out.append(
+            Diagnostic(
+                "E116",
+                f"metric '{evaluation.metric}' needs output type 'text', not '{task.output.type}'",
+                *smap.value_span(("evaluation", "metric")),
+                help="use 'exact_match', or 'auto'"
+                + (" (or accuracy, macro_f1)" if task.output.type == "label" else ""),
             )
         )
     if (
@@ -439,7 +450,8 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             examples=tuple(ir.ExampleIR(e.input, _canonical_output(e.output)) for e in raw.task.examples),
             output_type=raw.task.output.type,
             labels=tuple(raw.task.output.labels or ()),
-            json_schema=json.dumps(raw.task.output.json_schema, sort_keys=True) if raw.task.output.json_schema else "",
+            # Key order kept: a schema's `properties` order is the order constrained decoding writes them in.
+            json_schema=json.dumps(raw.task.output.json_schema) if raw.task.output.json_schema else "",
         ),
         inputs=_inputs(raw, spec_path.parent),
         teacher=ir.TeacherIR(

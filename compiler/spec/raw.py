@@ -194,8 +194,10 @@ class Student(Strict):
 
 class Evaluation(Strict):
     holdout: float = Field(default=0.15, gt=0, lt=0.5, description="Share of inputs held out from training.")
-    metric: Literal["auto", "accuracy", "macro_f1", "exact_match"] = Field(
-        default="auto", description="auto: accuracy for labels, exact_match for text and json."
+    metric: Literal["auto", "accuracy", "macro_f1", "exact_match", "chrf", "rouge_l"] = Field(
+        default="auto",
+        description="auto: accuracy for labels, exact_match for text and json. Labels: accuracy, macro_f1; text: "
+        "chrf (character n-gram F-score) or rouge_l, for answers that may say the same in other words.",
     )
     min_score: float = Field(
         default=0.8, ge=0, le=1, description="Below this student-vs-teacher score the build fails."

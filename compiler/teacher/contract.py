@@ -33,6 +33,8 @@ def accept(task: TaskIR, answer: str) -> tuple[str | None, str]:
             return None, f"not valid JSON: {exc}"
         if task.json_schema and (problem := schema_violation(task.json_schema, value)):
             return None, problem
+        if task.json_schema:
+            value = in_schema_order(json.loads(task.json_schema), value)
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")), ""
     return text, ""
 
@@ -68,6 +70,20 @@ def strip_fence(text: str) -> str:
         text = text.split("\n", 1)[1] if "\n" in text else ""
         text = text.rsplit("```", 1)[0]
     return text.strip()
+
+
+def in_schema_order(schema: Any, value: Any) -> Any:
+    """`value` with each object's keys in the order of its schema's `properties` (others after, as given).
+
+    The student's decoding is constrained by the schema, which writes properties in that order; a target in
+    another order would teach the student a sequence its decoding then forbids."""
+    if isinstance(value, dict) and isinstance(schema, dict):
+        properties = schema.get("properties") or {}
+        ordered = [k for k in properties if k in value] + [k for k in value if k not in properties]
+        return {k: in_schema_order(properties.get(k, {}), value[k]) for k in ordered}
+    if isinstance(value, list) and isinstance(schema, dict) and isinstance(schema.get("items"), dict):
+        return [in_schema_order(schema["items"], item) for item in value]
+    return value
 
 
 def schema_violation(schema: str, value: Any) -> str:

@@ -1,0 +1,55 @@
+"""The JSON example built end to end: the report's numbers are what the package answers over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from distillc.quality.scoring import agrees
+from distillc.spec.load import load_spec
+from tests.helpers import distillc, http, read_json, start
+
+SPEC = Path(__file__).parent.parent / "specs" / "changelog-triage.yaml"
+
+
+@pytest.mark.slow
+def test_the_json_example_builds_and_its_package_answers_as_its_report_says(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = distillc("build", str(SPEC), "--out", str(out), "--log-format", "json", timeout=3000)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = read_json(out / "report.json")
+    assert report["status"] == "succeeded" and report["evaluation"]["passed"]
+    shipped = next(v for v in report["verify"]["variants"] if v["name"] == report["package"]["variant"])
+    assert report["headline"]["student"]["score"] == shipped["score"]
+    page = (out / "report.html").read_text()
+    assert all(f"<td>{field}</td>" in page for field in ("kind", "bugs"))  # per-field agreement
+    stages = {s["name"]: s for s in read_json(out / "manifest.json")["stages"]}
+    holdout = [json.loads(line) for line in (out / stages["split"]["artifact"] / "holdout.jsonl").open()]
+    assert len(holdout) == report["verify"]["n"]
+
+    spec = load_spec(SPEC)
+    schema = json.loads(spec.task.json_schema)
+    process, port = start(out / "package")
+    try:
+        answers = []
+        for row in holdout:
+            status, body = http("POST", f"http://127.0.0.1:{port}/v1/predict", {"input": row["input"]})
+            assert status == 200, body
+            answers.append(body["output"])
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    valid = 0
+    for answer in answers:
+        try:
+            jsonschema.validate(json.loads(answer), schema)
+            valid += 1
+        except (ValueError, jsonschema.ValidationError):
+            pass
+    assert valid == len(answers)  # decoding is constrained to the schema
+    live = sum(agrees(spec.task, r["output"], a) for r, a in zip(holdout, answers, strict=True)) / len(holdout)
+    assert live == pytest.approx(shipped["score"], abs=1e-6)
+    print(f"\nchangelog-triage: exact match {live:.3f} live, {shipped['score']:.3f} in the report; {report['built_s']}")
