@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from distillc.docs import write_section
+
 
 @dataclass(frozen=True)
 class Code:
@@ -90,10 +92,7 @@ def markdown_table() -> str:
 
 def write_readme(path: Path) -> None:
     """Replace the README's table (between START and END) with the registry's."""
-    text = path.read_text(encoding="utf-8")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{markdown_table()}\n{END}{tail}", encoding="utf-8")
+    write_section(path, START, END, markdown_table())
 
 
 if __name__ == "__main__":

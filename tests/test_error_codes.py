@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from distillc.docs import section
 from distillc.error_codes import CODES, END, START, markdown_table
 from tests.conftest import review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
@@ -40,7 +41,7 @@ def test_every_code_raised_is_registered_and_every_registered_code_is_raised() -
 
 def test_the_readme_table_is_generated_from_the_registry() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    table = section(readme, START, END)
     assert table == markdown_table(), "regenerate it: python -m distillc.error_codes README.md"
 
 
@@ -83,3 +84,11 @@ def test_a_stage_error_ends_the_json_log_as_json(tmp_path: Path, tiny_model: Pat
     assert lines[-1]["kind"] == "error" and lines[-1]["data"]["code"] == "E303"
     assert "too few to train" in lines[-1]["message"] and lines[-1]["data"]["help"]
     assert any(e["kind"] == "stage_done" and e["stage"] == "label" for e in lines)
+
+
+def test_the_readmes_spec_reference_is_generated_from_the_schema() -> None:
+    from distillc.spec import reference
+
+    table = section((ROOT / "README.md").read_text(encoding="utf-8"), reference.START, reference.END)
+    assert table == reference.markdown_table(), "regenerate it: python -m distillc.spec.reference README.md"
+    assert "| `deploy.usd_per_hour` |" in table and "| `student.prune.candidates` |" in table
