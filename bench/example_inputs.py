@@ -6,7 +6,8 @@
 - specs/data/python-docstrings.jsonl: the first paragraph of docstrings of public functions and classes in
   CPython 3.11's standard library (Python Software Foundation License 2.0). Every row names its module.
 
-Rows are deduplicated (case-insensitively), kept between 40 and 300 characters, and sampled with a fixed seed.
+Rows are deduplicated (case-insensitively), kept between 40 and 300 characters, and sampled with a fixed seed;
+70% of the changelog rows cite a bug number or a CVE id (what the changelog-triage example extracts).
 
     python bench/example_inputs.py [--count 300]
 """
@@ -23,6 +24,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+CITATION = re.compile(r"#\d{4,}|CVE-\d{4}-\d+")  # a Debian bug number or a CVE id
 DATA = Path(__file__).resolve().parent.parent / "specs" / "data"
 
 
@@ -63,22 +65,34 @@ def docstrings() -> Iterator[tuple[str, str]]:
                     yield module, first
 
 
-def sample(rows: Iterator[tuple[str, str]], count: int, seed: int) -> list[dict[str, str]]:
+def sample(rows: Iterator[tuple[str, str]], count: int, seed: int, referencing: float = 0.0) -> list[dict[str, str]]:
+    """`count` distinct rows; `referencing`: the share of them that cite a bug number or a CVE id."""
     seen: set[str] = set()
     kept = []
     for origin, text in rows:
         if 40 <= len(text) <= 300 and text.lower() not in seen:
             seen.add(text.lower())
             kept.append({"text": text, "source": origin})
-    return sorted(random.Random(seed).sample(kept, min(count, len(kept))), key=lambda r: (r["source"], r["text"]))
+    rng = random.Random(seed)
+    if not referencing:
+        return sorted(rng.sample(kept, min(count, len(kept))), key=lambda r: (r["source"], r["text"]))
+    citing = [r for r in kept if CITATION.search(r["text"])]
+    other = [r for r in kept if not CITATION.search(r["text"])]
+    picked = rng.sample(citing, min(round(count * referencing), len(citing)))
+    picked += rng.sample(other, min(count - len(picked), len(other)))
+    return sorted(picked, key=lambda r: (r["source"], r["text"]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=300)
     args = parser.parse_args()
-    for name, rows in (("debian-changelog", changelog_entries()), ("python-docstrings", docstrings())):
-        picked = sample(rows, args.count, seed=0)
+    # Most changelog rows cite bugs or CVEs, so that what the task extracts differs from row to row.
+    for name, rows, referencing in (
+        ("debian-changelog", changelog_entries(), 0.7),
+        ("python-docstrings", docstrings(), 0.0),
+    ):
+        picked = sample(rows, args.count, seed=0, referencing=referencing)
         random.Random(1).shuffle(picked)  # sources mixed through the file, so any prefix is varied
         with (DATA / f"{name}.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in picked)

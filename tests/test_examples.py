@@ -25,7 +25,7 @@ def test_the_json_example_builds_and_its_package_answers_as_its_report_says(tmp_
     shipped = next(v for v in report["verify"]["variants"] if v["name"] == report["package"]["variant"])
     assert report["headline"]["student"]["score"] == shipped["score"]
     page = (out / "report.html").read_text()
-    assert all(f"<td>{field}</td>" in page for field in ("kind", "bugs"))  # per-field agreement
+    assert all(f"<td>{field}</td>" in page for field in ("bugs", "cves", "security"))  # per-field agreement
     stages = {s["name"]: s for s in read_json(out / "manifest.json")["stages"]}
     holdout = [json.loads(line) for line in (out / stages["split"]["artifact"] / "holdout.jsonl").open()]
     assert len(holdout) == report["verify"]["n"]
