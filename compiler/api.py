@@ -19,6 +19,7 @@ from distillc.quality.gates import GATED, gated_score
 from distillc.report.headline import headline
 from distillc.report.html import write_html
 from distillc.spec import SpecIR, load_spec
+from distillc.spec.ir import plain
 
 
 @dataclass
@@ -172,4 +173,5 @@ def _report(result: BuildResult, status: str) -> dict[str, Any]:
         if name != "evaluate":
             report[name] = summary
     report["headline"] = headline(report, result.spec)
+    report["spec"] = plain(result.spec)  # what `distillc compare` tells two builds apart by
     return report

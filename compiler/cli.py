@@ -121,6 +121,21 @@ def gc(spec: Path, out: Path | None, dry_run: bool) -> None:
 
 
 @main.command()
+@click.argument("folder_a", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("folder_b", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def compare(folder_a: Path, folder_b: Path, fmt: str) -> None:
+    """Show how two builds differ: spec fields changed, data counts, quality with intervals, latency, size, cost."""
+    from distillc.report import compare as comparing
+
+    try:
+        result = comparing.compare(folder_a, folder_b)
+    except DistillcError as error:
+        _fail(error)
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else comparing.render(result))
+
+
+@main.command()
 def schema() -> None:
     """Print the spec's JSON Schema (for editors: `# yaml-language-server: $schema=...`)."""
     from distillc.spec.schema import schema_text

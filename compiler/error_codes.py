@@ -54,6 +54,7 @@ CODES: dict[str, Code] = {
     "E201": Code("unknown stage", "--until or --force names no stage", "use a stage the message lists"),
     "E202": Code("build folder busy", "another build holds the build folder's lock", "wait for it, or build into another --out"),
     "E203": Code("not a build folder", "`gc` on a folder without manifest.json", "point it at a build folder"),
+    "E204": Code("no build report", "`compare` on a folder without report.json", "point it at a build folder"),
     "E301": Code("model not found", "the student or local teacher model (embedded or GGUF) is not there", "install it as the help says, or fix the path"),
     "E302": Code("tokenizer unreadable", "the model's tokenizer cannot be loaded", "check the model folder"),
     "E303": Code("too few examples", "too few labeled inputs to train and evaluate", "add inputs, or raise inputs.generate.count"),

@@ -58,4 +58,5 @@ def test_without_a_machine_price_there_is_no_dollar_figure(tmp_path: Path, tiny_
 
 
 def test_dollars_read_at_a_glance() -> None:
-    assert [usd_text(x) for x in (None, 0, 0.1, 12.345, 0.000642)] == ["-", "$0.00", "$0.10", "$12.35", "$0.00064"]
+    values = (None, 0, 0.1, 12.345, 0.013, 0.000642)
+    assert [usd_text(x) for x in values] == ["-", "$0.00", "$0.10", "$12.35", "$0.013", "$0.00064"]

@@ -72,7 +72,7 @@ def _ratio(teacher: float | None, student: float | None) -> float | None:
 
 
 def usd_text(value: float | None) -> str:
-    """Dollars to read at a glance: cents to 2 places, fractions of a cent to 2 significant digits."""
+    """Dollars to read at a glance: from 10 cents up to the cent, below that to 2 significant digits."""
     if value is None:
         return "-"
-    return f"${value:.2f}" if value >= 0.01 or value == 0 else f"${value:.2g}"
+    return f"${value:.2f}" if value >= 0.1 or value == 0 else f"${value:.2g}"

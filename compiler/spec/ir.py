@@ -170,12 +170,17 @@ class SpecIR:
 
 def cache_view(value: Any) -> Any:
     """JSON-able form of an IR slice without the fields that cannot change a stage's output."""
+    return plain(value, keyed_only=True)
+
+
+def plain(value: Any, keyed_only: bool = False) -> Any:
+    """JSON-able form of an IR slice (the report records the whole spec a build was made from)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: cache_view(getattr(value, f.name))
+            f.name: plain(getattr(value, f.name), keyed_only)
             for f in dataclasses.fields(value)
-            if f.metadata.get("cache", True)
+            if not keyed_only or f.metadata.get("cache", True)
         }
     if isinstance(value, tuple | list):
-        return [cache_view(v) for v in value]
+        return [plain(v, keyed_only) for v in value]
     return value
