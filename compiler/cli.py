@@ -199,9 +199,6 @@ def headline_table(head: dict) -> str:
     """The shipped student against its teacher: quality, p50 latency, cost per 1,000 requests, size."""
     teacher, student = head["teacher"], head["student"]
 
-    def cell(value: float | None, fmt: str) -> str:
-        return "-" if value is None else fmt.format(value)
-
     low, high = student["interval"]
     size = f"{student['bytes'] / 1e6:.0f} MB"
     teacher_size = f"{teacher['parameters'] / 1e6:.0f}M params" if teacher["parameters"] else "hosted"
@@ -210,7 +207,7 @@ def headline_table(head: dict) -> str:
         (
             "teacher",
             "reference",
-            cell(teacher["p50_ms"], "{:.1f}"),
+            "-" if teacher["p50_ms"] is None else f"{teacher['p50_ms']:.1f}",
             usd_text(teacher["usd_per_1k"]),
             teacher_size,
         ),

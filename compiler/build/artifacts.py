@@ -79,12 +79,17 @@ def _link_or_copy(source: str, target: str) -> None:
     shutil.copy2(source, target)
 
 
-def disk_bytes(paths: Iterable[Path]) -> int:
-    """Bytes the files under `paths` take on disk, each file counted once however many links it has."""
-    seen: dict[tuple[int, int], int] = {}
+def inodes(paths: Iterable[Path]) -> dict[tuple[int, int], list[int]]:
+    """Each file under `paths` once per inode: [links found under paths, links it has, size]."""
+    found: dict[tuple[int, int], list[int]] = {}
     for path in paths:
         for f in [path] if path.is_file() else path.rglob("*"):
             if f.is_file() and not f.is_symlink():
                 info = f.stat()
-                seen[(info.st_dev, info.st_ino)] = info.st_size
-    return sum(seen.values())
+                found.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, info.st_size])[0] += 1
+    return found
+
+
+def disk_bytes(paths: Iterable[Path]) -> int:
+    """Bytes the files under `paths` take on disk, each file counted once however many links it has."""
+    return sum(size for _, _, size in inodes(paths).values())

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillc.build.artifacts import read_json
+from distillc.build.artifacts import inodes, read_json
 from distillc.build.cache import TRASH, discard
 from distillc.build.lock import build_lock
 from distillc.errors import DistillcError
@@ -61,11 +61,4 @@ def collect(build_dir: Path, dry_run: bool = False) -> Collected:
 
 def freed_bytes(folders: list[Path]) -> int:
     """What deleting `folders` gives back: the size of each file all of whose hard links lie inside them."""
-    links: dict[tuple[int, int], list[int]] = {}  # inode -> [links seen, links it has, size]
-    for folder in folders:
-        for path in folder.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                info = path.stat()
-                seen = links.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, info.st_size])
-                seen[0] += 1
-    return sum(size for seen, total, size in links.values() if seen >= total)
+    return sum(size for found, links, size in inodes(folders).values() if found >= links)

@@ -35,27 +35,21 @@ def render_html(report: dict[str, Any]) -> str:
     return env.get_template("report.html.j2").render(r=report, charts=_charts(report), sections=sections(report))
 
 
+# (id, title, the report key it shows; "" for one every report has), in page order.
+SECTIONS = (
+    ("headline", "Student vs teacher", "headline"),
+    ("data", "Data", "inputs"),
+    ("teacher", "Teacher tokens and dollars", "label"),
+    ("training", "Training", "train"),
+    ("quality", "Quality", "evaluation"),
+    ("variants", "Export variants", "verify"),
+    ("stages", "Stages", ""),
+)
+
+
 def sections(report: dict[str, Any]) -> list[tuple[str, str]]:
     """(id, title) of each section the report has data for, in page order."""
-    present = {
-        "headline": bool(report.get("headline")),
-        "data": "inputs" in report,
-        "teacher": "label" in report,
-        "training": "train" in report,
-        "quality": "evaluation" in report,
-        "variants": "verify" in report,
-        "stages": True,
-    }
-    titles = {
-        "headline": "Student vs teacher",
-        "data": "Data",
-        "teacher": "Teacher tokens and dollars",
-        "training": "Training",
-        "quality": "Quality",
-        "variants": "Export variants",
-        "stages": "Stages",
-    }
-    return [(name, titles[name]) for name, shown in present.items() if shown]
+    return [(name, title) for name, title, key in SECTIONS if not key or report.get(key)]
 
 
 def _charts(report: dict[str, Any]) -> dict[str, Markup]:
