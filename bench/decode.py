@@ -4,7 +4,8 @@
 
 Engines, all on the same fine-tuned weights and the same thread count:
 - PyTorch eager (transformers, fp32), label answers decoded over the label set as the package does;
-- every variant the export stage wrote (the package's runtime, as shipped);
+- every variant the export stage wrote (the package's runtime, as shipped; `distillc build --keep-variants`
+  keeps those that did not ship);
 - llama.cpp f32 and q8_0 GGUFs, converted with llama.cpp's own `convert_hf_to_gguf.py` (`--llama-cpp`:
   the llama.cpp folder of llama-cpp-python's source distribution; needs llama-cpp-python and
   sentencepiece installed). Label answers: up to 4 greedy tokens, reusing the cache of the prompt
@@ -56,7 +57,7 @@ def main() -> int:
     artifacts = {s["name"]: args.build / s["artifact"] for s in read_json(args.build / "manifest.json")["stages"]}
     model_dir = artifacts["train"] / "model"
     prompt = load_prompt(model_dir)
-    generation = read_json(artifacts["export"] / "variants" / "fp32" / "generation.json")
+    generation = read_json(args.build / "package" / "model" / "generation.json")
     labels = [x["text"] for x in generation.get("labels", [])]
     if not labels:
         print("error: bench/decode.py measures label tasks; this build's task has no labels", file=sys.stderr)
@@ -66,9 +67,12 @@ def main() -> int:
 
     results: list[dict[str, Any]] = []
     engines = [("pytorch eager fp32", lambda: torch_engine(model_dir, labels, args.threads))]
-    for variant in sorted((artifacts["export"] / "variants").iterdir(), key=lambda p: p.name != "fp32"):
-        engines.append((f"package {variant.name}", lambda v=variant: package_engine(v, args.threads)))
     skipped: list[str] = []
+    for variant in sorted((artifacts["export"] / "variants").iterdir(), key=lambda p: p.name != "fp32"):
+        if not (variant / "model.onnx").exists():  # freed after the build (distillc.build.evict)
+            skipped.append(f"package {variant.name} (freed after the build; build with --keep-variants)")
+            continue
+        engines.append((f"package {variant.name}", lambda v=variant: package_engine(v, args.threads)))
     if args.llama_cpp:
         for outtype in ("f32", "q8_0"):
             engines.append((f"llama.cpp {outtype}", lambda t=outtype: llama_engine(model_dir, args, t, labels)))

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from distillc import __version__
-from distillc.build.artifacts import link_tree, read_json, write_json
+from distillc.build.artifacts import disk_bytes, link_tree, read_json, write_json
 from distillc.build.events import Event, Sink, null_sink
+from distillc.build.evict import evict
 from distillc.build.lock import build_lock
 from distillc.build.runner import StageRecord, run_stages
 from distillc.errors import GateFailed
@@ -55,14 +56,19 @@ def build(
     until: str | None = None,
     force: tuple[str, ...] = (),
     emit: Sink = null_sink,
+    keep_variants: bool = False,
 ) -> BuildResult:
+    """Build the spec at `spec_path` into `out` (build/<name>). `keep_variants`: keep the export variants
+    that did not ship (distillc.build.evict frees them once the package is in place)."""
     spec = load_spec(spec_path)
     build_dir = Path(out) if out else default_build_dir(spec)
     with build_lock(build_dir):
-        return _build(spec, build_dir, until, force, emit)
+        return _build(spec, build_dir, until, force, emit, keep_variants)
 
 
-def _build(spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, ...], emit: Sink) -> BuildResult:
+def _build(
+    spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, ...], emit: Sink, keep_variants: bool
+) -> BuildResult:
     previous = previous_stages(build_dir)
     result = BuildResult(spec, build_dir)
     started = time.time()
@@ -75,6 +81,8 @@ def _build(spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, .
                 _check_quality_gate(result)
         if result.stages[-1].name == "package":
             result.package_dir = _materialize_package(result.stage("package").artifact / "package", build_dir)
+            if not keep_variants:
+                _free_unshipped(result, emit)
         status = "succeeded"
     except GateFailed:
         status = "failed_gate"
@@ -85,6 +93,17 @@ def _build(spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, .
         _write_html(build_dir, emit)
         _write_manifest(result, started, status)
     return result
+
+
+def _free_unshipped(result: BuildResult, emit: Sink) -> None:
+    export = result.stage("export")
+    shipped = result.stage("gate").summary["variant"]
+    unshipped = sorted({name.split("/")[1] for name in export.files if name.startswith("variants/")} - {shipped})
+    if freed := evict(export.artifact, [f"variants/{name}" for name in unshipped]):
+        message = (
+            f"freed {freed / 1e6:.0f} MB: the variants not shipped ({', '.join(unshipped)}); --keep-variants keeps them"
+        )
+        emit(Event("info", "package", message, {"freed_bytes": freed}))
 
 
 def _write_html(build_dir: Path, emit: Sink) -> None:
@@ -173,5 +192,7 @@ def _report(result: BuildResult, status: str) -> dict[str, Any]:
         if name != "evaluate":
             report[name] = summary
     report["headline"] = headline(report, result.spec)
+    if result.package_dir:  # each file once, however many links it has (distillc.build.artifacts.link_tree)
+        report["folder"] = {"bytes": disk_bytes([result.build_dir]), "package_bytes": disk_bytes([result.package_dir])}
     report["spec"] = plain(result.spec)  # what `distillc compare` tells two builds apart by
     return report

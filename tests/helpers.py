@@ -26,10 +26,15 @@ def distillc(*args: str, env: dict[str, str] | None = None, timeout: float = 600
     )
 
 
+def stage_artifact(build_dir: Path, stage: str) -> Path:
+    """Where the last build's `stage` artifact lies, from its manifest."""
+    stages = {s["name"]: s for s in json.loads((build_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]}
+    return build_dir / stages[stage]["artifact"]
+
+
 def parity_rows(build_dir: Path) -> list[dict[str, Any]]:
     """The export stage's parity check, row by row: each held-out input's PyTorch and ONNX answers."""
-    stages = {s["name"]: s for s in json.loads((build_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]}
-    lines = (build_dir / stages["export"]["artifact"] / "parity.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (stage_artifact(build_dir, "export") / "parity.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
 
 

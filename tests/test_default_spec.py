@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from distillc.build.artifacts import disk_bytes
-from tests.helpers import distillc, parity_rows, read_json
+from tests.helpers import distillc, parity_rows, read_json, stage_artifact
 
 SPEC = Path(__file__).parent.parent / "specs" / "review-sentiment.yaml"
 
@@ -33,10 +33,14 @@ def test_default_spec_builds_and_serves(tmp_path: Path) -> None:
     # The calibrated local teacher uses both labels; a student answering one label would fail macro-F1.
     assert min(report["label"]["distribution"].values()) >= 30
 
-    # The package's weights are links to the export's: package/ adds nothing to the build folder.
+    # The package's weights are links to the export's: package/ adds nothing to the build folder. The
+    # variants that did not ship are freed: what is left besides the package is the trained weights.
     package_bytes = disk_bytes([out / "package"])
     folder_bytes = disk_bytes([out])
     assert folder_bytes - disk_bytes([p for p in out.iterdir() if p.name != "package"]) < 0.01 * package_bytes
+    trained = disk_bytes([stage_artifact(out, "train") / "model"])
+    assert folder_bytes < package_bytes + trained + 0.05 * package_bytes
+    assert report["folder"]["package_bytes"] == package_bytes
     print(f"\nbuild folder {folder_bytes / 1e6:.0f} MB, package {package_bytes / 1e6:.0f} MB")
 
     from distillc_runtime.generate import Generator

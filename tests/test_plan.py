@@ -176,4 +176,5 @@ def test_every_example_spec_plans_with_its_inputs_shipped(path: Path, tmp_path: 
     assert len(rows) >= 100 and f"`{data.name}`" in (EXAMPLES / "data" / "README.md").read_text()
     result = distillc("plan", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
-    assert f"teacher: {len(rows)} requests to send" in result.stdout
+    expected = min(len(rows), spec["inputs"]["source"].get("limit") or len(rows))
+    assert f"teacher: {expected} requests to send" in result.stdout

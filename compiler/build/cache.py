@@ -2,7 +2,8 @@
 commit reaches the disk before it counts, and a folder is deleted only after it has left the cache.
 
 - `damage` re-checks a cached artifact against its `_meta.json`: every recorded file must exist with
-  the size and mtime it was committed with, or, where those changed, the same sha256.
+  the size and mtime it was committed with, or, where those changed, the same sha256 (files the record
+  lists as freed after a build shipped excepted).
 - `commit` fsyncs every file and folder of a finished artifact, renames it into place, and fsyncs the
   folder that holds it, so a power cut cannot leave a `_meta.json` whose files never reached the disk.
 - `discard` renames a folder into the cache's `.trash` before deleting it: a kill halfway through
@@ -34,7 +35,10 @@ def file_stats(root: Path, files: dict[str, str]) -> dict[str, list[int]]:
 def damage(folder: Path, meta: dict[str, Any]) -> str | None:
     """What no longer matches the artifact's record (the first file found), or None when it is intact."""
     stats = meta.get("stat", {})
+    freed = set(meta.get("evicted", ()))  # freed on purpose after a build shipped (distillc.build.evict)
     for name, digest in meta.get("files", {}).items():
+        if name in freed:
+            continue
         path = folder / name
         try:
             info = path.stat()

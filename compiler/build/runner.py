@@ -65,6 +65,7 @@ class StageRecord:
     summary: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     built_seconds: float = 0.0  # what making the artifact took, whichever build made it
+    evicted: tuple[str, ...] = ()  # files freed after a build shipped (distillc.build.evict): a hit all the same
 
 
 def stage_components(stage: Stage, spec: SpecIR, needed: dict[str, StageRecord]) -> dict[str, str]:
@@ -105,17 +106,18 @@ def run_stages(
     for name in (*force, *([until] if until else [])):
         if name not in names:
             raise DistillcError("E201", f"unknown stage '{name}'", help="stages: " + ", ".join(names))
+    remade = remade_stages(stages[: names.index(until) + 1] if until else stages, spec, build_dir, force)
     done: dict[str, StageRecord] = {}
     for stage in stages:
         key, final, components, cached, damaged = _lookup(stage, spec, build_dir, done)
-        if cached and stage.name not in force:
+        if cached and stage.name not in force and stage.name not in remade:
             record = cached
             emit(Event("stage_done", stage.name, "cached", {"key": key, "status": "hit"}))
         else:
             reason = (
                 "forced"
                 if stage.name in force
-                else damaged or miss_reason(components, (previous or {}).get(stage.name))
+                else remade.get(stage.name) or damaged or miss_reason(components, (previous or {}).get(stage.name))
             )
             emit(Event("stage_start", stage.name, f"running ({reason})", {"key": key, "reason": reason}))
             record = _run_one(stage, spec, build_dir, emit, key, final, components, done, reason)
@@ -124,6 +126,32 @@ def run_stages(
         yield record
         if until == stage.name:
             return
+
+
+def remade_stages(
+    stages: tuple[Stage, ...], spec: SpecIR, build_dir: Path, force: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Cached stages to run again, each with why: those with freed files that a stage about to run needs.
+
+    Decided before anything runs, so the re-made artifact comes in its turn and every stage after it is
+    keyed by what it now holds (a stage that measured the old files is never mixed with the new ones)."""
+    done: dict[str, StageRecord] = {}
+    running: set[str] = set()
+    for stage in stages:
+        if stage.name in force or any(name in running for name in stage.needs):
+            running.add(stage.name)
+            continue
+        cached = _lookup(stage, spec, build_dir, done, repair=False)[3]
+        if cached:
+            done[stage.name] = cached
+        else:
+            running.add(stage.name)
+    remade: dict[str, str] = {}
+    for stage in stages:
+        for name in stage.needs if stage.name in running else ():
+            if done.get(name) and done[name].evicted and name not in remade:
+                remade[name] = f"re-made: {stage.name} needs the files freed after the last build"
+    return remade
 
 
 def cached_record(stage: Stage, spec: SpecIR, build_dir: Path) -> StageRecord | None:
@@ -141,6 +169,7 @@ def plan_stages(
     """(stage, "cached" | "to run", why) for each stage, without running any. `known`: records of stages
     the plan ran elsewhere (free ones, like reading inputs): stages after them are looked up as if they
     had run here."""
+    remade = remade_stages(stages, spec, build_dir)
     done: dict[str, StageRecord] = {}
     rows = []
     for stage in stages:
@@ -149,7 +178,9 @@ def plan_stages(
             rows.append((stage.name, "to run", f"after {', '.join(waiting)}"))
             continue
         _, _, components, cached, damaged = _lookup(stage, spec, build_dir, done, repair=False)
-        if cached:
+        if stage.name in remade:
+            rows.append((stage.name, "to run", remade[stage.name]))
+        elif cached:
             done[stage.name] = cached
             rows.append((stage.name, "cached", ""))
         else:
@@ -186,6 +217,7 @@ def _lookup(
         meta.get("summary", {}),
         meta.get("files", {}),
         meta.get("seconds", 0.0),
+        tuple(meta.get("evicted", ())),
     )
     return key, final, components, record, ""
 

@@ -1,0 +1,82 @@
+"""Export variants that did not ship are freed once the package is in place, and made again when needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distillc import api
+from distillc.build.artifacts import disk_bytes
+from distillc.plan import plan
+from tests.conftest import edit_spec, review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+from tests.helpers import distillc
+
+
+def variant_files(out: Path) -> dict[str, list[str]]:
+    export = next((out / "cache" / "export").iterdir())
+    return {v.name: sorted(f.name for f in v.iterdir()) for v in sorted((export / "variants").iterdir())}
+
+
+@pytest.fixture
+def built(tmp_path: Path, tiny_model: Path):  # type: ignore[no-untyped-def]
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60))
+        edit_spec(spec, {"export.quantization": ["fp32", "int8"]})
+        result = api.build(spec, out=tmp_path / "out")
+        yield spec, result, teacher
+
+
+def test_only_the_shipped_variant_stays_and_an_unchanged_build_is_all_hits(built) -> None:  # type: ignore[no-untyped-def]
+    spec, result, teacher = built
+    out, shipped = result.build_dir, result.report["package"]["variant"]
+    (other,) = {"fp32", "int8"} - {shipped}
+    files = variant_files(out)
+    assert other not in files and "model.onnx" in files[shipped]
+    export_meta = json.loads((result.stage("export").artifact / "_meta.json").read_text())
+    assert export_meta["evicted"] and all(name.startswith(f"variants/{other}/") for name in export_meta["evicted"])
+    # The report's folder figure is the folder as it is now (but for the report and manifest, written after).
+    folder = result.report["folder"]
+    written_after = disk_bytes([out / "report.json", out / "report.html", out / "manifest.json"])
+    assert folder["bytes"] == pytest.approx(disk_bytes([out]), abs=written_after)
+    assert folder["package_bytes"] == disk_bytes([out / "package"])
+
+    sent = teacher.requests
+    again = api.build(spec, out=out)
+    assert again.ran == [] and teacher.requests == sent
+    assert (out / "package" / "model" / "model.onnx").exists()
+
+
+def test_a_stage_that_needs_the_freed_files_makes_them_again_first(built) -> None:  # type: ignore[no-untyped-def]
+    spec, result, _ = built
+    out = result.build_dir
+    edit_spec(spec, {"deploy.max_batch_size": 2})  # verify re-measures every variant; export is unchanged
+    rows = {name: (state, why) for name, state, why in plan(spec, out=out).stages}
+    assert rows["export"] == ("to run", "re-made: verify needs the files freed after the last build")
+    assert rows["verify"][0] == "to run"
+
+    rebuilt = api.build(spec, out=out)
+    assert rebuilt.ran[:2] == ["export", "verify"] and rebuilt.stage("export").reason.startswith("re-made")
+    assert [v["name"] for v in rebuilt.report["verify"]["variants"]] == ["fp32", "int8"]
+    assert list(variant_files(out)) == [rebuilt.report["package"]["variant"]]  # freed again after shipping
+
+
+def test_keep_variants_keeps_them_all(tmp_path: Path, tiny_model: Path) -> None:
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60))
+        edit_spec(spec, {"export.quantization": ["fp32", "int8"]})
+        done = distillc("build", str(spec), "--out", str(tmp_path / "out"), "--keep-variants")
+    assert done.returncode == 0, done.stderr
+    files = variant_files(tmp_path / "out")
+    assert list(files) == ["fp32", "int8"] and all("model.onnx" in names for names in files.values())
+
+
+def test_a_freed_file_is_not_damage_but_a_changed_shipped_one_is(built) -> None:  # type: ignore[no-untyped-def]
+    spec, result, _ = built
+    out, shipped = result.build_dir, result.report["package"]["variant"]
+    export = result.stage("export").artifact
+    (export / "variants" / shipped / "generation.json").write_text("{}")
+    again = api.build(spec, out=out)
+    assert "export" in again.ran and again.stage("export").reason.startswith("cached artifact damaged")
