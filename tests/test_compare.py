@@ -62,6 +62,7 @@ def test_compare_as_json_carries_each_report_number(two_builds: tuple[Path, Path
     assert shipped["a"] == {"value": student["score"], "interval": student["interval"]}
     assert shipped["note"] == "intervals overlap" and shipped["change"] == "+0.000"
     assert rows[("size", "package")]["a"] == report_a["package"]["bytes"]
+    assert rows[("size", "build folder")]["b"] == report_b["folder"]["bytes"]
     assert rows[("data", "train / held-out")]["b"] == f"{report_b['split']['train']} / {report_b['split']['holdout']}"
     assert rows[("cost", "student $ per 1,000")]["b"] == report_b["headline"]["student"]["usd_per_1k"]
     accuracy = rows[("quality before export", "accuracy")]["a"]

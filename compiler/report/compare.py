@@ -39,6 +39,7 @@ MEASURES = (
     Measure("latency", "teacher p50", "headline.teacher.p50_ms", "ms"),
     Measure("size", "shipped variant", "gate.variant", "text"),
     Measure("size", "package", "package.bytes", "mb"),
+    Measure("size", "build folder", "folder.bytes", "mb"),
     Measure("cost", "student $ per 1,000", "headline.student.usd_per_1k", "usd"),
     Measure("cost", "teacher $ per 1,000", "headline.teacher.usd_per_1k", "usd"),
     Measure("cost", "teacher $ spent", "label.usd", "usd"),
