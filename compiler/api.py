@@ -59,7 +59,8 @@ def build(
     keep_variants: bool = False,
 ) -> BuildResult:
     """Build the spec at `spec_path` into `out` (build/<name>). `keep_variants`: keep the export variants
-    that did not ship (distillc.build.evict frees them once the package is in place)."""
+    that did not ship (distillc.build.evict frees them once the package is in place), exporting again those
+    an earlier build freed."""
     spec = load_spec(spec_path)
     build_dir = Path(out) if out else default_build_dir(spec)
     with build_lock(build_dir):
@@ -74,7 +75,7 @@ def _build(
     started = time.time()
     status = "failed"
     try:
-        for record in run_stages(STAGES, spec, build_dir, emit, previous, until, force):
+        for record in run_stages(STAGES, spec, build_dir, emit, previous, until, force, restore=keep_variants):
             result.stages.append(record)
             _write_manifest(result, started, "running")
             if record.name == "evaluate":

@@ -63,14 +63,18 @@ def test_a_stage_that_needs_the_freed_files_makes_them_again_first(built) -> Non
     assert list(variant_files(out)) == [rebuilt.report["package"]["variant"]]  # freed again after shipping
 
 
-def test_keep_variants_keeps_them_all(tmp_path: Path, tiny_model: Path) -> None:
-    with FakeTeacher(sentiment) as teacher:
-        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60))
-        edit_spec(spec, {"export.quantization": ["fp32", "int8"]})
-        done = distillc("build", str(spec), "--out", str(tmp_path / "out"), "--keep-variants")
+def test_keep_variants_keeps_them_all_and_brings_back_freed_ones(built) -> None:  # type: ignore[no-untyped-def]
+    spec, result, _ = built
+    out = result.build_dir
+    assert len(variant_files(out)) == 1
+    done = distillc("build", str(spec), "--out", str(out), "--keep-variants", "--log-format", "json")
     assert done.returncode == 0, done.stderr
-    files = variant_files(tmp_path / "out")
+    assert json.loads(done.stdout.splitlines()[-1])["data"]["ran"][0] == "export"
+    files = variant_files(out)
     assert list(files) == ["fp32", "int8"] and all("model.onnx" in names for names in files.values())
+    again = distillc("build", str(spec), "--out", str(out), "--keep-variants", "--log-format", "json")
+    assert json.loads(again.stdout.splitlines()[-1])["data"]["ran"] == []  # kept: nothing to make again
+    assert list(variant_files(out)) == ["fp32", "int8"]
 
 
 def test_a_freed_file_is_not_damage_but_a_changed_shipped_one_is(built) -> None:  # type: ignore[no-untyped-def]

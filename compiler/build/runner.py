@@ -100,13 +100,15 @@ def run_stages(
     previous: dict[str, dict[str, Any]] | None = None,
     until: str | None = None,
     force: tuple[str, ...] = (),
+    restore: bool = False,
 ) -> Iterator[StageRecord]:
-    """Yield one record per stage, in order. `previous` is the last manifest's stage table."""
+    """Yield one record per stage, in order. `previous` is the last manifest's stage table. `restore`: make
+    again every cached artifact whose files were freed after the last build (distillc.build.evict)."""
     names = [s.name for s in stages]
     for name in (*force, *([until] if until else [])):
         if name not in names:
             raise DistillcError("E201", f"unknown stage '{name}'", help="stages: " + ", ".join(names))
-    remade = remade_stages(stages[: names.index(until) + 1] if until else stages, spec, build_dir, force)
+    remade = remade_stages(stages[: names.index(until) + 1] if until else stages, spec, build_dir, force, restore)
     done: dict[str, StageRecord] = {}
     for stage in stages:
         key, final, components, cached, damaged = _lookup(stage, spec, build_dir, done)
@@ -129,9 +131,10 @@ def run_stages(
 
 
 def remade_stages(
-    stages: tuple[Stage, ...], spec: SpecIR, build_dir: Path, force: tuple[str, ...] = ()
+    stages: tuple[Stage, ...], spec: SpecIR, build_dir: Path, force: tuple[str, ...] = (), restore: bool = False
 ) -> dict[str, str]:
-    """Cached stages to run again, each with why: those with freed files that a stage about to run needs.
+    """Cached stages to run again, each with why: those with freed files that a stage about to run needs
+    (or, with `restore`, every one with freed files).
 
     Decided before anything runs, so the re-made artifact comes in its turn and every stage after it is
     keyed by what it now holds (a stage that measured the old files is never mixed with the new ones)."""
@@ -146,7 +149,11 @@ def remade_stages(
             done[stage.name] = cached
         else:
             running.add(stage.name)
-    remade: dict[str, str] = {}
+    remade = {
+        name: "re-made: the files freed after the last build are wanted back"
+        for name, record in done.items()
+        if restore and record.evicted
+    }
     for stage in stages:
         for name in stage.needs if stage.name in running else ():
             if done.get(name) and done[name].evicted and name not in remade:
