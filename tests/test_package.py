@@ -66,3 +66,14 @@ def test_score_below_min_score_fails_after_writing_the_report(tmp_path: Path, ti
     assert report["evaluation"]["passed"] is False
     assert not (tmp_path / "out" / "package").exists()
     assert read_json(tmp_path / "out" / "manifest.json")["status"] == "failed_gate"
+
+
+def test_every_file_the_container_copies_is_readable_by_its_server(tiny_package: Path) -> None:
+    """The image copies the package as root and runs the server as uid 10001: a file only its owner may read
+    (onnx writes weight files 0600) would stop the server at start."""
+    unreadable = [
+        str(p.relative_to(tiny_package))
+        for p in tiny_package.rglob("*")
+        if p.is_file() and p.stat().st_mode & 0o004 == 0
+    ]
+    assert unreadable == []

@@ -92,6 +92,8 @@ def run(ctx: StageContext, export: Path, gate: Path) -> dict[str, Any]:
     # Hard links: the weights are stored once in the build folder. onnxruntime loads linked files; the onnx
     # package refuses external data with several links, so nothing may onnx.load these with their data.
     link_tree(variant_dir(export, chosen["name"]), out / "model")
+    for path in (out / "model").iterdir():  # onnx writes weight files 0600; the container's server is not root
+        path.chmod(0o644)
     if spec.export.target == "tensorrt" and (trt := tensorrt_config(out / "model" / "model.onnx", spec)):
         write_json(out / "model" / TENSORRT_CONFIG, trt)
     ignored = shutil.ignore_patterns("__pycache__", "*.pyc", "locks")
