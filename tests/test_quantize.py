@@ -81,10 +81,23 @@ def test_int8_writes_a_decoding_graph_and_a_prefill_graph_that_answer_alike(tiny
     pair = Generator(tmp_path / "int8")
     ids = pair.prompt_ids("the kettle was lovely")
     prefill_only = shutil.copytree(tmp_path / "int8", tmp_path / "prefill-only")
-    for path in prefill_only.glob("model.onnx*"):
-        path.unlink()
-    (prefill_only / "prefill.onnx").rename(prefill_only / "model.onnx")  # its weights stay in prefill.onnx.data
+    (prefill_only / "model.onnx").unlink()  # the data files stay: prefill.onnx reads from both
+    (prefill_only / "prefill.onnx").rename(prefill_only / "model.onnx")
     alone = Generator(prefill_only)
     assert alone.layout.prefill is None and pair.layout.prefill is not None
     steps = pair.generate_batch([ids], 8, stop_at_eos=False)[0]
     assert len(steps) == 8 and steps[0] == alone.generate_batch([ids], 1, stop_at_eos=False)[0][0]
+
+    # What both graphs hold alike (the 8-bit embedding table first) is stored once, in model.onnx.data.
+    shared = {
+        t.name: {e.key: e.value for e in t.external_data}
+        for t in graphs["prefill.onnx"].graph.initializer
+        if any(e.key == "location" and e.value == "model.onnx.data" for e in t.external_data)
+    }
+    assert any(name.endswith("_q8") for name in shared) and any(name.endswith("_q8_scales") for name in shared)
+    table = next(t for t in graphs["prefill.onnx"].graph.initializer if t.name.endswith("_q8"))
+    assert int(shared[table.name]["length"]) == np.prod(table.dims)  # uint8 rows: one byte each
+    data = (tmp_path / "int8" / "prefill.onnx.data").read_bytes()
+    whole = onnx.load(str(tmp_path / "int8" / "prefill.onnx"))
+    stored = next(t for t in whole.graph.initializer if t.name == table.name)
+    assert stored.raw_data not in data  # read from model.onnx.data, not written twice
