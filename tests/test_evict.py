@@ -12,11 +12,11 @@ from distillc.build.artifacts import disk_bytes
 from distillc.plan import plan
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
-from tests.helpers import distillc
+from tests.helpers import distillc, stage_artifact
 
 
 def variant_files(out: Path) -> dict[str, list[str]]:
-    export = next((out / "cache" / "export").iterdir())
+    export = stage_artifact(out, "export")
     return {v.name: sorted(f.name for f in v.iterdir()) for v in sorted((export / "variants").iterdir())}
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from distillc.quality.scoring import agrees
 from distillc.spec.load import load_spec
-from tests.helpers import distillc, http, read_json, start
+from tests.helpers import distillc, http, read_json, stage_artifact, start
 
 SPEC = Path(__file__).parent.parent / "specs" / "changelog-triage.yaml"
 
@@ -26,8 +26,7 @@ def test_the_json_example_builds_and_its_package_answers_as_its_report_says(tmp_
     assert report["headline"]["student"]["score"] == shipped["score"]
     page = (out / "report.html").read_text()
     assert all(f"<td>{field}</td>" in page for field in ("bugs", "cves", "security"))  # per-field agreement
-    stages = {s["name"]: s for s in read_json(out / "manifest.json")["stages"]}
-    holdout = [json.loads(line) for line in (out / stages["split"]["artifact"] / "holdout.jsonl").open()]
+    holdout = [json.loads(line) for line in (stage_artifact(out, "split") / "holdout.jsonl").open()]
     assert len(holdout) == report["verify"]["n"]
 
     spec = load_spec(SPEC)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from distillc.build.artifacts import inodes, read_json, write_json
+from distillc.build.artifacts import read_json, write_json
 from distillc.build.cache import fsync_dir
+from distillc.build.gc import freed_bytes
 from distillc.build.runner import META
 
 
@@ -30,7 +31,7 @@ def evict(artifact: Path, folders: list[str]) -> int:
     present = [artifact / name for name in sorted(chosen) if (artifact / name).exists()]
     if not present:
         return 0
-    freed = sum(size for found, links, size in inodes(present).values() if found >= links)
+    freed = freed_bytes(present)  # a file the package links to frees nothing
     meta["evicted"] = sorted(chosen | set(meta.get("evicted", ())))
     write_json(artifact / META, meta)
     fsync_dir(artifact)

@@ -59,6 +59,7 @@ def collect(build_dir: Path, dry_run: bool = False) -> Collected:
     return result
 
 
-def freed_bytes(folders: list[Path]) -> int:
-    """What deleting `folders` gives back: the size of each file all of whose hard links lie inside them."""
-    return sum(size for found, links, size in inodes(folders).values() if found >= links)
+def freed_bytes(paths: list[Path]) -> int:
+    """What deleting `paths` (folders or files) gives back: the size of each file all of whose hard links
+    lie among them."""
+    return sum(size for found, links, size in inodes(paths).values() if found >= links)
