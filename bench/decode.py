@@ -4,8 +4,7 @@
 
 Engines, all on the same fine-tuned weights and the same thread count:
 - PyTorch eager (transformers, fp32), label answers decoded over the label set as the package does;
-- every variant the export stage wrote (the package's runtime, as shipped; `distillc build --keep-variants`
-  keeps those that did not ship);
+- every variant the export stage wrote (the package's runtime, as shipped);
 - llama.cpp f32 and q8_0 GGUFs, converted with llama.cpp's own `convert_hf_to_gguf.py` (`--llama-cpp`:
   the llama.cpp folder of llama-cpp-python's source distribution; needs llama-cpp-python and
   sentencepiece installed). Label answers: up to 4 greedy tokens, reusing the cache of the prompt
@@ -16,6 +15,9 @@ the steps after the first, median of `--repeats` rounds in which the engines tak
 ms (one input at a time, in process); agreement with the PyTorch fp32 student's answers. `--http` adds
 the package's server answering the same inputs one at a time over HTTP. Timings on shared machines are
 noisy: compare within one run.
+
+A build frees the trained weights and the variants it did not ship once the package is in place: measure
+a build made with `distillc build SPEC --keep-weights`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def main() -> int:
 
     artifacts = {s["name"]: args.build / s["artifact"] for s in read_json(args.build / "manifest.json")["stages"]}
     model_dir = artifacts["train"] / "model"
+    if not (model_dir / "model.safetensors").exists():
+        message = f"error: {args.build}'s trained weights were freed after it shipped; build with --keep-weights"
+        print(message, file=sys.stderr)
+        return 2
     prompt = load_prompt(model_dir)
     generation = read_json(args.build / "package" / "model" / "generation.json")
     labels = [x["text"] for x in generation.get("labels", [])]
@@ -70,7 +76,7 @@ def main() -> int:
     skipped: list[str] = []
     for variant in sorted((artifacts["export"] / "variants").iterdir(), key=lambda p: p.name != "fp32"):
         if not (variant / "model.onnx").exists():  # freed after the build (distillc.build.evict)
-            skipped.append(f"package {variant.name} (freed after the build; build with --keep-variants)")
+            skipped.append(f"package {variant.name} (freed after the build; build with --keep-weights)")
             continue
         engines.append((f"package {variant.name}", lambda v=variant: package_engine(v, args.threads)))
     if args.llama_cpp:

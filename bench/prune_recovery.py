@@ -2,11 +2,12 @@
 
     python bench/prune_recovery.py SPEC --model TRAINED --split SPLIT --out OUT [--keep 15] [--extra N]
 
-TRAINED is a build's trained student (build/<name>/cache/train/<key>/model), SPLIT that build's split
-artifact (train.jsonl, holdout.jsonl). The student is cut to --keep layers and recovered as the prune stage
-does it (distillc.stages.prune): the block of layers that changes the hidden states least goes, and the cut
-model trains on the teacher-labeled rows plus --extra inputs from the spec's source beyond its limit,
-answered by the trained student, distilling the trained student's logits on the answer tokens. Both models
+TRAINED is a build's trained student (build/<name>/cache/train/<key>/model: build with --keep-weights),
+SPLIT that build's split artifact (train.jsonl, holdout.jsonl). The student is cut to --keep layers and
+recovered as the prune stage does it (distillc.stages.prune): the block of layers that changes the hidden
+states least goes, and the cut model trains on the teacher-labeled rows plus --extra inputs from the spec's
+source beyond its limit, answered by the trained student, distilling the trained student's logits on the
+answer tokens. Both models
 are then scored on the held-out inputs (paired bootstrap for the difference) and exported to ONNX (fp32 and
 int8), and their request latency is measured one input at a time, the two models alternating.
 """

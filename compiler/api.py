@@ -56,34 +56,34 @@ def build(
     until: str | None = None,
     force: tuple[str, ...] = (),
     emit: Sink = null_sink,
-    keep_variants: bool = False,
+    keep_weights: bool = False,
 ) -> BuildResult:
-    """Build the spec at `spec_path` into `out` (build/<name>). `keep_variants`: keep the export variants
-    that did not ship (distillc.build.evict frees them once the package is in place), exporting again those
-    an earlier build freed."""
+    """Build the spec at `spec_path` into `out` (build/<name>). `keep_weights`: keep the trained weights and
+    the export variants that did not ship (distillc.build.evict frees them once the package is in place),
+    making again those an earlier build freed."""
     spec = load_spec(spec_path)
     build_dir = Path(out) if out else default_build_dir(spec)
     with build_lock(build_dir):
-        return _build(spec, build_dir, until, force, emit, keep_variants)
+        return _build(spec, build_dir, until, force, emit, keep_weights)
 
 
 def _build(
-    spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, ...], emit: Sink, keep_variants: bool
+    spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, ...], emit: Sink, keep_weights: bool
 ) -> BuildResult:
     previous = previous_stages(build_dir)
     result = BuildResult(spec, build_dir)
     started = time.time()
     status = "failed"
     try:
-        for record in run_stages(STAGES, spec, build_dir, emit, previous, until, force, restore=keep_variants):
+        for record in run_stages(STAGES, spec, build_dir, emit, previous, until, force, restore=keep_weights):
             result.stages.append(record)
             _write_manifest(result, started, "running")
             if record.name == "evaluate":
                 _check_quality_gate(result)
         if result.stages[-1].name == "package":
             result.package_dir = _materialize_package(result.stage("package").artifact / "package", build_dir)
-            if not keep_variants:
-                _free_unshipped(result, emit)
+            if not keep_weights:
+                _free_unneeded(result, emit)
         status = "succeeded"
     except GateFailed:
         status = "failed_gate"
@@ -96,15 +96,26 @@ def _build(
     return result
 
 
-def _free_unshipped(result: BuildResult, emit: Sink) -> None:
-    export = result.stage("export")
-    shipped = result.stage("gate").summary["variant"]
-    unshipped = sorted({name.split("/")[1] for name in export.files if name.startswith("variants/")} - {shipped})
-    if freed := evict(export.artifact, [f"variants/{name}" for name in unshipped]):
-        message = (
-            f"freed {freed / 1e6:.0f} MB: the variants not shipped ({', '.join(unshipped)}); --keep-variants keeps them"
-        )
-        emit(Event("info", "package", message, {"freed_bytes": freed}))
+def _free_unneeded(result: BuildResult, emit: Sink) -> None:
+    """Free the weights the package does not need (distillc.build.evict): trained, pruned, not shipped."""
+    export, prune = result.stage("export"), result.stage("prune")
+    unshipped = sorted(_subfolders(export.files, "variants") - {result.stage("gate").summary["variant"]})
+    cut = sorted(_subfolders(prune.files, "candidates"))
+    freed = {
+        "the trained weights": evict(result.stage("train").artifact, ["model"]),
+        f"the pruned students ({', '.join(cut)})": evict(prune.artifact, [f"candidates/{n}" for n in cut]),
+        f"the variants not shipped ({', '.join(unshipped)})": evict(
+            export.artifact, [f"variants/{n}" for n in unshipped]
+        ),
+    }
+    if total := sum(freed.values()):
+        what = "; ".join(label for label, n in freed.items() if n)
+        message = f"freed {total / 1e6:.0f} MB not needed by the package: {what}; --keep-weights keeps them"
+        emit(Event("info", "package", message, {"freed_bytes": total}))
+
+
+def _subfolders(files: dict[str, str], folder: str) -> set[str]:
+    return {name.split("/")[1] for name in files if name.startswith(folder + "/")}
 
 
 def _write_html(build_dir: Path, emit: Sink) -> None:

@@ -149,16 +149,22 @@ def schema() -> None:
 @click.option("--until", type=click.Choice(STAGE_NAMES), help="Stop after this stage.")
 @click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES), help="Re-run this stage even if cached.")
 @click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default="auto")
-@click.option("--keep-variants", is_flag=True, help="Keep the export variants that did not ship (freed by default).")
+@click.option(
+    "--keep-weights",
+    "--keep-variants",
+    "keep_weights",
+    is_flag=True,
+    help="Keep the trained weights and the export variants that did not ship (freed once the package is in place).",
+)
 def build(
-    spec: Path, out: Path | None, until: str | None, force: tuple[str, ...], log_format: str, keep_variants: bool
+    spec: Path, out: Path | None, until: str | None, force: tuple[str, ...], log_format: str, keep_weights: bool
 ) -> None:
     """Build SPEC: inputs, label, split, train, prune, evaluate, export, verify, gate, package."""
     from distillc import api
 
     try:
         result = api.build(
-            spec, out=out, until=until, force=force, emit=sink_for(log_format), keep_variants=keep_variants
+            spec, out=out, until=until, force=force, emit=sink_for(log_format), keep_weights=keep_weights
         )
     except DistillcError as error:
         _fail(error, log_format)

@@ -21,7 +21,7 @@ def test_bench_decode_measures_torch_every_variant_and_the_server(tmp_path: Path
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60))
         edit_spec(spec, {"export.quantization": ["fp32", "int8"]})
-        build = api.build(spec, out=tmp_path / "out", emit=lambda e: None, keep_variants=True).build_dir
+        build = api.build(spec, out=tmp_path / "out", emit=lambda e: None, keep_weights=True).build_dir
     command = [sys.executable, str(BENCH), str(build), "--inputs", "6", "--tokens", "32", "--repeats", "3", "--http"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

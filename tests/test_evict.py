@@ -1,4 +1,5 @@
-"""Export variants that did not ship are freed once the package is in place, and made again when needed."""
+"""The trained weights and the export variants that did not ship are freed once the package is in place, and
+made again when needed."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ def test_only_the_shipped_variant_stays_and_an_unchanged_build_is_all_hits(built
     assert other not in files and "model.onnx" in files[shipped]
     export_meta = json.loads((result.stage("export").artifact / "_meta.json").read_text())
     assert export_meta["evicted"] and all(name.startswith(f"variants/{other}/") for name in export_meta["evicted"])
+    train = result.stage("train").artifact
+    train_meta = json.loads((train / "_meta.json").read_text())
+    assert "model/model.safetensors" in train_meta["evicted"] and not (train / "model").exists()
+    assert (train / "_meta.json").exists() and result.report["train"]["step_loss"]  # the record and curves stay
     # The report's folder figure is the folder as it is now (but for the report and manifest, written after).
     folder = result.report["folder"]
     written_after = disk_bytes([out / "report.json", out / "report.html", out / "manifest.json"])
@@ -50,31 +55,42 @@ def test_only_the_shipped_variant_stays_and_an_unchanged_build_is_all_hits(built
 
 
 def test_a_stage_that_needs_the_freed_files_makes_them_again_first(built) -> None:  # type: ignore[no-untyped-def]
-    spec, result, _ = built
+    spec, result, teacher = built
     out = result.build_dir
     edit_spec(spec, {"deploy.max_batch_size": 2})  # verify re-measures every variant; export is unchanged
     rows = {name: (state, why) for name, state, why in plan(spec, out=out).stages}
     assert rows["export"] == ("to run", "re-made: verify needs the files freed after the last build")
     assert rows["verify"][0] == "to run"
 
+    # Exporting again needs the trained weights, freed too: training runs again first.
+    assert rows["train"] == ("to run", "re-made: export needs the files freed after the last build")
+    assert rows["split"] == ("cached", "")
+
+    sent = teacher.requests
     rebuilt = api.build(spec, out=out)
-    assert rebuilt.ran[:2] == ["export", "verify"] and rebuilt.stage("export").reason.startswith("re-made")
+    assert rebuilt.ran[0] == "train" and {"export", "verify"} <= set(rebuilt.ran)
+    assert rebuilt.stage("train").reason.startswith("re-made") and teacher.requests == sent  # labels are kept
     assert [v["name"] for v in rebuilt.report["verify"]["variants"]] == ["fp32", "int8"]
     assert list(variant_files(out)) == [rebuilt.report["package"]["variant"]]  # freed again after shipping
+    assert not (rebuilt.stage("train").artifact / "model").exists()
 
 
-def test_keep_variants_keeps_them_all_and_brings_back_freed_ones(built) -> None:  # type: ignore[no-untyped-def]
+def test_keep_weights_keeps_them_all_and_brings_back_freed_ones(built) -> None:  # type: ignore[no-untyped-def]
     spec, result, _ = built
     out = result.build_dir
     assert len(variant_files(out)) == 1
-    done = distillc("build", str(spec), "--out", str(out), "--keep-variants", "--log-format", "json")
+    done = distillc("build", str(spec), "--out", str(out), "--keep-weights", "--log-format", "json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1])["data"]["ran"][0] == "export"
+    ran = json.loads(done.stdout.splitlines()[-1])["data"]["ran"]
+    assert ran[0] == "train" and "export" in ran
     files = variant_files(out)
     assert list(files) == ["fp32", "int8"] and all("model.onnx" in names for names in files.values())
+    trained = stage_artifact(out, "train") / "model" / "model.safetensors"
+    assert trained.exists()
+    # The old flag's name still works.
     again = distillc("build", str(spec), "--out", str(out), "--keep-variants", "--log-format", "json")
     assert json.loads(again.stdout.splitlines()[-1])["data"]["ran"] == []  # kept: nothing to make again
-    assert list(variant_files(out)) == ["fp32", "int8"]
+    assert list(variant_files(out)) == ["fp32", "int8"] and trained.exists()
 
 
 def test_a_freed_file_is_not_damage_but_a_changed_shipped_one_is(built) -> None:  # type: ignore[no-untyped-def]

@@ -112,6 +112,10 @@ def test_candidates_are_distilled_evaluated_exported_verified_and_the_smallest_p
         ["l1-int8", "1"],
     ]
     assert next(line for line in table if line.startswith(fastest["name"])).endswith("<- ships")
+    # Once shipped, the candidates' weights are freed like the trained ones; their record stays.
+    assert not (prune.artifact / "candidates").exists() and (prune.artifact / "recovery.jsonl").exists()
+    evicted = json.loads((prune.artifact / "_meta.json").read_text())["evicted"]
+    assert "candidates/l1/model/model.safetensors" in evicted
 
 
 def test_recovery_moves_the_cut_model_towards_the_trained_student(tmp_path: Path, tiny_model: Path) -> None:

@@ -1,13 +1,15 @@
-"""Free the export variants a finished build did not ship.
+"""Free the weights a finished build no longer needs: the trained fp32 weights and the export variants
+that did not ship.
 
-Every variant is measured and one ships: the package links its files. The others are of no further use
-to the package, and each is hundreds of MB (the fp32 graph weighs as much as the trained weights). Once
-the package is in place they are freed. The export stage's cache entry keeps its record (the digest that
-later stages were keyed by) and lists the freed files in its `_meta.json` under "evicted": an unchanged
-build is still all hits, and a later build that needs those files (verify, after a change to the latency
-budget) makes the entry again first (distillc.build.runner.remade_stages). Re-exporting costs less than a
-minute on the default spec; the trained weights, which cost a training run, are kept.
-`distillc build --keep-variants` keeps every variant (bench/decode.py measures them all).
+Every variant is measured and one ships: the package links its files, so it stands on its own. The trained
+weights and the other variants are of no further use to it, and each is hundreds of MB (the fp32 weights
+alone are 1.7x the int8 package on the default spec). Once the package is in place they are freed. Each
+cache entry keeps its record (the digest that later stages were keyed by) and lists the freed files in its
+`_meta.json` under "evicted": an unchanged build is still all hits, and a later build that needs those
+files (verify, after a change to the latency budget) makes the entries again first, in order
+(distillc.build.runner.remade_stages). What was paid for stays: the inputs, the teacher's labels, the
+measurements. Training again is what a freed entry costs (about 90 s on the default spec, on 2 cores).
+`distillc build --keep-weights` keeps everything (bench/decode.py measures every variant and PyTorch eager).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ def evict(artifact: Path, folders: list[str]) -> int:
     fsync_dir(artifact)
     for path in present:
         path.unlink()
-    for folder in folders:
-        with contextlib.suppress(OSError):  # emptied, it goes too; one still holding something stays
+    # Folders emptied go too, deepest first, up to the artifact; one still holding something stays.
+    emptied = {parent for path in present for parent in path.relative_to(artifact).parents if parent.parts}
+    for folder in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
             (artifact / folder).rmdir()
     return freed

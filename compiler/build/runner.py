@@ -154,11 +154,14 @@ def remade_stages(
         for name, record in done.items()
         if restore and record.evicted
     }
-    for stage in stages:
-        for name in stage.needs if stage.name in running else ():
-            if done.get(name) and done[name].evicted and name not in remade:
-                remade[name] = f"re-made: {stage.name} needs the files freed after the last build"
-    return remade
+    # Latest first, so that a stage made again gets its own inputs back too (verify -> export -> train);
+    # the reason names the first stage that needs the files.
+    needed: dict[str, str] = {}
+    for stage in reversed(stages):
+        for name in stage.needs if stage.name in running or stage.name in needed or stage.name in remade else ():
+            if done.get(name) and done[name].evicted:
+                needed[name] = f"re-made: {stage.name} needs the files freed after the last build"
+    return {**needed, **remade}
 
 
 def cached_record(stage: Stage, spec: SpecIR, build_dir: Path) -> StageRecord | None:
@@ -180,14 +183,14 @@ def plan_stages(
     done: dict[str, StageRecord] = {}
     rows = []
     for stage in stages:
-        waiting = [name for name in stage.needs if name not in done]
-        if waiting:
+        if stage.name in remade:
+            rows.append((stage.name, "to run", remade[stage.name]))
+            continue
+        if waiting := [name for name in stage.needs if name not in done]:
             rows.append((stage.name, "to run", f"after {', '.join(waiting)}"))
             continue
         _, _, components, cached, damaged = _lookup(stage, spec, build_dir, done, repair=False)
-        if stage.name in remade:
-            rows.append((stage.name, "to run", remade[stage.name]))
-        elif cached:
+        if cached:
             done[stage.name] = cached
             rows.append((stage.name, "cached", ""))
         else:
