@@ -30,6 +30,7 @@ class BuildResult:
     stages: list[StageRecord] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
     package_dir: Path | None = None
+    keep_weights: bool = False  # --keep-weights: nothing freed after the package is in place
 
     def stage(self, name: str) -> StageRecord:
         return next(s for s in self.stages if s.name == name)
@@ -71,7 +72,7 @@ def _build(
     spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, ...], emit: Sink, keep_weights: bool
 ) -> BuildResult:
     previous = previous_stages(build_dir)
-    result = BuildResult(spec, build_dir)
+    result = BuildResult(spec, build_dir, keep_weights=keep_weights)
     started = time.time()
     status = "failed"
     try:
@@ -205,6 +206,10 @@ def _report(result: BuildResult, status: str) -> dict[str, Any]:
             report[name] = summary
     report["headline"] = headline(report, result.spec)
     if result.package_dir:  # each file once, however many links it has (distillc.build.artifacts.link_tree)
-        report["folder"] = {"bytes": disk_bytes([result.build_dir]), "package_bytes": disk_bytes([result.package_dir])}
+        report["folder"] = {
+            "bytes": disk_bytes([result.build_dir]),
+            "package_bytes": disk_bytes([result.package_dir]),
+            "weights": "kept" if result.keep_weights else "freed",  # what the package does not need
+        }
     report["spec"] = plain(result.spec)  # what `distillc compare` tells two builds apart by
     return report

@@ -46,7 +46,8 @@ def test_only_the_shipped_variant_stays_and_an_unchanged_build_is_all_hits(built
     folder = result.report["folder"]
     written_after = disk_bytes([out / "report.json", out / "report.html", out / "manifest.json"])
     assert folder["bytes"] == pytest.approx(disk_bytes([out]), abs=written_after)
-    assert folder["package_bytes"] == disk_bytes([out / "package"])
+    assert folder["package_bytes"] == disk_bytes([out / "package"]) and folder["weights"] == "freed"
+    assert "the trained weights and the variants that did not ship freed" in (out / "report.html").read_text()
 
     sent = teacher.requests
     again = api.build(spec, out=out)
@@ -87,6 +88,8 @@ def test_keep_weights_keeps_them_all_and_brings_back_freed_ones(built) -> None: 
     assert list(files) == ["fp32", "int8"] and all("model.onnx" in names for names in files.values())
     trained = stage_artifact(out, "train") / "model" / "model.safetensors"
     assert trained.exists()
+    assert json.loads((out / "report.json").read_text())["folder"]["weights"] == "kept"
+    assert "the trained weights and every variant kept: --keep-weights)." in (out / "report.html").read_text()
     # The old flag's name still works.
     again = distillc("build", str(spec), "--out", str(out), "--keep-variants", "--log-format", "json")
     assert json.loads(again.stdout.splitlines()[-1])["data"]["ran"] == []  # kept: nothing to make again
