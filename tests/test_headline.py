@@ -51,6 +51,20 @@ def test_a_local_teacher_is_priced_by_its_compute_on_the_same_machine(tmp_path: 
     assert head["cheaper"] == 4.0 and head["faster"] is None  # no teacher latency: no ratio made up
 
 
+def test_a_tiny_cost_keeps_its_precision(tmp_path: Path, tiny_model: Path) -> None:
+    """Rounded to decimals, $6.6e-06 became $7e-06, and doubling the price read as +86%."""
+    report = _report({"latency_ms": None, "usd_per_answer": None})
+    report["verify"]["variants"][0]["batch"]["inputs_per_s"] = 4000 / 0.95  # 0.2375 s of machine per 1,000
+    costs = [
+        headline(report, _spec(tmp_path / str(price), tiny_model, {"deploy.usd_per_hour": price}))["student"][
+            "usd_per_1k"
+        ]
+        for price in (0.1, 0.2)
+    ]
+    assert costs == [pytest.approx(6.597e-06, rel=1e-4), pytest.approx(1.319e-05, rel=1e-4)]
+    assert costs[1] / costs[0] == pytest.approx(2.0, rel=1e-3)
+
+
 def test_without_a_machine_price_there_is_no_dollar_figure(tmp_path: Path, tiny_model: Path) -> None:
     head = headline(_report({"latency_ms": None, "usd_per_answer": None}), _spec(tmp_path, tiny_model, {}))
     assert head["student"]["usd_per_1k"] is None and head["cheaper"] is None

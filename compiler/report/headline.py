@@ -39,7 +39,7 @@ def headline(report: dict[str, Any], spec: SpecIR) -> dict[str, Any] | None:
     local = spec.teacher.provider == "local"
     teacher_seconds = 1000 * speed["seconds_per_answer"] if local and speed.get("seconds_per_answer") else None
     if speed.get("usd_per_answer") is not None:
-        teacher_usd = round(1000 * speed["usd_per_answer"], 4)
+        teacher_usd = _significant(1000 * speed["usd_per_answer"])
     else:
         teacher_usd = _machine_usd(teacher_seconds, per_hour) if teacher_seconds else None
     teacher = {
@@ -64,7 +64,13 @@ def headline(report: dict[str, Any], spec: SpecIR) -> dict[str, Any] | None:
 
 
 def _machine_usd(seconds: float, per_hour: float) -> float | None:
-    return round(seconds * per_hour / 3600, 6) if per_hour else None
+    return _significant(seconds * per_hour / 3600) if per_hour else None
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    """Rounded to significant digits, not decimals: a tiny model's cost (a few millionths of a dollar)
+    keeps its precision, and two builds' costs compare as measured."""
+    return float(f"{value:.{digits}g}")
 
 
 def _ratio(teacher: float | None, student: float | None) -> float | None:
