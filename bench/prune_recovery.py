@@ -7,9 +7,9 @@ SPLIT that build's split artifact (train.jsonl, holdout.jsonl). The student is c
 recovered as the prune stage does it (distillc.stages.prune): the block of layers that changes the hidden
 states least goes, and the cut model trains on the teacher-labeled rows plus --extra inputs from the spec's
 source beyond its limit, answered by the trained student, distilling the trained student's logits on the
-answer tokens. Both models
-are then scored on the held-out inputs (paired bootstrap for the difference) and exported to ONNX (fp32 and
-int8), and their request latency is measured one input at a time, the two models alternating.
+answer tokens. Both models are then scored on the held-out inputs (paired bootstrap for the difference) and
+exported to ONNX (fp32 and int8), and their request latency is measured one input at a time, the two models
+alternating.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from distillc.report.headline import headline
 from distillc.report.html import write_html
 from distillc.spec import SpecIR, load_spec
 from distillc.spec.ir import plain
+from distillc.stages.export import exported_students, variant_dir
+from distillc.stages.prune import candidates
 
 
 @dataclass
@@ -99,24 +101,23 @@ def _build(
 
 def _free_unneeded(result: BuildResult, emit: Sink) -> None:
     """Free the weights the package does not need (distillc.build.evict): trained, pruned, not shipped."""
-    export, prune = result.stage("export"), result.stage("prune")
-    unshipped = sorted(_subfolders(export.files, "variants") - {result.stage("gate").summary["variant"]})
-    cut = sorted(_subfolders(prune.files, "candidates"))
+    train, prune, export = (result.stage(name).artifact for name in ("train", "prune", "export"))
+    shipped = result.stage("gate").summary["variant"]
+    pruned = candidates(prune)
+    unshipped = [v["name"] for s in exported_students(export) for v in s["variants"] if v["name"] != shipped]
     freed = {
-        "the trained weights": evict(result.stage("train").artifact, ["model"]),
-        f"the pruned students ({', '.join(cut)})": evict(prune.artifact, [f"candidates/{n}" for n in cut]),
+        "the trained weights": evict(train, [train / "model"]),
+        f"the pruned students ({', '.join(c['name'] for c in pruned)})": evict(
+            prune, [c["model"].parent for c in pruned]
+        ),
         f"the variants not shipped ({', '.join(unshipped)})": evict(
-            export.artifact, [f"variants/{n}" for n in unshipped]
+            export, [variant_dir(export, name) for name in unshipped]
         ),
     }
     if total := sum(freed.values()):
         what = "; ".join(label for label, n in freed.items() if n)
         message = f"freed {total / 1e6:.0f} MB not needed by the package: {what}; --keep-weights keeps them"
         emit(Event("info", "package", message, {"freed_bytes": total}))
-
-
-def _subfolders(files: dict[str, str], folder: str) -> set[str]:
-    return {name.split("/")[1] for name in files if name.startswith(folder + "/")}
 
 
 def _write_html(build_dir: Path, emit: Sink) -> None:

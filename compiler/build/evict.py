@@ -1,14 +1,14 @@
-"""Free the weights a finished build no longer needs: the trained fp32 weights and the export variants
-that did not ship.
+"""Free the weights a finished build no longer needs: the trained fp32 weights, the pruned students and the
+export variants that did not ship.
 
 Every variant is measured and one ships: the package links its files, so it stands on its own. The trained
-weights and the other variants are of no further use to it, and each is hundreds of MB (the fp32 weights
+and pruned weights and the other variants are of no further use to it, and each is hundreds of MB (the fp32 weights
 alone are 1.7x the int8 package on the default spec). Once the package is in place they are freed. Each
 cache entry keeps its record (the digest that later stages were keyed by) and lists the freed files in its
 `_meta.json` under "evicted": an unchanged build is still all hits, and a later build that needs those
 files (verify, after a change to the latency budget) makes the entries again first, in order
 (distillc.build.runner.remade_stages). What was paid for stays: the inputs, the teacher's labels, the
-measurements. Training again is what a freed entry costs (about 90 s on the default spec, on 2 cores).
+measurements. Training again is what a freed entry costs (about 100 s on the default spec, on 2 cores).
 `distillc build --keep-weights` keeps everything (bench/decode.py measures every variant and PyTorch eager).
 """
 
@@ -23,13 +23,14 @@ from distillc.build.gc import freed_bytes
 from distillc.build.runner import META
 
 
-def evict(artifact: Path, folders: list[str]) -> int:
-    """Free every file under `folders` (relative to the cached `artifact`); returns the bytes given back.
+def evict(artifact: Path, folders: list[Path]) -> int:
+    """Free every file under `folders` (inside the cached `artifact`); returns the bytes given back.
 
     The record is rewritten first: a kill before the files go leaves them listed as freed but present,
     which is harmless (they are ignored, and overwritten if the entry is made again)."""
     meta = read_json(artifact / META)
-    chosen = {name for name in meta["files"] if any(name.startswith(folder.rstrip("/") + "/") for folder in folders)}
+    prefixes = tuple(f"{folder.relative_to(artifact).as_posix()}/" for folder in folders)
+    chosen = {name for name in meta["files"] if name.startswith(prefixes)}
     present = [artifact / name for name in sorted(chosen) if (artifact / name).exists()]
     if not present:
         return 0
