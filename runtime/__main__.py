@@ -1,4 +1,4 @@
-"""`python -m distillc_runtime serve PACKAGE_DIR` or `python -m distillc_runtime predict PACKAGE_DIR TEXT`."""
+"""`python -m distillc_runtime serve PACKAGE_DIR`, `predict PACKAGE_DIR TEXT`, or `check PACKAGE_DIR [--answers]`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-batch-size", type=int, help="override the package's deploy.max_batch_size")
     check = commands.add_parser("check", help="check every file against the package's manifest")
     check.add_argument("package_dir", type=Path)
+    check.add_argument(
+        "--answers", action="store_true", help="also run the self-test: the build's answers, given again on this CPU"
+    )
     predict = commands.add_parser("predict", help="answer one input and print the output")
     predict.add_argument("package_dir", type=Path)
     predict.add_argument("text")
@@ -37,14 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.command == "check":
         print(f"{args.package_dir}: every file matches the manifest")
-        return 0
+        return check_answers(args.package_dir) if args.answers else 0
     if args.command == "predict":
-        from distillc_runtime.generate import Generator
-        from distillc_runtime.providers import providers_for
-
-        target = json.loads((args.package_dir / "package.json").read_text(encoding="utf-8")).get("target", "cpu")
-        model = args.package_dir / "model"
-        print(Generator(model, providers=providers_for(target, model)).predict(args.text))
+        print(package_generator(args.package_dir).predict(args.text))
         return 0
     import uvicorn
 
@@ -64,6 +62,32 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM: stop accepting, let requests in flight finish (each is bounded by its own timeout), exit 0.
         timeout_graceful_shutdown=float(deploy.get("request_timeout_s", 30.0)) + 5,
     )
+    return 0
+
+
+def package_generator(package_dir: Path) -> object:
+    from distillc_runtime.generate import Generator
+    from distillc_runtime.providers import providers_for
+
+    target = json.loads((package_dir / "package.json").read_text(encoding="utf-8")).get("target", "cpu")
+    model = package_dir / "model"
+    return Generator(model, providers=providers_for(target, model))
+
+
+def check_answers(package_dir: Path) -> int:
+    """The server's start-up self-test, by hand: 0 when the model answers here as the build measured."""
+    from distillc_runtime import selftest
+
+    recorded = selftest.load(package_dir)
+    if recorded is None:
+        print(f"error: {package_dir} has no {selftest.SELFTEST}: it was built without a self-test", file=sys.stderr)
+        return 2
+    proof = selftest.run(package_generator(package_dir), recorded)
+    print(json.dumps(proof.summary(), indent=2))
+    if not proof.passed:
+        print(f"error: self-test failed: {proof.reason()}", file=sys.stderr)
+        return 1
+    print(f"{package_dir}: self-test passed: {proof.reason()}")
     return 0
 
 

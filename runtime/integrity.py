@@ -3,7 +3,7 @@
 A model file changed by one byte, a runtime file edited in place, or a file added beside the model all
 stop the server at start, naming the file. `python -m distillc_runtime check PACKAGE_DIR` runs the same
 check by hand. Files a container does not need (Dockerfile, README.md) may be absent; the model, the
-runtime and package.json may not.
+runtime, package.json and the self-test's answers (selftest.json) may not.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 MANIFEST = "manifest.json"
-REQUIRED = ("model/", "distillc_runtime/", "package.json")
+REQUIRED = ("model/", "distillc_runtime/", "package.json", "selftest.json")
 WATCHED = ("model", "distillc_runtime")  # folders where a file the manifest does not list is a problem
 
 

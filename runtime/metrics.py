@@ -1,7 +1,7 @@
 """Prometheus metrics of the package's server, in a registry of its own (one per app).
 
 requests by route and status (413s and 429s included), request latency, queue depth, batch sizes and
-tokens in and out.
+tokens in and out, and the self-test's agreement on this CPU.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ class Metrics:
             registry=self.registry,
         )
         self.tokens = Counter("distillc_tokens", "Prompt and answer tokens", ["direction"], registry=self.registry)
+        self.selftest = Gauge(
+            "distillc_selftest_agreement",
+            "Self-test answers on this CPU that agree with the fp32 student (-1: the package has no self-test)",
+            registry=self.registry,
+        )
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)

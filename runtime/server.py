@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from distillc_runtime import openai_api
+from distillc_runtime import openai_api, selftest
 from distillc_runtime.batching import Batcher, DeadlineExceeded, Overloaded
 from distillc_runtime.generate import Generator
 from distillc_runtime.metrics import Metrics, RequestMetrics
@@ -154,8 +154,19 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
     # Warm up before serving: first-run allocations (and, on GPUs, kernel or TensorRT engine builds)
     # then happen before the health check passes, not in a user's request.
     generator.predict("warm-up", max_new_tokens=1)
+    # Prove the model on this CPU before serving it (selftest.py): a package whose answers differ from
+    # the build's stays unready, and answers no request, rather than answer wrongly.
+    proof = selftest.run(generator, recorded) if (recorded := selftest.load(package)) else None
+    if proof is None:
+        logger.warning("package has no %s: its answers on this CPU are not checked", selftest.SELFTEST)
+    elif proof.passed:
+        logger.info("self-test passed: %s", proof.reason())
+    else:
+        logger.error("self-test failed, refusing readiness: %s", proof.reason())
+    refused = proof is not None and not proof.passed
     max_batch_size = max_batch_size or int(deploy.get("max_batch_size", 1))
     metrics = Metrics(max_batch_size)
+    metrics.selftest.set(proof.agreement if proof else -1)
 
     def answer_batch(prompts: list[list[int]]) -> list[str]:
         answers = generator.answer_prompts(prompts)
@@ -179,12 +190,16 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
-        """Liveness: the process answers."""
-        return {"status": "ok", "model": info["name"], "target": target, "providers": running}
+        """Liveness: the process answers (a failed self-test is not cured by a restart on the same CPU)."""
+        checked = proof.summary() if proof else None
+        return {"status": "ok", "model": info["name"], "target": target, "providers": running, "selftest": checked}
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        """Readiness: warmed up (the app exists only after warm-up) and the model's worker is alive."""
+        """Readiness: warmed up (the app exists only after warm-up), the self-test passed on this CPU, and
+        the model's worker is alive."""
+        if refused:
+            return JSONResponse(status_code=503, content={"status": "self-test failed", "reason": proof.reason()})
         if not batcher.alive:
             return JSONResponse(status_code=503, content={"status": "the model worker has stopped"})
         return JSONResponse(content={"status": "ready", "queue_depth": batcher.depth})
@@ -195,6 +210,8 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
 
     async def answer(text: str) -> str:
         """The model's answer through the queue, or the HTTP error that says why there is none."""
+        if refused:
+            raise HTTPException(status_code=503, detail=f"this package's self-test failed: {proof.reason()}")
         prompt = generator.prompt_ids(text)  # tokenized once, here: the worker thread only runs the model
         if problem := generator.length_problem(prompt):
             raise HTTPException(status_code=422, detail=problem)

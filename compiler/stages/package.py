@@ -14,8 +14,10 @@ from distillc.package.render import render
 from distillc.package.runtime_lock import TENSORRT_LIBS, check_versions, lock_path
 from distillc.stages.export import variant_dir
 from distillc.stages.gate import DECISION
+from distillc.stages.verify import VERIFIED, predictions
 from distillc.student.tensorrt import tensorrt_config
 from distillc_runtime.providers import TENSORRT_CONFIG
+from distillc_runtime.selftest import SELFTEST
 
 # What the web server adds to the peak the verify stage measures for the model's process (Python,
 # onnxruntime, tokenizer, model): the default package's server peaked at 456 MiB after 20 requests,
@@ -84,7 +86,33 @@ RENDERED = (
 )
 
 
-def run(ctx: StageContext, export: Path, gate: Path) -> dict[str, Any]:
+# The self-test's inputs: enough to see a kernel that computes wrongly (the saturating int8 product flipped
+# half the default package's answers), few enough to answer in seconds at every start.
+SELFTEST_INPUTS = 32
+
+
+def selftest(verify: Path, chosen: dict[str, Any]) -> dict[str, Any]:
+    """What the package's server checks at start-up (distillc_runtime.selftest): the first held-out inputs
+    with the shipped variant's answers and the fp32 student's, as verify measured them on this machine.
+    It may fall one input, or 5%, below the build's agreement: on the same inputs only a near-tie decided
+    by the last bits of a sum can come out otherwise on a CPU that computes correctly."""
+    shipped = predictions(verify, chosen["name"])[:SELFTEST_INPUTS]
+    reference = predictions(verify, "fp32")[:SELFTEST_INPUTS]
+    cases = [
+        {"id": s["id"], "input": s["input"], "answer": s["output"], "reference": r["output"], "expected": s["expected"]}
+        for s, r in zip(shipped, reference, strict=True)
+    ]
+    n = max(len(cases), 1)
+    return {
+        "variant": chosen["name"],
+        "agreement": round(sum(c["answer"] == c["reference"] for c in cases) / n, 6),
+        "tolerance": round(max(0.05, 1 / n), 6),
+        "built_on": read_json(verify / VERIFIED).get("cpu", {}),
+        "cases": cases,
+    }
+
+
+def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, Any]:
     spec = ctx.spec
     decision = read_json(gate / DECISION)
     chosen = decision["variant"]
@@ -129,6 +157,8 @@ def run(ctx: StageContext, export: Path, gate: Path) -> dict[str, Any]:
         ctx.log(f"warning: the package's lock differs from what this build verified the model with: {line}")
     info["runtime"] = {"lock": f"runtime/locks/{spec.export.target}.txt", "differs_from_build": unverified}
     write_json(out / "package.json", info)
+    proof = selftest(verify, chosen)
+    write_json(out / SELFTEST, proof)  # before the README, which states its figures, and the manifest
     (out / "requirements.txt").write_text(lock, encoding="utf-8")
     example = spec.task.examples[0]
     values = dict(
@@ -162,6 +192,10 @@ def run(ctx: StageContext, export: Path, gate: Path) -> dict[str, Any]:
             max_queue=spec.deploy.max_queue,
             request_timeout_s=spec.deploy.request_timeout_s,
             example_output=example.output,
+            built_on=proof["built_on"] or {"level": "an unrecorded CPU", "machine": "", "flags": []},
+            selftest_n=len(proof["cases"]),
+            selftest_agreement=proof["agreement"],
+            selftest_tolerance=proof["tolerance"],
         ),
         encoding="utf-8",
     )
@@ -177,7 +211,7 @@ def run(ctx: StageContext, export: Path, gate: Path) -> dict[str, Any]:
 
 STAGE = Stage(
     name="package",
-    version=3,  # 3: the shipped variant comes from the gate's decision
+    version=4,  # 4: selftest.json, the start-up self-test
     # spec_path: the package's README names the spec file it was built from.
     reads=(
         "name",
@@ -188,7 +222,7 @@ STAGE = Stage(
         "student.max_seq_len",
         "export",
     ),
-    needs=("export", "gate"),
+    needs=("export", "verify", "gate"),
     produces=("package/manifest.json", "package/Dockerfile", "package/model/generation.json"),
     run=run,
     sources=("distillc_runtime", "distillc.templates"),

@@ -22,9 +22,15 @@ from distillc.quality.latency import percentiles
 from distillc.quality.metrics import gated
 from distillc.stages.export import exported_students, variant_dir
 from distillc.student.tensorrt import tensorrt_config
+from distillc_runtime import cpu
 from distillc_runtime.providers import provider_name, providers_for, runs_on_target
 
 VERIFIED = "verified.json"
+
+
+def predictions(verify_artifact: Path, variant: str) -> list[dict[str, Any]]:
+    """One variant's answers to the held-out inputs as verify measured them: id, input, expected, output."""
+    return read_jsonl(verify_artifact / f"{variant}.predictions.jsonl")
 
 
 def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
@@ -86,6 +92,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         "target": spec.export.target,
         "measured_with": provider_name(providers[0]),
         "measured_on_target": runs_on_target(spec.export.target),
+        "cpu": cpu.describe(),  # the kernels a CPU runs differ by instruction set: where these answers came from
     }
     write_json(ctx.workdir / VERIFIED, verified)  # what the gate decides on
     return verified

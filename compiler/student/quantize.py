@@ -8,9 +8,15 @@
     block's shared scale costs nothing measurable (greedy answers agree with fp32's as often) and reads
     fewer bytes. Default student, 2 cores, median of 8 rounds in one run, x llama.cpp q8_0: blocks of 32
     1.14x, 64 1.20x, 128 (rows of 576 padded to 640) 1.24x, 128 and 64 as they divide 1.29x.
-  - prefill.onnx, for prompts: per-channel weights with dynamically quantized int8 activations
+  - prefill.onnx, for prompts: per-channel 7-bit weights with dynamically quantized uint8 activations
     (MatMulInteger), the fastest prefill measured (a label answer 14.7 ms p50 vs 39 ms for the
-    MatMulNBits graph and 41 ms for fp32).
+    MatMulNBits graph and 41 ms for fp32). 7 bits, not 8 (`reduce_range`): without VNNI, onnxruntime
+    multiplies uint8 by int8 with an instruction that sums two products into a saturating 16-bit
+    integer (vpmaddubsw, on AVX2 and on AVX-512 without VNNI); 255 x 127 x 2 overflows it, 255 x 64 x 2
+    does not. Full-range weights answered half the default student's held-out inputs wrongly on an
+    AVX2 CPU. Measured (bench/isa_kernels.py; default student, label p50 on AVX-512 VNNI, 2 cores):
+    full-range int8 22.8 ms, exact with VNNI only; 7-bit 23.2 ms, exact everywhere, 40/40 answers as
+    fp32; uint8 weights (u8u8) 30.0 ms, exact everywhere.
 - int4: blockwise int4 weights (MatMulNBits, blocks of 32) computed in int8 (accuracy_level 4); the
   fewest bytes per token, so the fastest decoding, at some cost in quality.
 
@@ -50,6 +56,7 @@ def quantize(source: Path, target: Path, variant: str) -> None:
             str(source / "model.onnx"),
             str(target / "prefill.onnx"),
             weight_type=QuantType.QInt8,
+            reduce_range=True,  # 7-bit weights: exact on CPUs without VNNI (see above)
             per_channel=True,
             op_types_to_quantize=["MatMul"],
             nodes_to_quantize=weight_matmuls(source / "model.onnx"),
@@ -87,12 +94,13 @@ def read_shared(model: object, other: Path) -> int:
     return shared
 
 
-def quantize_weights(model: object, bits: int, block: int, exclude: list[str]) -> object:
-    """MatMulNBits for the weight MatMuls but those named in `exclude`, symmetric, computed in int8."""
+def quantize_weights(model: object, bits: int, block: int, exclude: list[str], accuracy_level: int = 4) -> object:
+    """MatMulNBits for the weight MatMuls but those named in `exclude`, symmetric, computed in int8
+    (accuracy_level 4) or in float (0)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(
-        model, bits=bits, block_size=block, is_symmetric=True, accuracy_level=4, nodes_to_exclude=exclude
+        model, bits=bits, block_size=block, is_symmetric=True, accuracy_level=accuracy_level, nodes_to_exclude=exclude
     )
     quantizer.process()
     return quantizer.model.model
