@@ -14,7 +14,8 @@ Columns: decode tokens/s (`--tokens` forced greedy tokens after a `--prompt-toke
 the steps after the first, median of `--repeats` rounds in which the engines take turns); label p50/p95
 ms (one input at a time, in process); agreement with the PyTorch fp32 student's answers. `--http` adds
 the package's server answering the same inputs one at a time over HTTP. Timings on shared machines are
-noisy: compare within one run.
+noisy: compare within one run. Kernels differ by instruction set, so the table says which CPU it was
+measured on (its level and the flags onnxruntime dispatches on), and so does the JSON.
 
 A build frees the trained weights and the variants it did not ship once the package is in place: measure
 a build made with `distillc build SPEC --keep-weights`.
@@ -40,6 +41,7 @@ from distillc.build.artifacts import read_json, read_jsonl
 from distillc.quality.latency import percentiles
 from distillc.student.prompt import label_sequences, load_prompt, prompt_ids, prompt_text
 from distillc.teacher.contract import normalize_label
+from distillc_runtime import cpu
 from distillc_runtime.constrain import LabelTrie
 
 
@@ -117,6 +119,8 @@ def main() -> int:
         print_row(results[-1])
 
     print()
+    machine = cpu.describe()
+    print(f"CPU: {cpu.text(machine)}, {args.threads} threads")
     print(table(results))
     for line in skipped:
         print(f"skipped: {line}")
@@ -124,7 +128,8 @@ def main() -> int:
     ratios = round_ratios(rates)
     for pair, values in ratios.items():
         print(f"{pair}, per round: " + ", ".join(f"{v:.2f}x" for v in values))
-    summary = {"threads": args.threads, "inputs": len(texts), "engines": results, "round_ratios": ratios}
+    summary = {"cpu": machine, "threads": args.threads, "inputs": len(texts), "engines": results}
+    summary["round_ratios"] = ratios
     out.write_text(json.dumps(summary, indent=2))
     return 0
 

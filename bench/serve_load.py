@@ -26,6 +26,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from distillc_runtime import cpu
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -209,6 +211,9 @@ def main() -> int:
             server.close()
 
     print()
+    machine = cpu.describe()
+    result["cpu"] = machine
+    print(f"CPU: {cpu.text(machine)}")
     print("| mode | concurrency | requests/s | p50 ms | p95 ms |")
     print("|---|---|---|---|---|")
     for r in rows:

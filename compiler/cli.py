@@ -257,6 +257,10 @@ def verify_table(verify: dict, shipped: str | None) -> str:
             f"[{low:.3f}, {high:.3f}]  {v['drop']:>6.3f}  {v['agreement']:>6.1%}  {v['p50_ms']:>6.1f}  "
             f"{v['p95_ms']:>6.1f}  {v['batch']['inputs_per_s']:>10.1f}{mark}"
         )
+    if built_on := verify.get("cpu"):  # kernels differ by instruction set: say where these figures come from
+        from distillc_runtime import cpu
+
+        lines.append(f"measured on {cpu.text(built_on)}")
     return "\n".join(lines)
 
 

@@ -70,3 +70,10 @@ def describe() -> dict[str, object]:
     """What a report says of this machine's CPU."""
     flags = cpu_flags()
     return {"machine": platform.machine(), "level": isa_level(flags), "flags": flags}
+
+
+def text(described: dict[str, object] | None = None) -> str:
+    """One line for a report: `avx2 (no vnni) (x86_64: sse4_2 avx fma avx2)`, of this CPU or of a recorded one."""
+    described = described if described is not None else describe()
+    flags = " ".join(described.get("flags") or []) or "flags unknown"  # type: ignore[arg-type]
+    return f"{described.get('level', 'unknown')} ({described.get('machine') or '?'}: {flags})"

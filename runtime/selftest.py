@@ -42,10 +42,9 @@ class SelfTest:
         return self.agreement >= self.expected - self.tolerance - 1e-9
 
     def reason(self) -> str:
-        here = f"{self.cpu.get('level')} ({' '.join(self.cpu.get('flags') or []) or 'flags unknown'})"
         return (
             f"the {self.variant} model agrees with the fp32 student on {self.agreement:.1%} of {self.n} self-test "
-            f"inputs on this CPU, {here}; the build measured {self.expected:.1%} on "
+            f"inputs on this CPU, {cpu.text(self.cpu)}; the build measured {self.expected:.1%} on "
             f"{self.built_on.get('level', 'its CPU')} (tolerance {self.tolerance:.1%})"
         )
 

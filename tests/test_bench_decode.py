@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from distillc import api
+from distillc_runtime import cpu
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 
@@ -27,6 +28,8 @@ def test_bench_decode_measures_torch_every_variant_and_the_server(tmp_path: Path
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| engine | decode tok/s | label p50 ms |" in done.stdout
     results = json.loads((build / "bench-decode.json").read_text())
+    assert results["cpu"] == cpu.describe()  # kernels differ by CPU: the table says where it was measured
+    assert f"CPU: {results['cpu']['level']} (" in done.stdout
     engines = {e["engine"]: e for e in results["engines"]}
     assert list(engines) == ["pytorch eager fp32", "package fp32", "package int8", "package over HTTP"]
     assert engines["package fp32"]["agreement"] == 1.0  # the export answers as the PyTorch student does

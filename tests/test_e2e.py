@@ -23,7 +23,11 @@ FORBIDDEN = {"torch", "transformers", "peft", "accelerate", "distillc"}
 def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
     inputs = review_texts()
     with FakeTeacher(sentiment) as teacher:
-        spec = write_spec(tmp_path / "project", base_url=teacher.base_url, student=str(tiny_model), inputs=inputs)
+        # fp32 alone: its weights are large enough to be linked, not copied (the tiny model's int4 is not).
+        changes = {"export.quantization": ["fp32"]}
+        spec = write_spec(
+            tmp_path / "project", base_url=teacher.base_url, student=str(tiny_model), inputs=inputs, changes=changes
+        )
         out = tmp_path / "out"
 
         first = distillc("build", str(spec), "--out", str(out))
@@ -154,7 +158,13 @@ def _serve_and_query(package: Path, predictions: list[dict]) -> None:
     try:
         wait_healthy(f"{base}/healthz", server)
         health = {"status": "ok", "model": "review-sentiment", "target": "cpu", "providers": ["CPUExecutionProvider"]}
-        assert http("GET", f"{base}/healthz") == (200, health)
+        status, body = http("GET", f"{base}/healthz")
+        selftest = body.pop("selftest")
+        assert (status, body) == (200, health)
+        # The self-test answered the recorded held-out inputs on this CPU as the build did, before serving.
+        recorded = read_json(package / "selftest.json")
+        assert selftest["passed"] and selftest["same_as_build"] == 1.0
+        assert selftest["n"] == len(recorded["cases"]) == min(32, len(predictions))
         for row in predictions:
             # What ships answers exactly as the evaluated student did.
             assert http("POST", f"{base}/v1/predict", {"input": row["input"]}) == (200, {"output": row["output"]})

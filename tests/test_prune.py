@@ -14,6 +14,7 @@ from distillc.build.artifacts import read_jsonl
 from distillc.cli import verify_table
 from distillc.errors import DistillcError
 from distillc.student.trainable import block_distances, layers_to_keep
+from distillc_runtime import cpu
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 
@@ -105,12 +106,13 @@ def test_candidates_are_distilled_evaluated_exported_verified_and_the_smallest_p
     fastest = min((by_name["l1-fp32"], by_name["l1-int8"]), key=lambda v: (v["p95_ms"], v["p50_ms"]))
     assert package["student"]["layers"] == 1 and package["student"]["variant"] == fastest["name"]
     table = verify_table(verify, fastest["name"]).splitlines()
-    assert [line.split()[:2] for line in table[1:]] == [
+    assert [line.split()[:2] for line in table[1:-1]] == [
         ["fp32", "2"],
         ["int8", "2"],
         ["l1-fp32", "1"],
         ["l1-int8", "1"],
     ]
+    assert table[-1] == f"measured on {cpu.text(verify['cpu'])}" and verify["cpu"] == cpu.describe()
     assert next(line for line in table if line.startswith(fastest["name"])).endswith("<- ships")
     # Once shipped, the candidates' weights are freed like the trained ones; their record stays.
     assert not (prune.artifact / "candidates").exists() and (prune.artifact / "recovery.jsonl").exists()

@@ -3,7 +3,6 @@ gives back every row it stored."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from distillc.student.fused_export import build_fused_onnx
-from distillc.student.prompt import eos_ids, prompt_template, save_prompt
 from distillc.student.quantize import quantize, quantize_embeddings
 from distillc_runtime.generate import Generator
+from tests.variants import export_fp32
 
 
 def embedding_graph(tied: bool) -> tuple[onnx.ModelProto, np.ndarray]:
@@ -51,18 +49,9 @@ def test_embedding_rows_come_back_within_half_a_quantization_step() -> None:
 
 
 def test_int8_writes_a_decoding_graph_and_a_prefill_graph_that_answer_alike(tiny_model: Path, tmp_path: Path) -> None:
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    fp32 = tmp_path / "fp32"
-    fp32.mkdir()
-    build_fused_onnx(tiny_model, fp32 / "model.onnx", tmp_path / "builder.log")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    eos = eos_ids(tokenizer, AutoConfig.from_pretrained(tiny_model))
-    save_prompt(fp32, *prompt_template(tokenizer, "Say something."), eos)
-    shutil.copy2(tiny_model / "tokenizer.json", fp32 / "tokenizer.json")
-    prompt = json.loads((fp32 / "prompt.json").read_text())
-    (fp32 / "generation.json").write_text(json.dumps({**prompt, "max_new_tokens": 8}))
-
+    fp32 = export_fp32(tiny_model, tmp_path / "fp32")
     quantize(fp32, tmp_path / "int8", "int8")
     names = ("model.onnx", "prefill.onnx")
     graphs = {name: onnx.load(str(tmp_path / "int8" / name), load_external_data=False) for name in names}

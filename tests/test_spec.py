@@ -38,6 +38,15 @@ def test_valid_spec_resolves_defaults_and_absolute_paths(tmp_path: Path) -> None
     assert spec.inputs.format == "txt"
 
 
+def test_every_quantized_variant_is_tried_by_default_as_the_readme_says(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, VALID))  # no export: section
+    assert spec.export.quantization == ("fp32", "int8", "int4")
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `export.quantization` |"))
+    assert '`["fp32", "int8", "int4"]`' in row
+    assert "by default every variant is tried (`[fp32, int8, int4]`)" in readme
+
+
 def test_cache_view_leaves_out_fields_that_cannot_change_outputs(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, VALID))
     assert "max_concurrency" not in cache_view(spec.teacher)
