@@ -7,6 +7,10 @@ agreement with fp32 falls more than `tolerance` below the build's figure, the pa
 differently on this CPU (an int8 kernel that saturates where the build's was exact, say), and the
 server refuses readiness, saying which CPU, which variant and what agreement.
 `python -m distillc_runtime check PACKAGE_DIR --answers` runs the same test by hand.
+
+The answers are binding where the package runs on the execution provider the build measured with (the
+CPU, for CPU packages). A GPU package verified on a machine without a GPU runs other kernels where it is
+deployed, whose float sums may round otherwise: there the self-test is reported, not enforced.
 """
 
 from __future__ import annotations
@@ -35,11 +39,18 @@ class SelfTest:
     seconds: float
     cpu: dict[str, Any]
     built_on: dict[str, Any]
+    provider: str  # the execution provider that answered here
+    binding: bool  # the same provider the build measured with: a failure refuses readiness
     differing: list[dict[str, str]] = field(default_factory=list)  # the first few inputs answered otherwise
 
     @property
     def passed(self) -> bool:
         return self.agreement >= self.expected - self.tolerance - 1e-9
+
+    @property
+    def refuses(self) -> bool:
+        """Whether the server must refuse readiness."""
+        return self.binding and not self.passed
 
     def reason(self) -> str:
         return (
@@ -49,7 +60,7 @@ class SelfTest:
         )
 
     def summary(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed, "reason": self.reason()}
+        return {**asdict(self), "passed": self.passed, "refuses": self.refuses, "reason": self.reason()}
 
 
 def load(package_dir: str | Path) -> dict[str, Any] | None:
@@ -72,6 +83,7 @@ def run(generator: Any, recorded: dict[str, Any]) -> SelfTest:
         if answer != case["answer"]
     ]
     n = max(len(cases), 1)
+    provider = generator.session.get_providers()[0]
     return SelfTest(
         variant=recorded["variant"],
         n=len(cases),
@@ -82,5 +94,7 @@ def run(generator: Any, recorded: dict[str, Any]) -> SelfTest:
         seconds=round(seconds, 3),
         cpu=cpu.describe(),
         built_on=recorded.get("built_on", {}),
+        provider=provider,
+        binding=provider == recorded.get("measured_with", provider),
         differing=differing[:5],
     )

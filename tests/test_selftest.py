@@ -49,15 +49,17 @@ def refresh_manifest(package: Path) -> None:
     (package / "manifest.json").write_text(json.dumps(manifest))
 
 
-def negate_final_norm(model_dir: Path) -> int:
+def negate_final_norm(model_dir: Path) -> set[str]:
     """Break a variant where it stands: negate the final norm's scale in every graph of `model_dir`, so every
-    logit changes sign and a two-label answer turns into the other label. Returns the tensors changed."""
+    logit changes sign and a two-label answer turns into the other label. Returns the graphs changed."""
     patched: set[tuple[str, int]] = set()
+    changed: set[str] = set()
     for graph_file in sorted(model_dir.glob("*.onnx")):
         model = onnx.load(str(graph_file), load_external_data=False)
         for tensor in model.graph.initializer:
             if not tensor.name.endswith("final_norm_layernorm.weight"):
                 continue
+            changed.add(graph_file.name)
             if tensor.data_location != onnx.TensorProto.EXTERNAL:  # small tensors are stored in the graph
                 tensor.raw_data = (-np.frombuffer(tensor.raw_data, dtype=np.float32)).tobytes()
                 onnx.save(model, str(graph_file))  # its external tensors stay where they are
@@ -73,7 +75,7 @@ def negate_final_norm(model_dir: Path) -> int:
             raw[offset : offset + values.nbytes] = (-values).tobytes()
             data.write_bytes(bytes(raw))
             patched.add((info.location, offset))
-    return len(patched)
+    return changed
 
 
 def test_the_package_records_its_answers_and_the_cpu_it_verified_on(tiny_package: Path) -> None:
@@ -114,7 +116,7 @@ def broken_package(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory)
     # Every answer flips, so agreement falls to 1 - the build's: a drop past the tolerance only if the build's
     # agreement is well above one half (it is 1.0 for a variant that answers as fp32 does).
     assert 1 - recorded["agreement"] < recorded["agreement"] - recorded["tolerance"]
-    assert negate_final_norm(package / "model") == 1
+    assert negate_final_norm(package / "model") == {p.name for p in (package / "model").glob("*.onnx")}
     refresh_manifest(package)  # the files are as a (broken) build shipped them: only the answers can tell
     return package
 
@@ -165,3 +167,24 @@ def test_the_server_is_ready_when_the_self_test_passes(tiny_package: Path) -> No
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_on_another_execution_provider_than_the_builds_the_self_test_is_reported_not_enforced(
+    broken_package: Path, tmp_path: Path
+) -> None:
+    """A GPU package verified where there was no GPU: its answers there come from other kernels."""
+    package = shutil.copytree(broken_package, tmp_path / "package")
+    recorded = read_json(package / "selftest.json")
+    assert recorded["measured_with"] == "CPUExecutionProvider"
+    (package / "selftest.json").write_text(json.dumps({**recorded, "measured_with": "CUDAExecutionProvider"}))
+    refresh_manifest(package)
+    process, port = start(package)
+    try:
+        assert http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200
+        selftest = http("GET", f"http://127.0.0.1:{port}/healthz")[1]["selftest"]
+        assert not selftest["passed"] and not selftest["binding"] and not selftest["refuses"]
+        assert selftest["provider"] == "CPUExecutionProvider"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert check(package, "--answers").returncode == 1  # by hand, the answers are compared all the same

@@ -96,6 +96,7 @@ def selftest(verify: Path, chosen: dict[str, Any]) -> dict[str, Any]:
     with the shipped variant's answers and the fp32 student's, as verify measured them on this machine.
     It may fall one input, or 5%, below the build's agreement: on the same inputs only a near-tie decided
     by the last bits of a sum can come out otherwise on a CPU that computes correctly."""
+    verified = read_json(verify / VERIFIED)
     shipped = predictions(verify, chosen["name"])[:SELFTEST_INPUTS]
     reference = predictions(verify, "fp32")[:SELFTEST_INPUTS]
     cases = [
@@ -107,7 +108,8 @@ def selftest(verify: Path, chosen: dict[str, Any]) -> dict[str, Any]:
         "variant": chosen["name"],
         "agreement": round(sum(c["answer"] == c["reference"] for c in cases) / n, 6),
         "tolerance": round(max(0.05, 1 / n), 6),
-        "built_on": read_json(verify / VERIFIED).get("cpu", {}),
+        "built_on": verified.get("cpu", {}),
+        "measured_with": verified["measured_with"],
         "cases": cases,
     }
 
