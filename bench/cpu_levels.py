@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillc_runtime.cpu import cpu_flags
+from distillc_runtime.cpu import process_flags as cpu_flags
 
 
 def answer(model: str, texts: list[str]) -> dict:

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from distillc_runtime.cpu import cpu_flags
+from distillc_runtime.cpu import process_flags as cpu_flags
 
 ROWS, K, N = 4, 576, 576  # one token block of the default student's attention projection
 

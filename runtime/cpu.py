@@ -35,7 +35,7 @@ DISPATCHED = (
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """The dispatched flags this CPU reports, in DISPATCHED's order; empty where the kernel does not say
+    """The dispatched flags the kernel lists for this CPU, in DISPATCHED's order; empty where it does not say
     (not Linux). Under QEMU's user-mode emulator this is the host's list, not the emulated CPU's."""
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
@@ -45,6 +45,42 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     for line in text.splitlines():
         if line.startswith(("flags", "Features")):
             found.update(line.split(":", 1)[-1].split())
+    return [flag for flag in DISPATCHED if flag in found]
+
+
+# numpy detects at run time (cpuid, and whether the OS enables the registers) what this process can execute,
+# as onnxruntime does before it picks a kernel. Under an emulator that is the emulated CPU, where
+# /proc/cpuinfo still lists the host's flags.
+NUMPY_NAMES = {
+    "SSE41": "sse4_1",
+    "SSE42": "sse4_2",
+    "AVX": "avx",
+    "FMA3": "fma",
+    "AVX2": "avx2",
+    "AVX512F": "avx512f",
+    "AVX512BW": "avx512bw",
+    "AVX512VL": "avx512vl",
+    "AVX512VNNI": "avx512_vnni",
+    "AVX512BF16": "avx512_bf16",
+    "AVX512FP16": "avx512_fp16",
+    "ASIMD": "asimd",
+    "ASIMDDP": "asimddp",
+    "SVE": "sve",
+}
+# Flags numpy does not detect, taken from /proc/cpuinfo when the process runs the level they extend.
+EXTENDS = {"avx_vnni": "avx2", "amx_bf16": "avx512f", "amx_int8": "avx512f", "i8mm": "asimd", "bf16": "asimd"}
+
+
+def process_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The dispatched flags this process can use: numpy's run-time detection where it has them, the kernel's
+    list for the rest (and the kernel's alone where numpy does not say)."""
+    listed = cpu_flags(cpuinfo)
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as detected  # type: ignore[attr-defined]
+    except ImportError:
+        return listed
+    found = {name for key, name in NUMPY_NAMES.items() if detected.get(key)}
+    found |= {flag for flag, base in EXTENDS.items() if flag in listed and base in found}
     return [flag for flag in DISPATCHED if flag in found]
 
 
@@ -67,8 +103,8 @@ def isa_level(flags: list[str]) -> str:
 
 
 def describe() -> dict[str, object]:
-    """What a report says of this machine's CPU."""
-    flags = cpu_flags()
+    """What a report says of this machine's CPU, as this process sees it."""
+    flags = process_flags()
     return {"machine": platform.machine(), "level": isa_level(flags), "flags": flags}
 
 

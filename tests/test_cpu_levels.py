@@ -45,6 +45,13 @@ def native(variants: list[Path]) -> dict[str, list[list[int]]]:
     return answers(variants, TEXTS)
 
 
+@pytest.mark.parametrize(("level", "seen"), [("Haswell", "avx2 (no vnni)"), ("Nehalem", "sse4.2 or below")])
+def test_the_runtime_reports_the_emulated_cpu_not_the_hosts(level: str, seen: str) -> None:
+    code = "from distillc_runtime import cpu; print(cpu.describe()['level'])"
+    done = subprocess.run(["qemu-x86_64", "-cpu", level, sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == seen, done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_every_variant_answers_as_fp32_on_each_level(
     level: str, variants: list[Path], native: dict[str, list[list[int]]]
@@ -159,5 +166,6 @@ def test_the_self_test_catches_a_variant_that_saturates_below_the_build_machines
     done = check_answers(broken, "Haswell")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "self-test failed: the int8-full-range model agrees with the fp32 student on" in done.stderr
+    assert "on this CPU, avx2 (no vnni) (x86_64: sse4_1 sse4_2 avx fma avx2)" in done.stderr
     summary = report(done.stdout)
     assert summary["agreement"] < summary["expected"] - summary["tolerance"] and summary["differing"]
