@@ -56,6 +56,8 @@ def test_the_page_carries_report_json_numbers(built: Path) -> None:
         assert f"<td>{variant['name']}</td>" in page
     folder = report["folder"]
     assert f"Build folder {folder['bytes'] / 1e6:.0f} MB on disk, of which the package is" in page
+    measured_on = report["verify"]["cpu"]  # the kernels differ by CPU: the page says which one measured
+    assert f"on a CPU with {measured_on['level']} ({measured_on['machine']}: {' '.join(measured_on['flags'])})" in page
     assert page.count("<svg") >= 5  # distribution, training, confusion, variants, stages, latency, cost
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
     # The teacher was 50 ms per request at least; the student answered a tiny model's label in far less.
