@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from distillc.student.quantize import quantize
+from distillc.student.quantize import quantize, write_prefill
 from tests.conftest import review_texts
 from tests.test_selftest import refresh_manifest, report
 from tests.tiny import build_tiny_model
@@ -87,26 +87,8 @@ def binarized_model(root: Path) -> Path:
 def full_range_prefill(int8: Path, fp32: Path, target: Path) -> Path:
     """The int8 variant with the prefill graph distillc once wrote: full-range (8-bit) int8 weights, exact
     with VNNI and saturating without it."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from distillc.student.quantize import quantize_embeddings, read_shared, save, weight_matmuls
-
     shutil.copytree(int8, target)
-    for stale in target.glob("prefill.onnx*"):
-        stale.unlink()
-    quantize_dynamic(
-        str(fp32 / "model.onnx"),
-        str(target / "prefill.onnx"),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_quantize=weight_matmuls(fp32 / "model.onnx"),
-        use_external_data_format=True,
-    )
-    prefill = quantize_embeddings(onnx.load(str(target / "prefill.onnx")))
-    read_shared(prefill, target / "model.onnx")
-    save(prefill, target / "prefill.onnx")
+    write_prefill(fp32, target, weight_bits=8)
     return target
 
 

@@ -37,7 +37,6 @@ INT8_BLOCK = 128
 def quantize(source: Path, target: Path, variant: str) -> None:
     """Write `variant` ("int8" | "int4") of the fp32 model folder `source` into `target`."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target.mkdir(parents=True)
     for name in ("tokenizer.json", "generation.json"):
@@ -52,19 +51,30 @@ def quantize(source: Path, target: Path, variant: str) -> None:
         model = quantize_weights(model, 4, BLOCK, [])
     save(quantize_embeddings(model), target / "model.onnx")
     if variant == "int8":
-        quantize_dynamic(
-            str(source / "model.onnx"),
-            str(target / "prefill.onnx"),
-            weight_type=QuantType.QInt8,
-            reduce_range=True,  # 7-bit weights: exact on CPUs without VNNI (see above)
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=weight_matmuls(source / "model.onnx"),
-            use_external_data_format=True,
-        )
-        prefill = quantize_embeddings(onnx.load(str(target / "prefill.onnx")))
-        read_shared(prefill, target / "model.onnx")
-        save(prefill, target / "prefill.onnx")
+        write_prefill(source, target)
+
+
+def write_prefill(source: Path, target: Path, weight_bits: int = 7) -> None:
+    """int8's prefill.onnx in `target` (beside its model.onnx) from the fp32 folder `source`: per-channel
+    int8 weights of `weight_bits` (7: exact on CPUs without VNNI, see above; 8 saturates there)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for stale in target.glob("prefill.onnx*"):
+        stale.unlink()
+    quantize_dynamic(
+        str(source / "model.onnx"),
+        str(target / "prefill.onnx"),
+        weight_type=QuantType.QInt8,
+        reduce_range=weight_bits == 7,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=weight_matmuls(source / "model.onnx"),
+        use_external_data_format=True,
+    )
+    prefill = quantize_embeddings(onnx.load(str(target / "prefill.onnx")))
+    read_shared(prefill, target / "model.onnx")
+    save(prefill, target / "prefill.onnx")
 
 
 def read_shared(model: object, other: Path) -> int:
