@@ -59,8 +59,11 @@ class SelfTest:
             f"{self.built_on.get('level', 'its CPU')} (tolerance {self.tolerance:.1%})"
         )
 
-    def summary(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed, "refuses": self.refuses, "reason": self.reason()}
+    def summary(self, inputs: bool = True) -> dict[str, Any]:
+        """The outcome as data; without the inputs answered otherwise where it is served over HTTP (they are
+        the build's data, not the caller's)."""
+        found = {**asdict(self), "passed": self.passed, "refuses": self.refuses, "reason": self.reason()}
+        return found if inputs else {k: v for k, v in found.items() if k != "differing"}
 
 
 def load(package_dir: str | Path) -> dict[str, Any] | None:

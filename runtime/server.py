@@ -193,7 +193,7 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
         """Liveness: the process answers (a failed self-test is not cured by a restart on the same CPU)."""
-        checked = proof.summary() if proof else None
+        checked = proof.summary(inputs=False) if proof else None
         return {"status": "ok", "model": info["name"], "target": target, "providers": running, "selftest": checked}
 
     @app.get("/readyz")

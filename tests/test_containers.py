@@ -26,10 +26,13 @@ from tests.helpers import free_port, start
 RUNTIME = Path(__file__).parent.parent / "runtime"
 
 
+@pytest.mark.parametrize("selftest", [True, False])
 @pytest.mark.parametrize("target", ["cpu", "cuda", "tensorrt"])
-def test_every_dockerfile_is_hadolint_clean(target: str) -> None:
+def test_every_dockerfile_is_hadolint_clean(target: str, selftest: bool) -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    dockerfile = render("Dockerfile.j2", name="review-sentiment", distillc_version="0.0.0", port=8080, **image(target))
+    values = {"name": "review-sentiment", "distillc_version": "0.0.0", "port": 8080, "selftest": selftest}
+    dockerfile = render("Dockerfile.j2", **values, **image(target))
+    assert ("selftest.json" in dockerfile) == selftest
     result = subprocess.run([hadolint, "--no-color", "-"], input=dockerfile, capture_output=True, text=True)
     assert (result.returncode, result.stdout) == (0, ""), result.stdout
     assert "--require-hashes" in dockerfile and ":latest" not in dockerfile

@@ -20,7 +20,9 @@ GOLDEN = Path(__file__).parent / "golden"
 
 @pytest.mark.parametrize("target", ["cpu", "cuda", "tensorrt"])
 def test_dockerfile_matches_golden(target: str) -> None:
-    rendered = render("Dockerfile.j2", name="review-sentiment", distillc_version="0.0.0", port=8080, **image(target))
+    rendered = render(
+        "Dockerfile.j2", name="review-sentiment", distillc_version="0.0.0", port=8080, selftest=True, **image(target)
+    )
     golden = GOLDEN / f"Dockerfile.{target}"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)

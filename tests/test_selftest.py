@@ -141,6 +141,7 @@ def test_the_server_refuses_readiness_and_requests_for_a_broken_variant(broken_p
         assert "agrees with the fp32 student on" in body["reason"] and cpu.describe()["level"] in body["reason"]
         status, body = http("GET", f"{url}/healthz")  # alive: a restart on the same CPU would not help
         assert status == 200 and body["selftest"]["passed"] is False
+        assert "differing" not in body["selftest"]  # the build's inputs are not served to whoever asks
         status, body = http("POST", f"{url}/v1/predict", {"input": "the kettle was lovely"})
         assert status == 503 and "self-test failed" in body["detail"]
         name = read_json(broken_package / "package.json")["name"]
@@ -188,3 +189,33 @@ def test_on_another_execution_provider_than_the_builds_the_self_test_is_reported
         process.terminate()
         process.wait(timeout=30)
     assert check(package, "--answers").returncode == 1  # by hand, the answers are compared all the same
+
+
+def test_selftest_inputs_sets_how_many_inputs_the_package_carries_and_zero_ships_none(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from distillc import api
+    from tests.conftest import edit_spec, review_texts, sentiment, write_spec
+    from tests.fake_teacher import FakeTeacher
+
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(tmp_path, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(60))
+        edit_spec(spec, {"student.epochs": 2, "evaluation.min_score": 0.0, "deploy.selftest_inputs": 0})
+        package = api.build(spec, out=tmp_path / "out", emit=lambda e: None).package_dir
+        assert not (package / "selftest.json").exists()
+        assert "selftest.json" not in read_json(package / "manifest.json")["files"]
+        assert "selftest.json" not in (package / "Dockerfile").read_text()
+        assert "carries no self-test (`deploy.selftest_inputs: 0`)" in (package / "README.md").read_text()
+        assert check(package, "--answers").returncode == 2  # nothing to test: said, not passed
+        process, port = start(package)
+        try:
+            assert http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200
+            assert http("GET", f"http://127.0.0.1:{port}/healthz")[1]["selftest"] is None
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+        edit_spec(spec, {"deploy.selftest_inputs": 3})
+        result = api.build(spec, out=tmp_path / "out", emit=lambda e: None)
+        assert "label" not in result.ran and result.ran[-1] == "package"  # no teacher request: a package change
+        assert len(read_json(result.package_dir / "selftest.json")["cases"]) == 3

@@ -518,6 +518,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             max_queue=raw.deploy.max_queue,
             request_timeout_s=raw.deploy.request_timeout_s,
             max_input_tokens=raw.deploy.max_input_tokens or raw.student.max_seq_len,
+            selftest_inputs=raw.deploy.selftest_inputs,
             usd_per_hour=raw.deploy.usd_per_hour or 0.0,
         ),
         budget=ir.BudgetIR(max_usd=raw.budget.max_usd or 0.0),

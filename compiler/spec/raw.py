@@ -233,6 +233,14 @@ class Deploy(Strict):
         le=100_000,
         description="Requests that may wait for the model; when that many wait, more get HTTP 429 with Retry-After.",
     )
+    selftest_inputs: int = Field(
+        default=32,
+        ge=0,
+        le=1000,
+        description="Held-out inputs the package carries, with the answers the build measured, to check its "
+        "answers on each CPU it starts on before it turns ready (its self-test). They are stored in clear text "
+        "in selftest.json; 0 ships no inputs and no self-test.",
+    )
     request_timeout_s: float = Field(
         default=30.0,
         gt=0,
