@@ -86,14 +86,13 @@ RENDERED = (
 )
 
 
-def selftest(verify: Path, chosen: dict[str, Any], inputs: int) -> dict[str, Any]:
+def selftest(verify: Path, verified: dict[str, Any], chosen: dict[str, Any], inputs: int) -> dict[str, Any]:
     """What the package's server checks at start-up (distillc_runtime.selftest): the first `inputs` held-out
     inputs (deploy.selftest_inputs: by default 32, enough to see a kernel that computes wrongly, as the
     saturating int8 product that flipped half the default package's answers, and few enough to answer in
     seconds at every start) with the shipped variant's answers and the fp32 student's, as verify measured
     them on this machine. It may fall one input, or 5%, below the build's agreement: on the same inputs only
     a near-tie decided by the last bits of a sum can come out otherwise on a CPU that computes correctly."""
-    verified = read_json(verify / VERIFIED)
     shipped = predictions(verify, chosen["name"])[:inputs]
     reference = predictions(verify, "fp32")[:inputs]
     cases = [
@@ -156,7 +155,8 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
         ctx.log(f"warning: the package's lock differs from what this build verified the model with: {line}")
     info["runtime"] = {"lock": f"runtime/locks/{spec.export.target}.txt", "differs_from_build": unverified}
     write_json(out / "package.json", info)
-    proof = selftest(verify, chosen, spec.deploy.selftest_inputs) if spec.deploy.selftest_inputs else None
+    verified = read_json(verify / VERIFIED)
+    proof = selftest(verify, verified, chosen, spec.deploy.selftest_inputs) if spec.deploy.selftest_inputs else None
     if proof:
         write_json(out / SELFTEST, proof)  # before the README, which states its figures, and the manifest
     (out / "requirements.txt").write_text(lock, encoding="utf-8")
@@ -193,7 +193,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
             max_queue=spec.deploy.max_queue,
             request_timeout_s=spec.deploy.request_timeout_s,
             example_output=example.output,
-            built_on=read_json(verify / VERIFIED).get("cpu") or {"level": "an unrecorded CPU", "machine": "?"},
+            built_on=verified.get("cpu") or {"level": "an unrecorded CPU", "machine": "?", "flags": []},
         ),
         encoding="utf-8",
     )
