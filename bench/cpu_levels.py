@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from distillc_runtime.cpu import process_flags as cpu_flags
+from distillc_runtime import cpu
 
 
 def answer(model: str, texts: list[str]) -> dict:
@@ -72,7 +72,7 @@ def main() -> int:
     results = {name: {level: run_level(level, model, texts) for level in levels} for name, model in models.items()}
     reference = results["fp32"]["native"]["answers"]
 
-    print(f"host CPU flags: {' '.join(cpu_flags())}; {len(texts)} held-out inputs; agreement with native fp32")
+    print(f"host CPU: {cpu.text()}; {len(texts)} held-out inputs; agreement with native fp32")
     print(f"{'variant':16}" + "".join(f"{level:>22}" for level in levels))
     for name, by_level in results.items():
         cells = []
@@ -86,7 +86,7 @@ def main() -> int:
             cells.append(f"{agree:>10.1%} {got['p50_ms']:>8.1f} ms")
         print(f"{name:16}" + "".join(cells))
     if args.out:
-        args.out.write_text(json.dumps({"host_flags": cpu_flags(), "texts": texts, "results": results}, indent=2))
+        args.out.write_text(json.dumps({"host_cpu": cpu.describe(), "texts": texts, "results": results}, indent=2))
     return 0
 
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from distillc_runtime.cpu import process_flags as cpu_flags
+from distillc_runtime import cpu
 
 ROWS, K, N = 4, 576, 576  # one token block of the default student's attention projection
 
@@ -128,7 +128,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         graphs = recipes(Path(scratch))
         table = {level: run_level(level, graphs) for level in args.levels.split(",")}
-    print(f"host CPU flags: {' '.join(cpu_flags())}")
+    print(f"host CPU: {cpu.text()}")
     levels = list(table)
     print(f"max |error| / max |exact|, {ROWS}x{K}x{N} product; '=': bit for bit as on {levels[0]}")
     print(f"{'recipe':56}" + "".join(f"{level:>12}" for level in levels))
@@ -143,7 +143,7 @@ def main() -> int:
                 cells.append(f"{got[0]:>10.2e} {'=' if first and got[1] == first[1] else ' '}")
         print(f"{name:56}" + "".join(cells))
     if args.out:
-        args.out.write_text(json.dumps({"host_flags": cpu_flags(), "table": table}, indent=2))
+        args.out.write_text(json.dumps({"host_cpu": cpu.describe(), "table": table}, indent=2))
     return 0
 
 

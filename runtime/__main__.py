@@ -8,6 +8,10 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distillc_runtime.generate import Generator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def package_generator(package_dir: Path) -> object:
+def package_generator(package_dir: Path) -> Generator:
     from distillc_runtime.generate import Generator
     from distillc_runtime.providers import providers_for
 
