@@ -287,10 +287,10 @@ def over_http(package: Path, texts: list[str]) -> tuple[list[str], list[float]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(package.resolve())}
-    command = [sys.executable, "-m", "distillc_runtime", "serve", str(package), "--port", str(port)]
+    launcher = str(package / "distillc_runtime" / "launch.py")  # as `distillc serve` and the image start it
+    command = [sys.executable, "-I", launcher, "serve", str(package), "--port", str(port)]
     with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        server = subprocess.Popen(command, stdout=log, stderr=log)
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 120

@@ -4,7 +4,7 @@ without, and an overload run at twice the measured capacity.
     python bench/serve_load.py build/review-sentiment/package [--requests 96] [--overload-s 15] [--inputs F] [--out F]
 
 For each mode (micro-batches of the package's deploy.max_batch_size, then batches of 1) the server is
-started as `python -m distillc_runtime serve` starts it, and closed-loop clients at concurrency 1, 4 and
+started as `distillc serve` starts it, and closed-loop clients at concurrency 1, 4 and
 16 send `--requests` requests each (at most `--level-s` seconds a level). The overload run then sends
 requests open-loop at twice the best requests/s measured, for `--overload-s` seconds: the queue must
 turn the excess away with 429 at once, no answered request may take longer than the package's
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -51,11 +50,11 @@ class Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        command = [sys.executable, "-m", "distillc_runtime", "serve", str(package), "--port", str(self.port)]
+        launcher = str(package / "distillc_runtime" / "launch.py")  # as `distillc serve` and the image start it
+        command = [sys.executable, "-I", launcher, "serve", str(package), "--port", str(self.port)]
         command += ["--max-batch-size", str(max_batch_size)]
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        env = {**os.environ, "PYTHONPATH": str(package.resolve())}
-        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 120
         while True:
             try:

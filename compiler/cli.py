@@ -278,7 +278,19 @@ def serve(package_dir: Path, host: str, port: int) -> None:
                 help="build one with `distillc build SPEC`; it lands in build/<name>/package",
             )
         )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_dir.resolve()), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "distillc_runtime", "serve", str(package_dir), "--host", host, "--port", str(port)]
+    # Checked here, with distillc's own copy of the check, before any of the package's code runs.
+    from distillc_runtime.integrity import problems
+
+    if found := problems(package_dir):
+        _fail(
+            DistillcError(
+                "E602",
+                f"{package_dir} does not match its manifest:\n  " + "\n  ".join(found[:20]),
+                help="rebuild it (`distillc build SPEC` puts a changed package back), or restore the files",
+            )
+        )
+    # The package's launcher: the package's folder is not on sys.path, and no bytecode is read (launch.py).
+    launcher = str(package_dir / "distillc_runtime" / "launch.py")
+    command = [sys.executable, "-I", launcher, "serve", str(package_dir), "--host", host, "--port", str(port)]
     # Become the server (no child process), so a stop signal reaches it rather than orphaning it.
-    os.execve(sys.executable, command, env)
+    os.execv(sys.executable, command)

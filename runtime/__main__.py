@@ -1,4 +1,5 @@
-"""`python -m distillc_runtime serve PACKAGE_DIR`, `predict PACKAGE_DIR TEXT`, or `check PACKAGE_DIR [--answers]`."""
+"""`serve PACKAGE_DIR`, `predict PACKAGE_DIR TEXT`, or `check PACKAGE_DIR [--answers]`, started by
+`python -I distillc_runtime/launch.py` (launch.py says why not `python -m distillc_runtime`)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import uvicorn
 
-    from distillc_runtime.server import create_app, in_flight_limit
+    from distillc_runtime.connections import Limits, guarded_protocol
+    from distillc_runtime.server import create_app
 
     deploy = json.loads((args.package_dir / "package.json").read_text(encoding="utf-8")).get("deploy", {})
     # uvicorn drains on SIGTERM, then restores this handler and raises the signal again: exit 0, the
@@ -61,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         log_level="info",
-        # A last resort: the app's own limit (InFlightLimit) answers 429 well before uvicorn's 503.
-        limit_concurrency=4 * in_flight_limit(deploy),
+        # Deadlines for slow and idle clients and a connection cap that evicts them (connections.py);
+        # requests are limited by the app (InFlightLimit, the queue), not by uvicorn's limit_concurrency,
+        # which counts idle sockets too.
+        http=guarded_protocol(Limits(deploy)),
         # SIGTERM: stop accepting, let requests in flight finish (each is bounded by its own timeout), exit 0.
         timeout_graceful_shutdown=float(deploy.get("request_timeout_s", 30.0)) + 5,
     )

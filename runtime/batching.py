@@ -51,6 +51,11 @@ class Batcher:
     def depth(self) -> int:
         return self.queue.qsize()
 
+    @property
+    def full(self) -> bool:
+        """The next request would be refused."""
+        return self.queue.full()
+
     def _enqueue(self, request: Any, timeout_s: float) -> Future[str]:
         future: Future[str] = Future()
         try:

@@ -56,10 +56,11 @@ def runs_on_target(target: str) -> bool:
 
 
 def tensorrt_options(model_dir: str | Path | None, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Engine and timing caches in DISTILLC_TRT_CACHE (default: trt-cache beside the model), and the
-    optimization profile: `config`'s, or that of the model's `tensorrt.json`."""
+    """Engine and timing caches in DISTILLC_TRT_CACHE (default: ~/.cache/distillc/trt, outside the package,
+    which holds only the files its manifest lists), and the optimization profile: `config`'s, or that of
+    the model's `tensorrt.json`."""
     root = Path(model_dir) if model_dir else Path.cwd()
-    cache = os.environ.get("DISTILLC_TRT_CACHE") or str(root.parent / "trt-cache")
+    cache = os.environ.get("DISTILLC_TRT_CACHE") or str(Path.home() / ".cache" / "distillc" / "trt")
     options: dict[str, Any] = {
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": cache,

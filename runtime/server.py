@@ -89,22 +89,33 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
+class Occupancy:
+    """Requests in the app now, against its limit: read by /readyz, which turns not-ready when full."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+
+    @property
+    def full(self) -> bool:
+        return self.active >= self.limit
+
+
 class InFlightLimit:
-    """ASGI middleware: at most `limit` requests in the app at once; the rest get 429 with Retry-After at
-    once, as a full queue does (uvicorn's own limit answers 503 with no hint of when to retry, so it is set
-    well above this one, as a last resort). Health probes and metrics are never refused: an orchestrator
-    must not restart a server for being busy."""
+    """ASGI middleware: at most `occupancy.limit` requests in the app at once; the rest get 429 with
+    Retry-After at once, as a full queue does. It sits inside BodyGuard, so only requests whose body has
+    arrived whole take a place: a client that sends half a body holds no one up. Health probes and metrics
+    are never refused: an orchestrator must not restart a server for being busy."""
 
     EXEMPT = ("/healthz", "/readyz", "/metrics")
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit, self.active = app, limit, 0
+    def __init__(self, app: Any, occupancy: Occupancy) -> None:
+        self.app, self.occupancy = app, occupancy
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in self.EXEMPT:
             await self.app(scope, receive, send)
             return
-        if self.active >= self.limit:
+        if self.occupancy.full:
             busy = JSONResponse(
                 status_code=429,
                 content={"detail": "too many requests in progress; retry shortly"},
@@ -112,11 +123,11 @@ class InFlightLimit:
             )
             await busy(scope, receive, send)
             return
-        self.active += 1  # one event loop: no lock needed
+        self.occupancy.active += 1  # one event loop: no lock needed
         try:
             await self.app(scope, receive, send)
         finally:
-            self.active -= 1
+            self.occupancy.active -= 1
 
 
 def in_flight_limit(deploy: dict[str, Any]) -> int:
@@ -124,15 +135,24 @@ def in_flight_limit(deploy: dict[str, Any]) -> int:
     return int(deploy.get("max_queue", 64)) + 32
 
 
+MAX_PROBLEMS = 8  # a 422 lists at most this many problems
+MAX_NAME = 40  # characters of a field name quoted back: a client's 60 KB name is not echoed whole
+
+
 def validation_problems(error: RequestValidationError) -> list[dict[str, Any]]:
-    """Where and what, without the offending value (which may be megabytes, or someone else's data)."""
+    """Where and what, without the offending value (which may be megabytes, or someone else's data), and
+    with field names cut short: the answer stays small whatever was sent."""
     problems = []
-    for item in error.errors():
+    for item in error.errors()[:MAX_PROBLEMS]:
         message = item.get("msg", "invalid")
         if item.get("type") == "json_invalid":
             message = "body is not valid JSON"
-        problems.append({"loc": [str(part) for part in item.get("loc", ())], "msg": message})
+        problems.append({"loc": [short(str(part)) for part in item.get("loc", ())][:8], "msg": short(message, 200)})
     return problems
+
+
+def short(text: str, limit: int = MAX_NAME) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> FastAPI:
@@ -180,9 +200,13 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
     batcher = Batcher(answer_batch, max_batch_size=max_batch_size, max_queue=int(deploy.get("max_queue", 64)))
     metrics.watch_queue(lambda: batcher.depth)
     timeout_s = float(deploy.get("request_timeout_s", 30.0))
-    app = FastAPI(title=info["name"], version=info.get("distillc_version", ""))
+    # No /docs, /redoc or /openapi.json: the package answers its API, not questions about it.
+    app = FastAPI(
+        title=info["name"], version=info.get("distillc_version", ""), docs_url=None, redoc_url=None, openapi_url=None
+    )
+    occupancy = Occupancy(in_flight_limit(deploy))
+    app.add_middleware(InFlightLimit, occupancy=occupancy)  # inside BodyGuard: a whole body takes a place
     app.add_middleware(BodyGuard, limit=int(deploy.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)))
-    app.add_middleware(InFlightLimit, limit=in_flight_limit(deploy))
     routes = {"/healthz", "/readyz", "/metrics", "/v1/predict", "/v1/chat/completions", "/v1/models"}
     app.add_middleware(RequestMetrics, metrics=metrics, routes=routes)  # outermost: sees 413s too
 
@@ -198,12 +222,20 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        """Readiness: warmed up (the app exists only after warm-up), the self-test passed on this CPU, and
-        the model's worker is alive."""
+        """Readiness: warmed up (the app exists only after warm-up), the self-test passed on this CPU, the
+        model's worker is alive, and work is being taken: while every place is held, or the queue is full,
+        new requests get 429, so the orchestrator should route elsewhere until one frees."""
         if refused:
             return JSONResponse(status_code=503, content={"status": "self-test failed", "reason": proof.reason()})
         if not batcher.alive:
             return JSONResponse(status_code=503, content={"status": "the model worker has stopped"})
+        if occupancy.full or batcher.full:
+            busy = {
+                "status": "overloaded: refusing new requests",
+                "in_flight": occupancy.active,
+                "queue_depth": batcher.depth,
+            }
+            return JSONResponse(status_code=503, content=busy, headers={"Retry-After": "1"})
         return JSONResponse(content={"status": "ready", "queue_depth": batcher.depth})
 
     @app.get("/metrics")

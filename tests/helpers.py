@@ -72,6 +72,11 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def runtime(package: Path, *args: str) -> list[str]:
+    """The package's own runtime, started as `distillc serve` and the image start it (launch.py)."""
+    return [sys.executable, "-I", str(package / "distillc_runtime" / "launch.py"), *args]
+
+
 def start(package: Path, **deploy: object) -> tuple[subprocess.Popen, int]:
     """The package's server as `distillc serve` starts it, with some deploy settings changed."""
     if deploy:
@@ -83,8 +88,7 @@ def start(package: Path, **deploy: object) -> tuple[subprocess.Popen, int]:
         (package / "manifest.json").write_text(json.dumps(manifest))
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "distillc_runtime", "serve", str(package), "--port", str(port)],
-        env={**os.environ, "PYTHONPATH": str(package)},
+        runtime(package, "serve", str(package), "--port", str(port)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

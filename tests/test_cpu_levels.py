@@ -16,6 +16,7 @@ import pytest
 
 from distillc.student.quantize import quantize, write_prefill
 from tests.conftest import review_texts
+from tests.helpers import runtime
 from tests.test_selftest import refresh_manifest, report
 from tests.tiny import build_tiny_model
 from tests.variants import answers, export_fp32
@@ -119,10 +120,10 @@ def package_of(base: Path, model: Path, fp32: Path, target: Path) -> Path:
 
 
 def check_answers(package: Path, level: str = "native") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "distillc_runtime", "check", str(package), "--answers"]
+    command = runtime(package, "check", str(package), "--answers")
     if level != "native":
         command = ["qemu-x86_64", "-cpu", level, *command]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, env={"PYTHONPATH": str(package)})
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
 
 def test_the_self_test_catches_a_variant_that_saturates_below_the_build_machines_level(

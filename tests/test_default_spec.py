@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from distillc.build.artifacts import disk_bytes
-from tests.helpers import distillc, parity_rows, read_json, stage_artifact
+from tests.helpers import distillc, parity_rows, read_json, runtime, stage_artifact
 
 SPEC = Path(__file__).parent.parent / "specs" / "review-sentiment.yaml"
 
@@ -54,10 +53,10 @@ def test_default_spec_builds_and_serves(tmp_path: Path) -> None:
     # The package's self-test passes here, and on a CPU with AVX2 but no AVX-512 or VNNI (emulated), where
     # the int8 recipe before 7-bit weights agreed with fp32 on 47% of these inputs.
     package = out / "package"
-    check = [sys.executable, "-m", "distillc_runtime", "check", str(package), "--answers"]
+    check = runtime(package, "check", str(package), "--answers")
     levels = [[]] + ([["qemu-x86_64", "-cpu", "Haswell"]] if shutil.which("qemu-x86_64") else [])
     for level in levels:
-        done = subprocess.run(level + check, capture_output=True, text=True, env={"PYTHONPATH": str(package)})
+        done = subprocess.run(level + check, capture_output=True, text=True)
         assert done.returncode == 0 and "self-test passed" in done.stdout, (level, done.stdout, done.stderr[-2000:])
 
     started = time.perf_counter()

@@ -7,7 +7,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from onnx.external_data_helper import ExternalDataInfo
 
 from distillc_runtime import cpu
-from tests.helpers import http, read_json, stage_artifact, start
+from tests.helpers import http, read_json, runtime, stage_artifact, start
 
 
 def build_dir(package: Path) -> Path:
@@ -27,11 +26,11 @@ def build_dir(package: Path) -> Path:
 
 def check(package: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "distillc_runtime", "check", str(package), *args],
+        runtime(package, "check", str(package), *args),
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PYTHONPATH": str(package), "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
     )
 
 

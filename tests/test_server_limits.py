@@ -6,13 +6,11 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import select
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, start
+from tests.helpers import free_port, runtime, start
 
 MARKER = "zebra-marker"  # in every bad input: a response must never contain it
 
@@ -203,18 +201,15 @@ def test_a_tampered_model_file_stops_the_server_naming_the_file(package: Path, t
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0x01  # one bit of one byte
     data.write_bytes(bytes(raw))
-    command = [sys.executable, "-m", "distillc_runtime"]
-    env = {**os.environ, "PYTHONPATH": str(copy)}
-    checked = subprocess.run([*command, "check", str(copy)], env=env, capture_output=True, text=True, timeout=60)
+    checked = subprocess.run(runtime(copy, "check", str(copy)), capture_output=True, text=True, timeout=60)
     assert checked.returncode == 1 and f"model/{data.name}: sha256 differs" in checked.stderr
     served = subprocess.run(
-        [*command, "serve", str(copy), "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=60
+        runtime(copy, "serve", str(copy), "--port", str(free_port())), capture_output=True, text=True, timeout=60
     )
     assert served.returncode == 1 and f"model/{data.name}: sha256 differs" in served.stderr
     assert "Traceback" not in served.stderr
     intact = subprocess.run(
-        [*command, "check", str(package)],
-        env={**os.environ, "PYTHONPATH": str(package)},
+        runtime(package, "check", str(package)),
         capture_output=True,
         text=True,
         timeout=60,
@@ -267,7 +262,7 @@ def test_requests_past_the_in_flight_limit_get_429_and_probes_still_answer() -> 
 
     import httpx
 
-    from distillc_runtime.server import InFlightLimit
+    from distillc_runtime.server import InFlightLimit, Occupancy
 
     release = asyncio.Event()
 
@@ -278,7 +273,7 @@ def test_requests_past_the_in_flight_limit_get_429_and_probes_still_answer() -> 
         await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
 
     async def scenario() -> tuple[list[int], httpx.Response, httpx.Response]:
-        transport = httpx.ASGITransport(app=InFlightLimit(slow, limit=2))
+        transport = httpx.ASGITransport(app=InFlightLimit(slow, Occupancy(2)))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             held = [asyncio.create_task(client.post("/v1/predict")) for _ in range(2)]
             await asyncio.sleep(0.05)

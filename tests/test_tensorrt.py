@@ -40,8 +40,8 @@ def test_a_tensorrt_package_carries_its_profile_libraries_and_engine_cache(tenso
     assert "\nonnxruntime-gpu==" in (package / "requirements.txt").read_text()
     dockerfile = (package / "Dockerfile").read_text()
     assert f'"{TENSORRT_LIBS}"' in dockerfile
-    assert "DISTILLC_TRT_CACHE=/app/trt-cache" in dockerfile and "VOLUME /app/trt-cache" in dockerfile
-    assert "-v review-sentiment-trt:/app/trt-cache" in (package / "README.md").read_text()
+    assert "DISTILLC_TRT_CACHE=/var/cache/distillc-trt" in dockerfile and "VOLUME /var/cache/distillc-trt" in dockerfile
+    assert "-v review-sentiment-trt:/var/cache/distillc-trt" in (package / "README.md").read_text()
 
 
 def test_tensorrt_provider_options_come_from_the_package(

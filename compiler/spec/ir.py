@@ -138,6 +138,8 @@ class DeployIR:
     max_request_bytes: int
     max_queue: int
     request_timeout_s: float
+    header_timeout_s: float
+    max_connections: int
     max_input_tokens: int  # student.max_seq_len unless set
     selftest_inputs: int  # 0 = no self-test
     usd_per_hour: float = nokey()  # 0 = not given; only the report's cost figures read it

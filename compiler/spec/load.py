@@ -517,6 +517,8 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             max_request_bytes=raw.deploy.max_request_bytes,
             max_queue=raw.deploy.max_queue,
             request_timeout_s=raw.deploy.request_timeout_s,
+            header_timeout_s=raw.deploy.header_timeout_s,
+            max_connections=raw.deploy.max_connections,
             max_input_tokens=raw.deploy.max_input_tokens or raw.student.max_seq_len,
             selftest_inputs=raw.deploy.selftest_inputs,
             usd_per_hour=raw.deploy.usd_per_hour or 0.0,

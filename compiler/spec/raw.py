@@ -248,6 +248,20 @@ class Deploy(Strict):
         description="A request not answered within this many seconds gets HTTP 504, and one still waiting is "
         "dropped rather than computed for a client that has gone.",
     )
+    header_timeout_s: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=300,
+        description="A request must arrive within this many seconds of its connection opening (or of the last "
+        "answer on it), plus one second per KiB of body it declares; a slower or idle connection is closed.",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=8,
+        le=1_000_000,
+        description="Connections the server keeps open; at the cap a new one closes the connection that has "
+        "waited longest without sending a whole request (capped by the process's open-file limit).",
+    )
     max_input_tokens: int | None = Field(
         default=None,
         ge=1,

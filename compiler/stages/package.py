@@ -83,6 +83,7 @@ RENDERED = (
     ("k8s/service.yaml.j2", "k8s/service.yaml"),
     ("k8s/hpa.yaml.j2", "k8s/hpa.yaml"),
     ("smoke_test.py.j2", "smoke_test.py"),
+    ("dockerignore.j2", ".dockerignore"),
 )
 
 
@@ -143,6 +144,8 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
             "max_request_bytes": spec.deploy.max_request_bytes,
             "max_queue": spec.deploy.max_queue,
             "request_timeout_s": spec.deploy.request_timeout_s,
+            "header_timeout_s": spec.deploy.header_timeout_s,
+            "max_connections": spec.deploy.max_connections,
             "max_input_tokens": spec.deploy.max_input_tokens,
             "latency_budget_ms": {"p50": spec.deploy.latency_p50_ms or None, "p95": spec.deploy.latency_p95_ms or None},
         },
@@ -209,7 +212,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
 
 STAGE = Stage(
     name="package",
-    version=4,  # 4: selftest.json, the start-up self-test
+    version=5,  # 5: connection deadlines, the safe launcher, .dockerignore; 4: selftest.json
     # spec_path: the package's README names the spec file it was built from.
     reads=(
         "name",
