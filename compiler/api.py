@@ -14,7 +14,7 @@ from distillc.build.events import Event, Sink, null_sink
 from distillc.build.evict import evict
 from distillc.build.lock import build_lock
 from distillc.build.runner import StageRecord, run_stages
-from distillc.errors import GateFailed
+from distillc.errors import DistillcError, GateFailed
 from distillc.graph import STAGES
 from distillc.quality.gates import GATED, gated_score
 from distillc.report.headline import headline
@@ -23,6 +23,7 @@ from distillc.spec import SpecIR, load_spec
 from distillc.spec.ir import plain
 from distillc.stages.export import exported_students, variant_dir
 from distillc.stages.prune import candidates
+from distillc_runtime.integrity import problems
 
 
 @dataclass
@@ -84,7 +85,7 @@ def _build(
             if record.name == "evaluate":
                 _check_quality_gate(result)
         if result.stages[-1].name == "package":
-            result.package_dir = _materialize_package(result.stage("package").artifact / "package", build_dir)
+            result.package_dir = _materialize_package(result.stage("package").artifact / "package", build_dir, emit)
             if not keep_weights:
                 _free_unneeded(result, emit)
         status = "succeeded"
@@ -139,16 +140,27 @@ def _check_quality_gate(result: BuildResult) -> None:
         )
 
 
-def _materialize_package(source: Path, build_dir: Path) -> Path:
-    """Link the package out of the cache (distillc.build.artifacts.link_tree), unless it is already there."""
+def _materialize_package(source: Path, build_dir: Path, emit: Sink) -> Path:
+    """Link the package out of the cache (distillc.build.artifacts.link_tree), unless it is already there
+    and intact: a package/ edited, emptied or added to since is put back, and the build says so."""
     target = build_dir / "package"
-    if (target / "manifest.json").exists() and (target / "manifest.json").read_bytes() == (
+    if (target / "manifest.json").is_file() and (target / "manifest.json").read_bytes() == (
         source / "manifest.json"
     ).read_bytes():
-        return target
+        if not (damaged := problems(target)):
+            return target
+        shown = "; ".join(damaged[:3]) + (f"; {len(damaged) - 3} more" if len(damaged) > 3 else "")
+        emit(Event("warning", "package", f"{target} did not match its manifest ({shown}): put back from the cache"))
     staging = build_dir / ".package.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     link_tree(source, staging)
+    if damaged := problems(staging):  # the cached artifact itself was changed: never publish it
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DistillcError(
+            "E602",
+            f"the cached package {source} does not match its manifest: {damaged[0]}",
+            help="rebuild it: distillc build SPEC --force package",
+        )
     shutil.rmtree(target, ignore_errors=True)
     staging.replace(target)
     return target

@@ -80,7 +80,7 @@ CODES: dict[str, Code] = {
     "E505": Code("quantization loses quality", "every variant meeting min_score drops more than export.max_quality_drop", "add fp32, or allow a larger drop"),
     "E506": Code("no variant reaches min_score", "no exported variant scores evaluation.min_score as shipped", "add fp32 to export.quantization"),
     "E601": Code("not a package", "`serve` on a folder without package.json", "point it at build/<name>/package"),
-    "E602": Code("package changed", "`serve` on a package whose files do not match its manifest", "rebuild it: `distillc build` puts it back"),
+    "E602": Code("package changed", "`serve` on a package, or a cached one, whose files do not match its manifest", "rebuild it: `distillc build` puts it back"),
     "E701": Code("spec exists", "`init` would overwrite a spec", "pass --force, or another path"),
 }  # fmt: skip
 

@@ -77,15 +77,21 @@ def runtime(package: Path, *args: str) -> list[str]:
     return [sys.executable, "-I", str(package / "distillc_runtime" / "launch.py"), *args]
 
 
+def set_deploy(package: Path, **deploy: object) -> None:
+    """Change some of a package's deploy settings, and its manifest as a rebuild would record them."""
+    if not deploy:
+        return
+    info = json.loads((package / "package.json").read_text())
+    info["deploy"] |= deploy
+    (package / "package.json").write_text(json.dumps(info))
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["files"]["package.json"] = hashlib.sha256((package / "package.json").read_bytes()).hexdigest()
+    (package / "manifest.json").write_text(json.dumps(manifest))
+
+
 def start(package: Path, **deploy: object) -> tuple[subprocess.Popen, int]:
     """The package's server as `distillc serve` starts it, with some deploy settings changed."""
-    if deploy:
-        info = json.loads((package / "package.json").read_text())
-        info["deploy"] |= deploy
-        (package / "package.json").write_text(json.dumps(info))
-        manifest = json.loads((package / "manifest.json").read_text())  # as a rebuild would record it
-        manifest["files"]["package.json"] = hashlib.sha256((package / "package.json").read_bytes()).hexdigest()
-        (package / "manifest.json").write_text(json.dumps(manifest))
+    set_deploy(package, **deploy)
     port = free_port()
     process = subprocess.Popen(
         runtime(package, "serve", str(package), "--port", str(port)),
