@@ -17,6 +17,7 @@ from distillc.build.runner import StageRecord, run_stages
 from distillc.errors import DistillcError, GateFailed
 from distillc.graph import STAGES
 from distillc.quality.gates import GATED, gated_score
+from distillc.redact import redact
 from distillc.report.headline import headline
 from distillc.report.html import write_html
 from distillc.spec import SpecIR, load_spec
@@ -166,6 +167,17 @@ def _materialize_package(source: Path, build_dir: Path, emit: Sink) -> Path:
     return target
 
 
+def redacted(value: Any) -> Any:
+    """`value` with key-like text masked in every string (distillc.redact): the report is shared."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redacted(item) for item in value]
+    return value
+
+
 def _write_manifest(result: BuildResult, started: float, status: str) -> None:
     stages = [
         {
@@ -224,5 +236,5 @@ def _report(result: BuildResult, status: str) -> dict[str, Any]:
             "package_bytes": disk_bytes([result.package_dir]),
             "weights": "kept" if result.keep_weights else "freed",  # what the package does not need
         }
-    report["spec"] = plain(result.spec)  # what `distillc compare` tells two builds apart by
+    report["spec"] = redacted(plain(result.spec))  # what `distillc compare` tells two builds apart by
     return report

@@ -13,6 +13,7 @@ from distillc import __version__
 from distillc.build.events import Event, JsonSink, sink_for
 from distillc.errors import DistillcError, SpecError
 from distillc.graph import STAGE_NAMES
+from distillc.redact import redact
 from distillc.report.headline import usd_text
 from distillc.spec.diagnostics import to_json
 
@@ -24,9 +25,9 @@ def _fail(error: DistillcError, log_format: str = "text") -> None:
         data = {"code": error.code, "help": error.help}
         if isinstance(error, SpecError):
             data["diagnostics"] = json.loads(to_json(error.diagnostics, error.source, error.filename))
-        JsonSink(sys.stderr)(Event("error", "", error.message, data))
+        JsonSink(sys.stderr)(Event("error", "", redact(error.message), data))
     else:
-        click.echo(error.render(), err=True)
+        click.echo(redact(error.render()), err=True)
     sys.exit(1)
 
 

@@ -48,6 +48,7 @@ CODES: dict[str, Code] = {
     "E121": Code("variant listed twice", "export.quantization names a variant twice", "list each once"),
     "E122": Code("inputs: source or generate", "inputs has neither or both of `source` and `generate`", "keep exactly one"),
     "E123": Code("batch on a local teacher", "teacher.batch with provider `local`", "remove it, or use an endpoint that serves the Batch API"),
+    "E125": Code("base_url unusable", "teacher.base_url is not http(s) with a host, or holds credentials", "an http(s) URL with a host; the key in the api_key_env variable"),
     "E124": Code("labels without label", "`labels` on an output type other than `label`", "remove them, or use type label"),
     "W120": Code("few examples", "fewer than 3 task examples", "3-5 examples give the teacher a clearer task"),
     "W122": Code("budget without price", "budget.max_usd without teacher prices: nothing counts against it", "set teacher.price_per_1m_tokens"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from distillc.redact import redact
+
 
 @dataclass(frozen=True)
 class Diagnostic:
@@ -26,6 +28,11 @@ def line_col(source: str, offset: int) -> tuple[int, int]:
 
 
 def render(diag: Diagnostic, source: str, filename: str) -> str:
+    """The diagnostic with its source line; anything key-like in either is masked (distillc.redact)."""
+    return redact(_render(diag, source, filename))
+
+
+def _render(diag: Diagnostic, source: str, filename: str) -> str:
     if not source:  # the file could not be read: there is no line to point at
         return f"{filename}: {diag.severity}[{diag.code}] {diag.message}"
     line, col = line_col(source, diag.start)
@@ -60,4 +67,4 @@ def to_json(diagnostics: list[Diagnostic], source: str, filename: str) -> str:
     for d in sorted(diagnostics, key=sort_key):
         line, col = line_col(source, d.start)
         rows.append({"file": filename, "line": line, "column": col, **asdict(d)})
-    return json.dumps(rows, indent=2)
+    return redact(json.dumps(rows, indent=2))

@@ -6,6 +6,7 @@ import difflib
 import json
 import re
 import typing
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from distillc.build.artifacts import file_sha256
 from distillc.errors import SpecError
+from distillc.redact import key_like
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, sort_key
 from distillc.spec.raw import Budget, Evaluation, Export, Inputs, Lora, RawSpec, Student, Task, Teacher
@@ -376,6 +378,17 @@ def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Di
                 *smap.key_span(("teacher", "base_url")),
             )
         )
+    if teacher.provider == "openai" and teacher.base_url is not None and (problem := _url_problem(teacher.base_url)):
+        out.append(
+            Diagnostic(
+                "E125",
+                f"'base_url' {problem}",
+                *smap.value_span(("teacher", "base_url")),
+                help="an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1; the key goes in the variable "
+                "that api_key_env names",
+                mask="@" in teacher.base_url or "?" in teacher.base_url,
+            )
+        )
     if teacher.provider == "local" and teacher.batch:
         out.append(
             Diagnostic(
@@ -407,6 +420,24 @@ def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Di
             )
         )
     return out
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot be a teacher endpoint, without quoting it (it may hold a key)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return f"must be an http or https URL, not {parts.scheme or 'one without a scheme'}"[:80]
+    if parts.username or parts.password or "@" in parts.netloc:
+        return "must not hold credentials (user:key@host): they would be logged and stored with the build"
+    if key_like(parts.query):
+        return "must not hold a key in its query string: it would be logged and stored with the build"
+    if not parts.hostname:
+        return "has no host"
+    return None
 
 
 def _example_problem(output: Any, output_type: str, labels: list[str], validator: Any = None) -> str | None:
