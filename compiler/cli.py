@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -16,6 +17,8 @@ from distillc.graph import STAGE_NAMES
 from distillc.redact import redact
 from distillc.report.headline import usd_text
 from distillc.spec.diagnostics import to_json
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
 
 
 def _fail(error: DistillcError, log_format: str = "text") -> None:
@@ -169,6 +172,19 @@ def build(
         )
     except DistillcError as error:
         _fail(error, log_format)
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        _fail(
+            DistillcError(
+                "E205",
+                f"cannot write{where}: {error.strerror}",
+                help="free space or fix the folder's permissions, then run the same command: finished stages "
+                "stay cached and teacher answers journaled",
+            ),
+            log_format,
+        )
     except KeyboardInterrupt:
         click.echo(
             "interrupted: finished stages stay cached and teacher answers journaled; run the same command to resume",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +119,7 @@ def init(folder: Path, task: str = "label", force: bool = False) -> list[Path]:
     if spec_path.exists() and not force:
         raise DistillcError("E701", f"{spec_path} already exists", help="pass --force to overwrite it")
     folder.mkdir(parents=True, exist_ok=True)
-    name = "".join(c if c.isalnum() else "-" for c in folder.resolve().name.lower()).strip("-") or "my-task"
+    name = spec_name(folder.resolve().name)
     spec_path.write_text(
         render(
             "init_spec.yaml.j2",
@@ -149,3 +151,11 @@ def init(folder: Path, task: str = "label", force: bool = False) -> list[Path]:
 def _yaml_string(text: str) -> str:
     """A double-quoted YAML scalar (JSON string syntax is valid YAML)."""
     return json.dumps(text, ensure_ascii=False)
+
+
+def spec_name(folder: str) -> str:
+    """A name the spec accepts ([a-z0-9-], 64 at most) from a folder's: accents dropped, other characters
+    turned into dashes ("Täsk Ünïcode" -> "task-unicode")."""
+    ascii_name = unicodedata.normalize("NFKD", folder).encode("ascii", "ignore").decode().lower()
+    name = re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", ascii_name)).strip("-")[:64].strip("-")
+    return name or "my-task"

@@ -6,7 +6,7 @@ variant's agreement with fp32 there. At start-up the server answers the same inp
 agreement with fp32 falls more than `tolerance` below the build's figure, the package is computing
 differently on this CPU (an int8 kernel that saturates where the build's was exact, say), and the
 server refuses readiness, saying which CPU, which variant and what agreement.
-`python -m distillc_runtime check PACKAGE_DIR --answers` runs the same test by hand.
+`python -I PACKAGE_DIR/distillc_runtime/launch.py check PACKAGE_DIR --answers` runs the same test by hand.
 
 The answers are binding where the package runs on the execution provider the build measured with (the
 CPU, for CPU packages). A GPU package verified on a machine without a GPU runs other kernels where it is

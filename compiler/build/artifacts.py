@@ -31,11 +31,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """JSON artifact with `schema_version` first; written to a temp file then renamed (never half-written)."""
+    try:  # no Infinity or NaN: they are not JSON, and readers of the artifact would fail on them
+        text = json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError as error:
+        raise ValueError(f"{path.name}: {error} (a figure was infinite or not a number)") from None
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
-        json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    tmp.replace(path)
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
+        raise
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -14,7 +14,9 @@ BLUE, ORANGE, GREY = "#3465a4", "#f57900", "#888a85"
 def _figure(width: float, height: float) -> Any:
     import matplotlib
 
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "distillc", "font.size": 9})
+    # text.parse_math off: labels and names are text, never TeX (a label like "$\\frac{$" would not render).
+    settings = {"svg.fonttype": "none", "svg.hashsalt": "distillc", "font.size": 9, "text.parse_math": False}
+    matplotlib.rcParams.update(settings)
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height))

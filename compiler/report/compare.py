@@ -56,7 +56,15 @@ def read_report(folder: Path) -> dict[str, Any]:
             f"{folder} holds no build report (no report.json)",
             help="compare two build folders: `distillc build SPEC --out FOLDER` writes one",
         )
-    return read_json(path)
+    try:
+        report = read_json(path)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise DistillcError(
+            "E204", f"{path} is not a readable build report ({error})", help="rebuild the folder to write it again"
+        ) from None
+    if not isinstance(report, dict):
+        raise DistillcError("E204", f"{path} is not a build report (not a JSON object)", help="rebuild the folder")
+    return report
 
 
 def compare(folder_a: Path, folder_b: Path) -> dict[str, Any]:

@@ -19,6 +19,9 @@ class Diagnostic:
     mask: bool = False  # the spanned text may be a secret: never print it
 
 
+MAX_LINE = 160  # characters of a source line a diagnostic quotes
+
+
 def line_col(source: str, offset: int) -> tuple[int, int]:
     """1-based line and column of a character offset."""
     offset = max(0, min(offset, len(source)))
@@ -42,6 +45,10 @@ def _render(diag: Diagnostic, source: str, filename: str) -> str:
     if diag.mask:
         text = text[: col - 1] + "*" * 4 + text[col - 1 + width :]
         width = 4
+    if len(text) > MAX_LINE:  # a megabyte-long line is shown around the column, not whole
+        start = max(0, col - 1 - MAX_LINE // 2)
+        text = ("…" if start else "") + text[start : start + MAX_LINE] + "…"
+        col, width = col - start + (1 if start else 0), min(width, MAX_LINE // 2)
     gutter = " " * len(str(line))
     out = [
         f"{filename}:{line}:{col}: {diag.severity}[{diag.code}] {diag.message}",

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # No inf or NaN: a number must be one the build can compute and write to JSON.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Example(Strict):
@@ -43,18 +44,23 @@ class Source(Strict):
     field: str | None = Field(
         default=None, description="Key (.jsonl) or column (.csv, .parquet) holding the input text."
     )
-    limit: int | None = Field(default=None, ge=1, description="Use at most this many inputs.")
+    limit: int | None = Field(default=None, ge=1, le=10**9, description="Use at most this many inputs.")
 
 
 class Generate(Strict):
     count: int = Field(ge=1, le=1_000_000, description="How many distinct inputs to make.")
-    seed: int = Field(default=0, description="Fixes which examples each request shows, and local sampling.")
+    seed: int = Field(
+        default=0, ge=0, le=2**32 - 1, description="Fixes which examples each request shows, and local sampling."
+    )
     guidance: str | None = Field(
         default=None, description="What the inputs should cover, e.g. topics, lengths, tones, languages."
     )
     per_request: int = Field(default=10, ge=1, le=100, description="Inputs asked for in one teacher request.")
     max_requests: int | None = Field(
-        default=None, ge=1, description="Stop after this many requests even if count is not reached (default: 3x)."
+        default=None,
+        ge=1,
+        le=10**9,
+        description="Stop after this many requests even if count is not reached (default: 3x).",
     )
     temperature: float = Field(default=1.0, ge=0, le=2, description="Sampling temperature for generation.")
 
@@ -67,8 +73,8 @@ class Inputs(Strict):
 
 
 class Price(Strict):
-    input: float = Field(default=0.0, ge=0, description="US dollars per 1M prompt tokens.")
-    output: float = Field(default=0.0, ge=0, description="US dollars per 1M completion tokens.")
+    input: float = Field(default=0.0, ge=0, le=100_000, description="US dollars per 1M prompt tokens.")
+    output: float = Field(default=0.0, ge=0, le=100_000, description="US dollars per 1M completion tokens.")
 
 
 class Teacher(Strict):
@@ -83,9 +89,9 @@ class Teacher(Strict):
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=256, ge=1, le=32768, description="Longest answer the teacher may give.")
     max_concurrency: int = Field(default=8, ge=1, le=1024, description="Requests in flight at once.")
-    requests_per_minute: int | None = Field(default=None, ge=1, description="Client-side request rate limit.")
+    requests_per_minute: int | None = Field(default=None, ge=1, le=10**9, description="Client-side request rate limit.")
     tokens_per_minute: int | None = Field(
-        default=None, ge=1, description="Client-side token rate limit (prompt + max_tokens per request)."
+        default=None, ge=1, le=10**12, description="Client-side token rate limit (prompt + max_tokens per request)."
     )
     max_failed_share: float = Field(
         default=0.01,
@@ -106,7 +112,7 @@ class Teacher(Strict):
 
 class Lora(Strict):
     r: int = Field(default=16, ge=1, le=1024, description="Rank of the low-rank update.")
-    alpha: float = Field(default=32.0, gt=0, description="Scaling of the update (alpha / r).")
+    alpha: float = Field(default=32.0, gt=0, le=10_000, description="Scaling of the update (alpha / r).")
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] | None = Field(
         default=None, description="Module names to adapt, e.g. [q_proj, v_proj]; default: every linear layer."
@@ -189,7 +195,7 @@ class Student(Strict):
         description="Label tasks: weight of the teacher's distribution over the labels (when it gives one) "
         "against its answer alone; 0 trains on the answers only.",
     )
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
 
 
 class Evaluation(Strict):
@@ -210,8 +216,8 @@ class Evaluation(Strict):
 
 
 class LatencyBudget(Strict):
-    p50: float | None = Field(default=None, gt=0)
-    p95: float | None = Field(default=None, gt=0)
+    p50: float | None = Field(default=None, gt=0, le=3_600_000)
+    p95: float | None = Field(default=None, gt=0, le=3_600_000)
 
 
 class Deploy(Strict):
@@ -265,12 +271,14 @@ class Deploy(Strict):
     max_input_tokens: int | None = Field(
         default=None,
         ge=1,
+        le=1_000_000,
         description="Longest prompt (instructions and input, in tokens) the server answers; longer ones get "
         "HTTP 422. Default: student.max_seq_len, the longest the student was trained on.",
     )
     usd_per_hour: float | None = Field(
         default=None,
         gt=0,
+        le=1_000_000,
         description="What the machine serving the student costs per hour, in US dollars: with the throughput the "
         "build measures, the report's cost per 1,000 requests (and a local teacher's, on the same machine).",
     )
@@ -304,7 +312,9 @@ class Export(Strict):
 
 
 class Budget(Strict):
-    max_usd: float | None = Field(default=None, gt=0, description="Refuse to spend more than this on the teacher.")
+    max_usd: float | None = Field(
+        default=None, gt=0, le=10**9, description="Refuse to spend more than this on the teacher."
+    )
 
 
 class RawSpec(Strict):

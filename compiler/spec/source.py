@@ -34,11 +34,16 @@ def load_yaml(source: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
     """Parse `source`; on a syntax error return (None, empty map, [diagnostic])."""
     smap = SourceMap()
     diagnostics: list[Diagnostic] = []
+    help = "a spec is a small file; aliases that expand into huge or endless trees are refused"
+    if (deep := _flow_too_deep(source)) is not None:  # before the parser, which recurses once per level
+        return None, smap, [Diagnostic("E106", f"the spec nests deeper than {MAX_DEPTH} levels", deep, deep + 1)]
     try:
         node = yaml.compose(source, Loader=yaml.SafeLoader)
         if node is None:
             return None, smap, [Diagnostic("E108", "the spec is empty", 0, 1)]
-        data = _convert(node, (), smap, diagnostics, [MAX_NODES])
+        data = _convert(node, (), smap, diagnostics, [MAX_NODES, MAX_BYTES])
+    except RecursionError:  # block nesting deep enough to exhaust the parser's recursion
+        return None, smap, [Diagnostic("E106", f"the spec nests deeper than {MAX_DEPTH} levels", 0, 1, help=help)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = mark.index if mark else 0
@@ -49,13 +54,37 @@ def load_yaml(source: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
         return None, smap, [Diagnostic("E100", message, at, at + 1)]
     except _TooLarge as exc:
         at = exc.node.start_mark.index
-        help = "a spec is a small file; aliases that expand into huge or endless trees are refused"
         return None, smap, [Diagnostic("E106", str(exc), at, at + 1, help=help)]
     return data, smap, diagnostics
 
 
 MAX_DEPTH = 32
 MAX_NODES = 100_000  # after alias expansion: stops "billion laughs" documents
+MAX_BYTES = 16 * 1024 * 1024  # of scalar text after alias expansion: one large value aliased many times
+
+
+def _flow_too_deep(source: str) -> int | None:
+    """Offset where `[` / `{` nesting, outside quotes and comments, passes MAX_DEPTH; None if it never does."""
+    depth, quote, at = 0, "", 0
+    while at < len(source):
+        char = source[at]
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "\"'" and (at == 0 or source[at - 1] in " \t\n[{,:"):
+            quote = char
+        elif char == "#" and (at == 0 or source[at - 1] in " \t\n"):
+            at = source.find("\n", at)  # the comment runs to the end of its line
+            if at < 0:
+                return None
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return at
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        at += 1
+    return None
 
 
 class _TooLarge(Exception):
@@ -68,6 +97,10 @@ def _convert(node: yaml.Node, path: Path, smap: SourceMap, diags: list[Diagnosti
     budget[0] -= 1
     if budget[0] < 0:
         raise _TooLarge(f"the spec expands to more than {MAX_NODES:,} values", node)
+    if isinstance(node, yaml.ScalarNode):
+        budget[1] -= len(node.value)
+        if budget[1] < 0:
+            raise _TooLarge(f"the spec expands to more than {MAX_BYTES // 2**20} MiB of text", node)
     if len(path) > MAX_DEPTH:
         raise _TooLarge(f"the spec nests deeper than {MAX_DEPTH} levels", node)
     smap.values[path] = (node.start_mark.index, node.end_mark.index)

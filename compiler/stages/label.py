@@ -46,6 +46,9 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
 
     with Journal(journal_path(ctx.build_dir)) as journal:
         pending = unanswered(requests, journal)
+        if journal.skipped:
+            lines = ", ".join(map(str, journal.skipped[:10])) + (" …" if len(journal.skipped) > 10 else "")
+            ctx.log(f"warning: {len(journal.skipped)} journal lines skipped (torn, or not an answer): {lines}")
         ctx.log(f"{len(items) - len(pending)} answers from the journal, {len(pending)} to request")
         # A fixed sample of all inputs (by key, not by what is pending) calibrates a local teacher's label
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.

@@ -10,7 +10,7 @@ from typing import Any
 from distillc import __version__
 from distillc.build.artifacts import canonical_sha256, link_tree, read_json, tree_files, write_json
 from distillc.build.runner import Stage, StageContext
-from distillc.package.render import render
+from distillc.package.render import markdown_code, markdown_text, render
 from distillc.package.runtime_lock import TENSORRT_LIBS, check_versions, lock_path
 from distillc.stages.export import variant_dir
 from distillc.stages.gate import DECISION
@@ -182,10 +182,11 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
     (out / "README.md").write_text(
         render(
             "package_README.md.j2",
-            **values,
-            spec_file=Path(spec.spec_path).name,
-            instructions=spec.task.instructions,
-            base_model=spec.student.base_model,
+            **{**values, "labels": [markdown_text(label) for label in spec.task.labels]},
+            # Quoted from the spec: escaped, so that a backtick fence or HTML in it cannot reshape the README.
+            spec_file=markdown_code(Path(spec.spec_path).name),
+            instructions=markdown_text(spec.task.instructions),
+            base_model=markdown_code(spec.student.base_model),
             variant=chosen["name"],
             metric=decision["metric"],
             score=chosen["score"],
@@ -195,6 +196,8 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
             max_input_tokens=spec.deploy.max_input_tokens,
             max_queue=spec.deploy.max_queue,
             request_timeout_s=spec.deploy.request_timeout_s,
+            header_timeout_s=spec.deploy.header_timeout_s,
+            max_connections=spec.deploy.max_connections,
             example_output=example.output,
             built_on=verified.get("cpu") or {"level": "an unrecorded CPU", "machine": "?", "flags": []},
         ),

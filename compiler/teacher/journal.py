@@ -55,26 +55,40 @@ def journal_entry(
     return entry
 
 
-def read_entries(path: Path) -> dict[str, dict[str, Any]]:
+def read_entries(path: Path, skipped: list[int] | None = None) -> dict[str, dict[str, Any]]:
     """The journal's answers by key, read without changing the file (`plan` reads it while a build may
-    be appending to it)."""
+    be appending to it). Lines that are torn or not of an answer's shape (edited by hand, or written by
+    something else) are skipped, their line numbers added to `skipped`: those answers are asked again."""
     entries: dict[str, dict[str, Any]] = {}
     if path.exists():
         with path.open("rb") as f:
-            for line in f:
+            for number, line in enumerate(f, start=1):
                 try:
                     entry = json.loads(line)
                 except ValueError:
-                    continue  # torn write from a crash, or one in progress: that response is re-requested
-                if isinstance(entry, dict) and "key" in entry:
+                    entry = None  # torn write from a crash, or one in progress
+                if well_formed(entry):
                     entries[entry["key"]] = entry
+                elif skipped is not None and line.strip():
+                    skipped.append(number)
     return entries
+
+
+def well_formed(entry: Any) -> bool:
+    """An answer as journal_entry writes it: what every reader of the journal relies on."""
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("key"), str)
+        and isinstance(entry.get("text"), str)
+        and isinstance(entry.get("usage", {}), dict)
+    )
 
 
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.entries = read_entries(path)
+        self.skipped: list[int] = []  # lines of the wrong shape, or torn: their answers are asked again
+        self.entries = read_entries(path, self.skipped)
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         drop_torn_tail(path)
