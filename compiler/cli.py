@@ -18,7 +18,7 @@ from distillc.redact import redact
 from distillc.report.headline import usd_text
 from distillc.spec.diagnostics import to_json
 
-WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
+WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG)
 
 
 def _fail(error: DistillcError, log_format: str = "text") -> None:

@@ -99,3 +99,69 @@ def test_mutated_specs_are_valid_or_diagnosed_never_crash(tmp_path: Path, docume
         assert line >= 1 and col >= 1
     render_all(diagnostics, source, "spec.yaml")
     json.loads(to_json(diagnostics, source, "spec.yaml"))
+
+
+@st.composite
+def bombs(draw: st.DrawFn) -> tuple[str, bool]:
+    """The valid spec with a document bomb added: a large string aliased many times, nested aliases
+    ("billion laughs"), or flow or block nesting hundreds of levels deep; and whether it passes a cap."""
+    from distillc.spec.source import MAX_BYTES, MAX_DEPTH, MAX_NODES
+
+    kind = draw(st.sampled_from(["aliased text", "laughs", "flow nesting", "block nesting"]))
+    if kind == "aliased text":
+        size, count = draw(st.integers(1_000, 1_000_000)), draw(st.integers(10, 5_000))
+        bomb = f'x-bomb: {{a: &a "{"x" * size}", b: [{", ".join(["*a"] * count)}]}}\n'
+        over = size * (count + 1) > MAX_BYTES
+    elif kind == "laughs":
+        levels, fanout = draw(st.integers(3, 12)), draw(st.integers(2, 12))
+        rows = ["x-l0: &l0 [lol]"]
+        rows += [f"x-l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fanout)}]" for i in range(1, levels)]
+        bomb = "\n".join(rows) + "\n"
+        over = fanout ** (levels - 1) > MAX_NODES
+    elif kind == "flow nesting":
+        depth = draw(st.integers(30, 3_000))
+        bomb = "x-deep: " + draw(st.sampled_from(["[", "{a: "])) * depth + "\n"  # unclosed: E100 within the cap
+        over = depth > MAX_DEPTH
+    else:
+        depth = draw(st.integers(30, 1_500))
+        bomb = "x-deep:\n" + "".join(" " * (i + 1) + "k:\n" for i in range(depth)) + " " * (depth + 1) + "v\n"
+        over = depth > MAX_DEPTH
+    return (VALID + bomb if draw(st.booleans()) else bomb + VALID), over
+
+
+def memory_cap(extra_bytes: int) -> tuple[int, int]:
+    """Cap this process's data segment at what it uses now plus `extra_bytes`; returns the old limit."""
+    import resource
+
+    status = Path("/proc/self/status").read_text()
+    used = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmData:"))) * 1024
+    old = resource.getrlimit(resource.RLIMIT_DATA)
+    hard = old[1]
+    cap = used + extra_bytes if hard == resource.RLIM_INFINITY else min(used + extra_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+    return old
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bomb=bombs())
+def test_document_bombs_get_a_located_error_within_a_memory_cap(tmp_path: Path, bomb: tuple[str, bool]) -> None:
+    """A bomb past a cap is refused (E106) with a position, in bounded memory (an allocation past the
+    memory cap would raise MemoryError and fail the test), and its diagnostic stays short; a smaller one
+    is valid or diagnosed, never a crash."""
+    document, over = bomb
+    import resource
+
+    (tmp_path / "inputs.txt").write_text("one\n")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(document, encoding="utf-8")
+    old = memory_cap(512 * 1024 * 1024)
+    try:
+        spec, diagnostics, source = validate_file(spec_file)
+        rendered = render_all(diagnostics, source, "spec.yaml")
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, old)
+    if over:
+        assert spec is None and any(d.code == "E106" for d in diagnostics), [d.code for d in diagnostics]
+    for d in diagnostics:
+        assert 0 <= d.start <= len(source) and d.start <= d.end
+    assert len(rendered) < 20_000
