@@ -154,7 +154,11 @@ def _materialize_package(source: Path, build_dir: Path, emit: Sink) -> Path:
         emit(Event("warning", "package", f"{target} did not match its manifest ({shown}): put back from the cache"))
     staging = build_dir / ".package.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    link_tree(source, staging)
+    try:
+        link_tree(source, staging)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # a full disk leaves no half-made package behind
+        raise
     if damaged := problems(staging):  # the cached artifact itself was changed: never publish it
         shutil.rmtree(staging, ignore_errors=True)
         raise DistillcError(

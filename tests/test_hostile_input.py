@@ -138,7 +138,7 @@ def test_a_write_that_fails_gets_e205_and_leaves_no_temporary_files(tiny_model: 
         first = teacher.requests
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-        assert "[label] done" in failed.stdout and teacher.requests == first  # every answer was kept
+        assert "[label] done" in failed.stderr and teacher.requests == first  # every answer was kept
 
 
 def test_a_long_field_name_gets_a_short_422_and_no_docs_routes(tiny_package: Path, tmp_path: Path) -> None:

@@ -35,12 +35,18 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         text = json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=2, ensure_ascii=False, allow_nan=False)
     except ValueError as error:
         raise ValueError(f"{path.name}: {error} (a figure was infinite or not a number)") from None
+    write_text_atomic(path, text + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temp file, then rename over `path`: never half-written, and a failed write (a full
+    disk) leaves no temp file behind."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from distillc.build.artifacts import read_json
+from distillc.build.artifacts import read_json, write_text_atomic
 from distillc.report import charts
 from distillc.report.headline import usd_text
 
@@ -19,9 +19,7 @@ HTML = "report.html"
 def write_html(build_dir: Path) -> Path:
     """Render `build_dir`/report.json into `build_dir`/report.html (written whole, then renamed)."""
     target = build_dir / HTML
-    tmp = target.with_name(HTML + ".tmp")
-    tmp.write_text(render_html(read_json(build_dir / "report.json")), encoding="utf-8")
-    tmp.replace(target)
+    write_text_atomic(target, render_html(read_json(build_dir / "report.json")))
     return target
 
 
