@@ -3,6 +3,7 @@
 health probe on fresh connections, and watches how long the server takes to close the held ones.
 
     python bench/hostile_clients.py build/review-sentiment/package [--scale 1] [--hold-s 20] [--out F]
+    python bench/hostile_clients.py --port 8080        # a server already running (behind a proxy, say)
 
 Probes (counts are multiplied by --scale):
 - half-open bodies: 96 connections send a request's headers and part of its body, then go quiet;
@@ -171,7 +172,8 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("package", type=Path)
+    parser.add_argument("package", type=Path, nargs="?", help="start this package's server (or give --port)")
+    parser.add_argument("--port", type=int, help="probe a server already listening on 127.0.0.1:PORT")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every probe's connection count")
     parser.add_argument("--hold-s", type=float, default=20.0, help="longest a probe holds its connections")
     parser.add_argument("--probes", default=",".join(PROBES), help="comma-separated subset of: " + ", ".join(PROBES))
@@ -179,14 +181,18 @@ def main() -> None:
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the flood needs more sockets than 1,024
-    server = Server(args.package, max_batch_size=4)
+    if args.port is None and args.package is None:
+        parser.error("give a package, or --port of a running server")
+    server = Server(args.package, max_batch_size=4) if args.port is None else None
+    port = server.port if server else args.port
     try:
         results = []
         for kind in args.probes.split(","):
-            results.append(probe(server.port, kind, max(1, int(PROBES[kind] * args.scale)), args.hold_s))
+            results.append(probe(port, kind, max(1, int(PROBES[kind] * args.scale)), args.hold_s))
             print(table(results[-1:]).splitlines()[-1], flush=True)
     finally:
-        server.close()
+        if server:
+            server.close()
     print(table(results))
     print(f"CPU: {cpu.text(cpu.describe())}")
     if args.out:

@@ -14,8 +14,9 @@ sockets, so 400 silent connections made it answer 503 to everyone, health probes
 - a connection whose request is whole is never closed by these rules: the request's own deadline
   (`request_timeout_s`, server.py) bounds it.
 
-Chosen over swapping the server (see the package README): uvicorn stays the server the package is
-measured with, and the guard is a subclass of its h11 protocol, which the package's lock pins.
+Chosen by measurement over uvicorn's own settings and over hypercorn's read timeout, which is per read
+(a body dripped a byte every 3 s stayed open past 45 s) and has no connection cap: see the project
+README. uvicorn stays the server the package is measured with; its h11 protocol is pinned by the lock.
 """
 
 from __future__ import annotations
