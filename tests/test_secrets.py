@@ -61,3 +61,19 @@ def test_a_build_writes_the_key_nowhere(tiny_model: Path, tmp_path: Path) -> Non
             assert KEY.encode() not in path.read_bytes(), path
             scanned += 1
     assert scanned > 20 and (tmp_path / "out" / "package" / "manifest.json").is_file()
+
+
+def test_build_output_masks_keys_an_endpoint_echoes() -> None:
+    """Event messages can quote an endpoint's error body; both output formats mask what is key-like."""
+    import io
+    import json
+
+    from distillc.build.events import Event, sink_for
+
+    event = Event("warning", "label", f"endpoint answered 401: Incorrect API key provided: {KEY}", {"header": KEY})
+    for log_format in ("text", "json"):
+        stream = io.StringIO()
+        sink_for(log_format, stream)(event)
+        assert KEY not in stream.getvalue() and "****" in stream.getvalue()
+        if log_format == "json":
+            json.loads(stream.getvalue())

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TextIO
 
+from distillc.redact import redact
+
 
 @dataclass
 class Event:
@@ -95,7 +97,8 @@ class TextSink:
             self.stream.write("\n")
             self._open_line = False
         prefix = {"warning": "warning: ", "stage_done": "done: "}.get(event.kind, "")
-        print(f"[{event.stage}] {prefix}{event.message}", file=self.stream, flush=True)
+        # Messages can quote what others wrote (an endpoint's error body): anything key-like is masked.
+        print(redact(f"[{event.stage}] {prefix}{event.message}"), file=self.stream, flush=True)
 
     def _progress(self, event: Event) -> None:
         line = f"[{event.stage}] {_bar(event.data)}{event.message}"
@@ -123,7 +126,7 @@ class JsonSink:
         self.stream = stream
 
     def __call__(self, event: Event) -> None:
-        print(json.dumps(asdict(event), default=str), file=self.stream, flush=True)
+        print(redact(json.dumps(asdict(event), default=str)), file=self.stream, flush=True)
 
 
 def null_sink(event: Event) -> None:
