@@ -91,26 +91,44 @@ def test_until_and_force(tmp_path: Path) -> None:
     assert forced["a"].reason == "forced"
 
 
+STAGE_CODE = """
+from pathlib import Path
+
+
+def run(ctx, **artifacts):
+    from stagecode import helpers  # imported inside the function: still in the closure
+
+    (ctx.workdir / "out.txt").write_text(helpers.text())
+    return {}
+"""
+
+
 def test_editing_code_a_stage_runs_with_reruns_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stage's sources (the runtime verify scores with, the templates a package renders) are in its key:
-    an edit is a miss that names the code, a compiled cache file beside it is not."""
+    """A stage's key holds every module its code imports, transitively (distillc.build.closure): editing
+    one two imports away is a miss that names it; a compiled cache file beside it is not."""
+    import importlib
+
     package = tmp_path / "code" / "stagecode"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "server.py").write_text("LIMIT = 1\n")
+    (package / "stage.py").write_text(STAGE_CODE)
+    (package / "helpers.py").write_text("from stagecode.limits import LIMIT\n\n\ndef text():\n    return 'same'\n")
+    (package / "limits.py").write_text("LIMIT = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path / "code"))
     a, b, c = graph()
-    stages = (a, replace(b, sources=("stagecode",)), c)
+    stages = (a, replace(b, run=importlib.import_module("stagecode.stage").run), c)
     spec = write(tmp_path, VALID)
     first = records(spec, tmp_path / "build", stages)
+    assert "source.stagecode.limits" in first["b"].components
     previous = {name: {"components": r.components} for name, r in first.items()}
-    (package / "__pycache__").mkdir()
-    (package / "__pycache__" / "server.cpython-311.pyc").write_bytes(b"\0")
+    (package / "__pycache__").mkdir(exist_ok=True)
+    (package / "__pycache__" / "limits.cpython-311.pyc").write_bytes(b"\0")
     assert {r.status for r in records(spec, tmp_path / "build", stages).values()} == {"hit"}
-    (package / "server.py").write_text("LIMIT = 2\n")
+    (package / "limits.py").write_text("LIMIT = 2\n")
     second = records(spec, tmp_path / "build", stages, previous=previous)
-    assert calls == ["b"]  # b wrote the same bytes as before, so c, keyed on them, is still a hit
-    assert second["b"].reason == "changed: source.stagecode" and second["c"].status == "hit"
+    assert second["a"].status == "hit"  # a's code imports nothing of stagecode
+    assert second["b"].reason == "changed: source.stagecode.limits"
+    assert second["c"].status == "hit"  # b wrote the same bytes as before, so c, keyed on them, is a hit
 
 
 def test_a_stage_that_reads_an_undeclared_field_fails_and_commits_nothing(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from distillc.build.artifacts import canonical_sha256, read_json, tree_files, write_json
 from distillc.build.cache import commit, damage, discard, file_stats
+from distillc.build.closure import code_parts
 from distillc.build.events import Event, Sink
 from distillc.errors import DistillcError
 from distillc.spec.ir import SpecIR, cache_view
@@ -28,7 +29,8 @@ META = "_meta.json"
 @dataclass(frozen=True)
 class Stage:
     """One stage of the build, as data. Its cache key is made of its name and version, the spec fields it
-    reads, the digests of the artifacts it needs, and the code it runs (its own module and `sources`)."""
+    reads, the digests of the artifacts it needs, and the code it runs: the import closure of its module
+    and the data packages that code reads (distillc.build.closure)."""
 
     name: str
     version: int  # raised when the stage's output changes in a way its code digest alone would not say
@@ -36,7 +38,6 @@ class Stage:
     needs: tuple[str, ...]  # earlier stages whose artifacts `run` takes, as keyword arguments by name
     produces: tuple[str, ...]  # what its artifact holds: file names or patterns, each checked after a run
     run: Callable[..., dict[str, Any] | None]
-    sources: tuple[str, ...] = ()  # modules besides run's own whose code makes its output
 
 
 @dataclass
@@ -75,21 +76,7 @@ def stage_components(stage: Stage, spec: SpecIR, needed: dict[str, StageRecord])
         parts[f"spec.{name}"] = canonical_sha256(cache_view(spec.slice(name)))
     for name in stage.needs:
         parts[f"artifact.{name}"] = needed[name].digest
-    for name in (stage.run.__module__, *stage.sources):
-        parts[f"source.{name}"] = source_digest(name)
-    return parts
-
-
-def source_digest(module: str) -> str:
-    """sha256 of the code a stage's output is made from (its own module, and a package's or module's
-    files it names in `sources`, caches left out): editing the stage, the runtime that verify scores with,
-    or the templates a package is rendered from, is a miss."""
-    import importlib
-
-    origin = Path(importlib.import_module(module).__file__ or "")
-    if origin.name != "__init__.py":
-        return canonical_sha256({origin.name: origin.read_text(encoding="utf-8")})
-    return canonical_sha256(tree_files(origin.parent, skip=lambda name: "__pycache__" in name or name.endswith(".pyc")))
+    return parts | code_parts(stage.run.__module__)
 
 
 def run_stages(

@@ -297,5 +297,4 @@ STAGE = Stage(
     needs=("train", "evaluate", "prune"),
     produces=(EXPORTED, "parity.jsonl", "variants/fp32/model.onnx", "variants/*/generation.json"),
     run=run,
-    sources=("distillc.student.quantize", "distillc.student.fused_export", "distillc_runtime"),
 )

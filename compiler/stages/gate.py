@@ -54,5 +54,4 @@ STAGE = Stage(
     needs=("verify",),
     produces=(DECISION,),
     run=run,
-    sources=("distillc.quality.gates",),
 )

@@ -187,5 +187,4 @@ STAGE = Stage(
     needs=("inputs",),
     produces=("labeled.jsonl", "dead_letter.jsonl"),
     run=run,
-    sources=("distillc.teacher.soft_labels", "distillc.teacher.contract"),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,8 @@ PYTHON_IMAGE = "python:3.11.14-slim-bookworm"
 
 
 def runtime_dir() -> Path:
-    import distillc_runtime
-
-    return Path(distillc_runtime.__file__).parent
+    """The runtime the package ships, read as data (so its files are in this stage's key)."""
+    return Path(str(files("distillc_runtime")))
 
 
 def requirements(target: str) -> str:
@@ -229,5 +229,4 @@ STAGE = Stage(
     needs=("export", "verify", "gate"),
     produces=("package/manifest.json", "package/Dockerfile", "package/model/generation.json"),
     run=run,
-    sources=("distillc_runtime", "distillc.templates"),
 )

@@ -166,13 +166,4 @@ STAGE = Stage(
     needs=("inputs", "split", "train"),
     produces=(CANDIDATES,),
     run=run,
-    sources=(
-        "distillc.student.train_job",
-        "distillc.student.trainer",
-        "distillc.student.examples",
-        "distillc.student.trainable",
-        "distillc.student.decode",
-        "distillc.stages.inputs",
-        "distillc.stages.split",
-    ),
 )

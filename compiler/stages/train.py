@@ -77,12 +77,4 @@ STAGE = Stage(
     needs=("split",),
     produces=("model/config.json", "model/model.safetensors", "model/tokenizer.json"),
     run=run,
-    sources=(
-        "distillc.student.train_job",
-        "distillc.student.trainer",
-        "distillc.student.examples",
-        "distillc.student.distill",
-        "distillc.student.trainable",
-        "distillc.stages.split",  # unit_hash picks the dev slice
-    ),
 )

@@ -165,5 +165,4 @@ STAGE = Stage(
     needs=("export", "split"),
     produces=(VERIFIED, "fp32.predictions.jsonl"),
     run=run,
-    sources=("distillc_runtime",),
 )
