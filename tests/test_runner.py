@@ -225,3 +225,13 @@ def test_a_stage_that_does_not_write_what_it_declares_fails_and_commits_nothing(
     with pytest.raises(RuntimeError, match=r"stage 'a' did not write \['model/\*.onnx'\]"):
         records(write(tmp_path, VALID), tmp_path / "build", (short,))
     assert not list((tmp_path / "build" / "cache").rglob("out.txt"))
+
+
+def test_a_miss_names_a_few_changed_parts_and_counts_the_rest() -> None:
+    from distillc.build.runner import miss_reason
+
+    old = {"components": {f"source.m{i}": "a" for i in range(10)} | {"source.gone": "a"}}
+    new = {f"source.m{i}": "b" for i in range(10)}
+    reason = miss_reason(new, old)
+    assert reason.startswith("changed: source.gone, source.m0, ") and reason.endswith(" and 5 more")
+    assert miss_reason({"x": "1"}, {"components": {"x": "1"}}) == "cached artifact missing"

@@ -219,11 +219,18 @@ def _lookup(
     return key, final, components, record, ""
 
 
+MAX_NAMED = 6  # key parts a miss's reason names
+
+
 def miss_reason(components: dict[str, str], previous: dict[str, Any] | None) -> str:
     if not previous or "components" not in previous:
         return "not built before"
-    changed = sorted(k for k, v in components.items() if previous["components"].get(k) != v)
-    return "changed: " + ", ".join(changed) if changed else "cached artifact missing"
+    old = previous["components"]
+    changed = sorted(k for k in components.keys() | old.keys() if old.get(k) != components.get(k))
+    if not changed:
+        return "cached artifact missing"
+    shown = ", ".join(changed[:MAX_NAMED])  # an upgrade can change dozens of modules: name a few, count the rest
+    return f"changed: {shown}" + (f" and {len(changed) - MAX_NAMED} more" if len(changed) > MAX_NAMED else "")
 
 
 def _run_one(
