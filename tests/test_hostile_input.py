@@ -6,6 +6,7 @@ spec text quoted in the package README, a folder name `init` must turn into a sp
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 from pathlib import Path
@@ -130,7 +131,7 @@ def test_a_write_that_fails_gets_e205_and_leaves_no_temporary_files(tiny_model: 
         )
         spec.write_text(spec.read_text().replace("min_score: 0.5", "min_score: 0.0"))
         command = [sys.executable, "-m", "distillc", "build", str(spec), "--out", str(tmp_path / "out")]
-        env = {**__import__("os").environ, "DISTILLC_TEST_KEY": "k"}
+        env = {**os.environ, "DISTILLC_TEST_KEY": "k"}
         failed = subprocess.run(command, capture_output=True, text=True, env=env, preexec_fn=limited, timeout=600)
         assert failed.returncode == 1 and "error[E205]" in failed.stderr, failed.stderr[-3000:]
         assert "Traceback" not in failed.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.machinery
 import importlib.util
 from pathlib import Path
 
@@ -83,23 +84,24 @@ def references(path: Path, package: str) -> tuple[list[str], list[str]]:
 
 def source_path(module: str) -> Path | None:
     """The .py file of a first-party module, or None when `module` names no module (an attribute)."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, AttributeError, ValueError):  # a name inside a module, not a module
-        return None
+    spec = _find(module)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
     return Path(spec.origin)
 
 
 def package_dir(package: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, AttributeError, ValueError):
-        return None
+    spec = _find(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _find(name: str) -> importlib.machinery.ModuleSpec | None:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, AttributeError, ValueError):  # a name inside a module, not a module
+        return None
 
 
 def code_parts(module: str) -> dict[str, str]:

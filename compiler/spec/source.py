@@ -35,15 +35,16 @@ def load_yaml(source: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
     smap = SourceMap()
     diagnostics: list[Diagnostic] = []
     help = "a spec is a small file; aliases that expand into huge or endless trees are refused"
+    too_deep = f"the spec nests deeper than {MAX_DEPTH} levels"
     if (deep := _flow_too_deep(source)) is not None:  # before the parser, which recurses once per level
-        return None, smap, [Diagnostic("E106", f"the spec nests deeper than {MAX_DEPTH} levels", deep, deep + 1)]
+        return None, smap, [Diagnostic("E106", too_deep, deep, deep + 1)]
     try:
         node = yaml.compose(source, Loader=yaml.SafeLoader)
         if node is None:
             return None, smap, [Diagnostic("E108", "the spec is empty", 0, 1)]
         data = _convert(node, (), smap, diagnostics, [MAX_NODES, MAX_BYTES])
     except RecursionError:  # block nesting deep enough to exhaust the parser's recursion
-        return None, smap, [Diagnostic("E106", f"the spec nests deeper than {MAX_DEPTH} levels", 0, 1, help=help)]
+        return None, smap, [Diagnostic("E106", too_deep, 0, 1, help=help)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = mark.index if mark else 0
