@@ -40,7 +40,7 @@ from typing import Any
 from distillc.build.artifacts import read_json, read_jsonl
 from distillc.quality.latency import percentiles
 from distillc.student.prompt import label_sequences, load_prompt, prompt_ids, prompt_text
-from distillc.teacher.contract import normalize_label
+from distillc.task.label import normalize_label
 from distillc_runtime import cpu
 from distillc_runtime.constrain import LabelTrie
 

@@ -17,6 +17,7 @@ from distillc.graph import STAGE_NAMES
 from distillc.redact import redact
 from distillc.report.headline import usd_text
 from distillc.spec.diagnostics import to_json
+from distillc.task import type_names
 
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG)
 
@@ -70,7 +71,7 @@ def validate(specs: tuple[Path, ...], fmt: str, strict: bool) -> None:
 
 @main.command()
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--task", type=click.Choice(["label", "json", "text"]), default="label", show_default=True)
+@click.option("--task", type=click.Choice(type_names()), default="label", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing spec.yaml.")
 def init(folder: Path, task: str, force: bool) -> None:
     """Write a commented, valid spec and a small inputs file into FOLDER."""

@@ -28,12 +28,12 @@ from distillc.graph import STAGES
 from distillc.spec import SpecIR, load_spec
 from distillc.stages import inputs as inputs_stage
 from distillc.stages.label import teacher_requests, unanswered
+from distillc.task.prompts import label_messages
 from distillc.teacher.budget import spent_usd
 from distillc.teacher.cost import Estimate, TokenCounter, estimate, generation_answer_tokens, usd
 from distillc.teacher.generation import generation_teacher
 from distillc.teacher.generation import messages as generation_messages
 from distillc.teacher.journal import journal_path, read_entries
-from distillc.teacher.prompts import label_messages
 
 
 @dataclass

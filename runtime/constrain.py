@@ -9,6 +9,7 @@ label shares are taken without asking the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -138,3 +139,15 @@ class JsonState:
         if not self.matcher.consume_token(token):
             raise ValueError(f"token {token} is not allowed here: {self.matcher.get_error()}")
         self.taken.append(token)
+
+
+def from_config(config: dict, tokenizer_json: Path) -> tuple[LabelTrie | None, JsonGrammar | None]:
+    """The constraint generation.json names, as the task type wrote it: a trie over `labels`, a grammar for
+    `json_schema` (ended by `answer_eos`), or neither (free text up to the token limit)."""
+    labels = config.get("labels") or []
+    trie = LabelTrie([x["text"] for x in labels], [x["ids"] for x in labels]) if labels else None
+    grammar = None
+    if "answer_eos" in config:
+        text = tokenizer_json.read_text(encoding="utf-8")
+        grammar = JsonGrammar(text, config.get("json_schema", ""), config["answer_eos"], config["vocab_size"])
+    return trie, grammar

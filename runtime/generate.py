@@ -20,7 +20,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from distillc_runtime.constrain import JsonGrammar, LabelState, LabelTrie
+from distillc_runtime.constrain import LabelState
+from distillc_runtime.constrain import from_config as constraint_from
 from distillc_runtime.kvcache import GrowingCache, Layout, SharedCache, prefill_prefix
 from distillc_runtime.providers import Provider, provider_name
 from distillc_runtime.providers import max_input_tokens as profile_input_tokens
@@ -66,18 +67,12 @@ class Generator:
         self.suffix: str = config["prompt_suffix"]
         self.eos_ids: set[int] = set(config["eos_token_ids"])
         self.max_new_tokens: int = config["max_new_tokens"]
-        self.output_type: str = config.get("output_type", "text")
-        labels = config.get("labels") or []
-        self.labels = LabelTrie([x["text"] for x in labels], [x["ids"] for x in labels]) if labels else None
+        self.labels, self.json = constraint_from(config, files.tokenizer)
         self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
         # Inputs are encoded with control tokens as plain text: only the template opens and closes turns.
         self.text_tokenizer = Tokenizer.from_file(str(files.tokenizer))
         self.text_tokenizer.encode_special_tokens = True
         self.template_ids = (self._encode(self.prefix), self._encode(self.suffix))
-        self.json = None
-        if self.output_type == "json" and "answer_eos" in config:
-            tokenizer_json = files.tokenizer.read_text(encoding="utf-8")
-            self.json = JsonGrammar(tokenizer_json, config["json_schema"], config["answer_eos"], config["vocab_size"])
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

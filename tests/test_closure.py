@@ -59,7 +59,7 @@ def test_editing_a_module_deep_in_a_stages_closure_changes_its_key_and_no_other(
 def test_the_modules_the_hand_written_lists_missed_are_in_the_keys() -> None:
     """The cases the `sources` lists had missed, found by the closure."""
     assert {"distillc.quality.metrics", "distillc.student.decode"} <= set(MODULES["evaluate"])
-    assert "distillc.teacher.prompts" in MODULES["label"]
+    assert "distillc.task.prompts" in MODULES["label"]  # was teacher.prompts
     assert "distillc.student.prompt" in MODULES["train"]
     data = {stage.name: closure.closure(stage.run.__module__)[1] for stage in STAGES}
     assert set(data["package"]) == {"distillc.templates", "distillc_runtime"}  # what it renders and ships

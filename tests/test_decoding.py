@@ -280,9 +280,10 @@ def test_labels_the_tokenizer_cannot_tell_apart_are_a_clear_error(
 
     from distillc.errors import DistillcError
     from distillc.stages import export
+    from distillc.task import label
 
     collide = [{"text": "Yes", "ids": [5, 2]}, {"text": "no", "ids": [6, 2]}, {"text": "yes", "ids": [5, 2]}]
-    monkeypatch.setattr(export, "label_sequences", lambda tokenizer, labels: collide)
+    monkeypatch.setattr(label, "label_sequences", lambda answer_ids, labels: collide)
     monkeypatch.setattr(export, "load_prompt", lambda model_dir: {})
     task = SimpleNamespace(output_type="label", labels=("Yes", "no", "yes"))
     spec = SimpleNamespace(task=task, deploy=SimpleNamespace(max_new_tokens=4))

@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from distillc.quality.scoring import agrees
 from distillc.spec.load import load_spec
+from distillc.task import task_type
 from tests.helpers import distillc, http, read_json, stage_artifact, start
 
 SPEC = Path(__file__).parent.parent / "specs" / "changelog-triage.yaml"
@@ -49,6 +49,8 @@ def test_the_json_example_builds_and_its_package_answers_as_its_report_says(tmp_
         except (ValueError, jsonschema.ValidationError):
             pass
     assert valid == len(answers)  # decoding is constrained to the schema
-    live = sum(agrees(spec.task, r["output"], a) for r, a in zip(holdout, answers, strict=True)) / len(holdout)
+    kind = task_type(spec.task)
+    agreeing = sum(kind.agrees(spec.task, r["output"], a) for r, a in zip(holdout, answers, strict=True))
+    live = agreeing / len(holdout)
     assert live == pytest.approx(shipped["score"], abs=1e-6)
     print(f"\nchangelog-triage: exact match {live:.3f} live, {shipped['score']:.3f} in the report; {report['built_s']}")

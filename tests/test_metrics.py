@@ -10,9 +10,15 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 
 from distillc.quality import metrics
 from distillc.quality.checks import degenerate, repeats, small_holdout
-from distillc.quality.metrics import json_metrics, label_metrics, mean_with_interval, text_metrics
 from distillc.spec.ir import ExampleIR, TaskIR
+from distillc.task import label
+from distillc.task.json_value import JsonValue
+from distillc.task.label import label_metrics
+from distillc.task.stats import mean_with_interval
+from distillc.task.text import Text
 
+json_metrics = JsonValue().scores
+text_metrics = Text().scores
 LABELS = TaskIR("Route.", (), "label", ("billing", "bug", "other"), "")
 
 
@@ -42,12 +48,12 @@ def test_label_metrics_match_scikit_learn_and_a_hand_count() -> None:
     assert (billing["precision"], billing["recall"]) == (0.666667, 0.666667)
     assert (bug["precision"], bug["support"]) == (0.666667, 3)
     assert (other["precision"], other["recall"]) == (1.0, 0.5)
-    assert result["confusion"]["labels"][-1] == metrics.OUTSIDE  # "nonsense" is counted, not dropped
+    assert result["confusion"]["labels"][-1] == label.OUTSIDE  # "nonsense" is counted, not dropped
     assert result["confusion"]["matrix"][1] == [0, 2, 0, 1]  # bug: twice bug, once outside the set
     # The vectorized statistic the intervals come from equals scikit-learn on the whole sample.
     labels = result["confusion"]["labels"]
-    mapped = [p if p in LABELS.labels else metrics.OUTSIDE for p in pred]
-    statistic = metrics._label_statistic(gold, mapped, labels, ["billing", "bug", "other"])
+    mapped = [p if p in LABELS.labels else label.OUTSIDE for p in pred]
+    statistic = label._label_statistic(gold, mapped, labels, ["billing", "bug", "other"])
     point = statistic(np.arange(len(gold))[None], axis=-1)[:, 0]
     precision, recall, _, _ = precision_recall_fscore_support(gold, mapped, labels=labels, zero_division=0)
     expected = [accuracy_score(gold, mapped), f1_score(gold, mapped, labels=list(LABELS.labels), average="macro")]
@@ -116,7 +122,7 @@ def test_the_few_shot_baseline_prompt_shows_the_examples_as_the_teacher_sees_the
     from transformers import AutoTokenizer
 
     from distillc.student.prompt import few_shot_prompt, prompt_text
-    from distillc.teacher.prompts import system_prompt
+    from distillc.task.prompts import system_prompt
 
     task = TaskIR("Route.", (ExampleIR("card declined", "billing"), ExampleIR("app crashes", "bug")), "label",
                   ("billing", "bug", "other"), "")  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 from distillc import api
 from distillc.errors import DistillcError
 from distillc.spec.ir import TaskIR
-from distillc.teacher.contract import accept
+from distillc.task import accept
 from distillc.teacher.journal import Journal, journal_entry, request_key
 from tests.conftest import edit_spec, review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher

@@ -9,9 +9,9 @@ import pytest
 from distillc import api
 from distillc.build.artifacts import read_jsonl
 from distillc.errors import DistillcError
-from distillc.quality.scoring import agrees
 from distillc.spec.ir import TaskIR
 from distillc.student.examples import IGNORE, encode
+from distillc.task import task_type
 from distillc.teacher.journal import Journal
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
@@ -64,6 +64,10 @@ def test_long_prompts_lose_their_start_not_the_answer() -> None:
     assert example.truncated
     assert example.ids == [4, 5, 2, 99]
     assert example.labels == [IGNORE, IGNORE, 2, 99]
+
+
+def agrees(task: TaskIR, expected: str, predicted: str) -> bool:
+    return task_type(task).agrees(task, expected, predicted)
 
 
 def test_agreement_rules_per_output_type() -> None:

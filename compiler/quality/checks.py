@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from distillc.spec.ir import TaskIR
+from distillc.task import task_type
 
 Pairs = list[tuple[str, str]]  # (teacher answer, student answer)
-ONE_LABEL_SHARE = 0.9  # a student giving one label this often, where the teacher did not, has collapsed
 TARGET_HALF_WIDTH = 0.05  # an interval this narrow lets a gate separate students 0.1 apart
 
 
 def degenerate(task: TaskIR, pairs: Pairs) -> list[str]:
-    """Warnings about the student's answers: empty ones, repetition loops, one label for everything."""
+    """Warnings about the student's answers: empty ones, repetition loops, and what the task type checks
+    (one label for everything)."""
     warnings = []
     n = len(pairs)
     empty = sum(1 for _, p in pairs if not p.strip())
@@ -22,15 +22,7 @@ def degenerate(task: TaskIR, pairs: Pairs) -> list[str]:
     loops = sum(1 for _, p in pairs if repeats(p))
     if loops:
         warnings.append(f"{loops} of {n} answers repeat themselves (a phrase of 3 words makes up most of them)")
-    if task.output_type == "label" and n:
-        label, count = Counter(p for _, p in pairs).most_common(1)[0]
-        teacher = Counter(e for e, _ in pairs).most_common(1)[0][1]
-        if count / n >= ONE_LABEL_SHARE and teacher / n < ONE_LABEL_SHARE:
-            warnings.append(
-                f"the student answers {label!r} for {count} of {n} inputs; the teacher's most common label "
-                f"covers {teacher}"
-            )
-    return warnings
+    return warnings + task_type(task).degenerate(task, pairs)
 
 
 def repeats(text: str) -> bool:

@@ -19,10 +19,8 @@ from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, sort_key
 from distillc.spec.raw import Budget, Evaluation, Export, Inputs, Lora, RawSpec, Student, Task, Teacher
 from distillc.spec.source import SourceMap, load_yaml
+from distillc.task import TYPES, task_type
 
-DEFAULT_METRIC = {"label": "accuracy", "text": "exact_match", "json": "exact_match"}
-LABEL_METRICS = {"accuracy", "macro_f1"}
-TEXT_METRICS = {"chrf", "rouge_l"}
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt", ".parquet": "parquet"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_LIKE = re.compile(r"^(sk-|sk_|gsk_|hf_|xai-|AKIA)|^[A-Za-z0-9_\-]{32,}$")
@@ -188,23 +186,15 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
     except ValidationError:
         return out
     task, teacher = sections.get("task"), sections.get("teacher")
-    if task is not None and evaluation.metric in LABEL_METRICS and task.output.type != "label":
+    kind = task_type(task.output.type) if task is not None else None
+    if kind is not None and evaluation.metric != "auto" and evaluation.metric not in kind.metrics:
+        offered = " or ".join(f"'{name}'" for name, other in TYPES.items() if evaluation.metric in other.metrics)
         out.append(
             Diagnostic(
                 "E116",
-                f"metric '{evaluation.metric}' needs output type 'label', not '{task.output.type}'",
+                f"metric '{evaluation.metric}' needs output type {offered}, not '{task.output.type}'",
                 *smap.value_span(("evaluation", "metric")),
-                help="use 'exact_match', or 'auto'",
-            )
-        )
-    if task is not None and evaluation.metric in TEXT_METRICS and task.output.type != "text":
-        out.append(
-            Diagnostic(
-                "E116",
-                f"metric '{evaluation.metric}' needs output type 'text', not '{task.output.type}'",
-                *smap.value_span(("evaluation", "metric")),
-                help="use 'exact_match', or 'auto'"
-                + (" (or accuracy, macro_f1)" if task.output.type == "label" else ""),
+                help="use " + ", ".join(f"'{name}'" for name in kind.metrics) + ", or 'auto'",
             )
         )
     if (
@@ -224,65 +214,25 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
     return out
 
 
-def _check_task(task: Task, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
-    labels = task.output.labels or []
-    if task.output.type == "label":
-        if len(labels) < 2:
-            out.append(
-                Diagnostic(
-                    "E110",
-                    "output type 'label' needs 'labels' with at least two entries",
-                    *smap.key_span(("task", "output")),
-                    help="e.g. labels: [positive, negative]",
-                )
-            )
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
-        if dupes:
-            out.append(
-                Diagnostic(
-                    "E110", f"duplicate labels: {', '.join(dupes)}", *smap.value_span(("task", "output", "labels"))
-                )
-            )
-    elif task.output.labels is not None:
-        out.append(
-            Diagnostic(
-                "E124",
-                f"'labels' only applies to output type 'label', not '{task.output.type}'",
-                *smap.key_span(("task", "output", "labels")),
-            )
-        )
-    schema = task.output.json_schema
-    validator = None
-    if schema is not None and task.output.type != "json":
-        out.append(
-            Diagnostic(
-                "E117",
-                f"'schema' only applies to output type 'json', not '{task.output.type}'",
-                *smap.key_span(("task", "output", "schema")),
-            )
-        )
-    elif schema is not None:
-        import jsonschema
+# Where a field given to a type that does not take it is reported (codes kept from before types were records).
+FOREIGN_FIELD = {"labels": ("E124", "labels"), "json_schema": ("E117", "schema")}
 
-        try:
-            cls = jsonschema.validators.validator_for(schema)
-            cls.check_schema(schema)
-            validator = cls(schema)
-        except jsonschema.SchemaError as exc:
+
+def _check_task(task: Task, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    kind = task_type(task.output.type)
+    out: list[Diagnostic] = []
+    for attribute, (code, key) in FOREIGN_FIELD.items():
+        if getattr(task.output, attribute) is not None and key not in kind.output_fields:
             out.append(
                 Diagnostic(
-                    "E118",
-                    f"'schema' is not a valid JSON Schema: {exc.message}",
-                    *smap.value_span(("task", "output", "schema", *exc.path)),
+                    code,
+                    f"'{key}' only applies to output type {_types_taking(key)}, not '{task.output.type}'",
+                    *smap.key_span(("task", "output", key)),
                 )
             )
-    for i, ex in enumerate(task.examples):
-        problem = _example_problem(ex.output, task.output.type, labels, validator)
-        if problem:
-            out.append(
-                Diagnostic("E111", f"example {i + 1}: {problem}", *smap.value_span(("task", "examples", i, "output")))
-            )
+    for problem in kind.check(task.output, task.examples):
+        span = smap.key_span(problem.path) if problem.at == "key" else smap.value_span(problem.path)
+        out.append(Diagnostic(problem.code, problem.message, *span, help=problem.help))
     if len(task.examples) < 3:
         out.append(
             Diagnostic(
@@ -440,28 +390,6 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def _example_problem(output: Any, output_type: str, labels: list[str], validator: Any = None) -> str | None:
-    if output_type == "label":
-        if not isinstance(output, str):
-            return "a label example's output must be a string"
-        if labels and output not in labels:
-            return f"output '{output}' is not one of the labels ({', '.join(labels)})"
-    elif output_type == "text" and not isinstance(output, str):
-        return "a text example's output must be a string"
-    elif output_type == "json":
-        if isinstance(output, str):
-            try:
-                output = json.loads(output)
-            except ValueError:
-                return "a json example's output must be a mapping or valid JSON text"
-        if validator is not None:
-            errors = sorted(validator.iter_errors(output), key=lambda e: list(e.path))
-            if errors:
-                where = "/".join(map(str, errors[0].path)) or "the output"
-                return f"output does not match the schema at {where}: {errors[0].message}"
-    return None
-
-
 def _canonical_output(output: Any) -> str:
     if isinstance(output, str):
         return output
@@ -530,7 +458,9 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
         ),
         evaluation=ir.EvaluationIR(
             holdout=raw.evaluation.holdout,
-            metric=DEFAULT_METRIC[raw.task.output.type] if raw.evaluation.metric == "auto" else raw.evaluation.metric,
+            metric=task_type(raw.task.output.type).metrics[0]
+            if raw.evaluation.metric == "auto"
+            else raw.evaluation.metric,
             min_score=raw.evaluation.min_score,
             gate=raw.evaluation.gate,
         ),
@@ -599,3 +529,7 @@ def _resolve_model_ref(ref: str, spec_dir: Path) -> str:
     if ref.startswith((".", "/", "~")) or ref.endswith(".gguf") or (spec_dir / ref).exists():
         return str((spec_dir / Path(ref).expanduser()).resolve())
     return ref
+
+
+def _types_taking(key: str) -> str:
+    return " or ".join(f"'{name}'" for name, kind in TYPES.items() if key in kind.output_fields)

@@ -6,9 +6,33 @@ them to editors, and the resolver (load.py) copies them into the IR.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt
+from pydantic_core import PydanticCustomError
+
+from distillc.task import metric_names, type_names
+
+
+def one_of(names: Callable[[], tuple[str, ...]]) -> Any:
+    """A string that must be one of `names()`, asked when a spec is checked: the task types and their metrics
+    are a registry (distillc.task), and a type added to it is accepted without touching this model."""
+
+    def check(value: Any) -> Any:
+        allowed = names()
+        if not isinstance(value, str) or value not in allowed:
+            quoted = [repr(name) for name in allowed]
+            expected = " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return value
+
+    return Annotated[str, BeforeValidator(check)]
+
+
+def enum_of(names: Callable[[], tuple[str, ...]]) -> Callable[[dict[str, Any]], None]:
+    """The published schema's `enum` for a one_of field, as the registry stands when it is written."""
+    return lambda schema: schema.update(enum=list(names()))
 
 
 class Strict(BaseModel):
@@ -24,7 +48,9 @@ class Example(Strict):
 
 
 class Output(Strict):
-    type: Literal["text", "label", "json"] = Field(default="text", description="What an answer is.")
+    type: one_of(type_names) = Field(  # type: ignore[valid-type]
+        default="text", description="What an answer is.", json_schema_extra=enum_of(type_names)
+    )
     labels: list[str] | None = Field(default=None, description="The label set; required for type 'label'.")
     json_schema: dict[str, Any] | None = Field(
         default=None, alias="schema", description="JSON Schema every answer must satisfy (type 'json' only)."
@@ -200,8 +226,9 @@ class Student(Strict):
 
 class Evaluation(Strict):
     holdout: float = Field(default=0.15, gt=0, lt=0.5, description="Share of inputs held out from training.")
-    metric: Literal["auto", "accuracy", "macro_f1", "exact_match", "chrf", "rouge_l"] = Field(
+    metric: one_of(lambda: ("auto", *metric_names())) = Field(  # type: ignore[valid-type]
         default="auto",
+        json_schema_extra=enum_of(lambda: ("auto", *metric_names())),
         description="auto: accuracy for labels, exact_match for text and json. Labels: accuracy, macro_f1; text: "
         "chrf (character n-gram F-score) or rouge_l, for answers that may say the same in other words.",
     )

@@ -15,12 +15,12 @@ from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.quality.checks import degenerate, small_holdout
 from distillc.quality.metrics import gated, task_metrics
-from distillc.quality.scoring import agrees
 from distillc.spec.ir import TaskIR
 from distillc.stages.prune import candidates
 from distillc.student.decode import Decoder
 from distillc.student.models import load_causal_lm, quiet_transformers
 from distillc.student.prompt import few_shot_prompt, load_prompt
+from distillc.task import task_type
 
 
 def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def predict(
                 "expected": row["output"],
                 "output": text,
                 "output_ids": new,
-                "agrees": agrees(task, row["output"], text),
+                "agrees": task_type(task).agrees(task, row["output"], text),
             }
         )
     return predictions, decoder, prompt

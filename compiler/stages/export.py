@@ -15,6 +15,7 @@ held-out input.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -33,8 +34,10 @@ from distillc.stages.evaluate import candidate_predictions
 from distillc.stages.prune import FULL, candidates
 from distillc.student.fused_export import build_fused_onnx
 from distillc.student.models import quiet_transformers
-from distillc.student.prompt import label_sequences, load_prompt
+from distillc.student.prompt import answer_ids, load_prompt
 from distillc.student.quantize import quantize
+from distillc.task import task_type
+from distillc.task.base import StudentTokens
 
 EXPORTED = "exported.json"
 
@@ -137,8 +140,9 @@ def export_graph(ctx: StageContext, model_dir: Path, target: Path) -> tuple[str,
 
 
 def write_generation_config(model_dir: Path, out: Path, spec: Any) -> None:
-    """generation.json: the prompt around each input, when to stop, and what the answer may be
-    (a label task's labels as the token sequences the student was trained on; a JSON task's schema)."""
+    """generation.json: the prompt around each input, when to stop, and what the answer may be: the task
+    type's decoding constraint (a label task's labels as the token sequences the student was trained on; a
+    JSON task's schema)."""
     from transformers import AutoTokenizer
 
     config = {
@@ -147,19 +151,9 @@ def write_generation_config(model_dir: Path, out: Path, spec: Any) -> None:
         "output_type": spec.task.output_type,
     }
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if spec.task.output_type == "label":
-        config["labels"] = label_sequences(tokenizer, spec.task.labels)
-        seen: dict[tuple[int, ...], str] = {}
-        for label in config["labels"]:
-            if (twin := seen.setdefault(tuple(label["ids"]), label["text"])) != label["text"]:
-                raise DistillcError(
-                    "E313",
-                    f"labels {twin!r} and {label['text']!r} are the same tokens to the student's tokenizer",
-                    help="rename one of them in task.output.labels",
-                )
-    if spec.task.output_type == "json":
-        vocab_size = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["vocab_size"]
-        config |= {"json_schema": spec.task.json_schema, "answer_eos": tokenizer.eos_token_id, "vocab_size": vocab_size}
+    vocab_size = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    tokens = StudentTokens(functools.partial(answer_ids, tokenizer), tokenizer.eos_token_id, vocab_size)
+    config |= task_type(spec.task).constraint(spec.task, tokens)
     (out / "generation.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 

@@ -13,12 +13,12 @@ from distillc.build.artifacts import read_jsonl, write_jsonl
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.spec.ir import SpecIR
+from distillc.task import accept, task_type
+from distillc.task.prompts import label_messages, reask_messages
 from distillc.teacher import client, local
 from distillc.teacher.budget import refuse_over_estimate, spent_usd
-from distillc.teacher.contract import accept
 from distillc.teacher.cost import usd
 from distillc.teacher.journal import Journal, journal_path, request_key
-from distillc.teacher.prompts import label_messages, reask_messages
 from distillc.teacher.protocol import Request
 from distillc.teacher.soft_labels import label_distribution
 from distillc.teacher.speed import teacher_speed
@@ -41,6 +41,7 @@ def unanswered(requests: list[Request], answered: Journal | Mapping[str, Any]) -
 def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
     spec = ctx.spec
     teacher = spec.teacher
+    choices = task_type(spec.task).choices(spec.task)
     items = read_jsonl(inputs / "inputs.jsonl")
     requests = teacher_requests(spec, items)
 
@@ -100,7 +101,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
             fixed += 1
             entry = second
         row = {**item, "output": target}
-        if spec.task.output_type == "label" and (soft := label_distribution(spec.task.labels, entry)):
+        if choices and (soft := label_distribution(choices, entry)):
             row["soft"] = {label: round(p, 6) for label, p in soft.items()}
         labeled.append(row)
     write_jsonl(ctx.workdir / "labeled.jsonl", labeled)
@@ -136,7 +137,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         "soft_labels": sum("soft" in row for row in labeled),
         "requests_sent": len(pending) + len(pending_reasks),
         "usage": usage,
-        "distribution": _distribution(labeled) if spec.task.output_type == "label" else {},
+        "distribution": _distribution(labeled) if choices else {},
         "teacher": speed,
     }
 

@@ -17,6 +17,7 @@ from distillc.stages.export import variant_dir
 from distillc.stages.gate import DECISION
 from distillc.stages.verify import VERIFIED, predictions
 from distillc.student.tensorrt import tensorrt_config
+from distillc.task import task_type
 from distillc_runtime.providers import TENSORRT_CONFIG
 from distillc_runtime.selftest import SELFTEST
 
@@ -113,6 +114,7 @@ def selftest(verify: Path, verified: dict[str, Any], chosen: dict[str, Any], inp
 
 def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, Any]:
     spec = ctx.spec
+    kind = task_type(spec.task)
     decision = read_json(gate / DECISION)
     chosen = decision["variant"]
     out = ctx.workdir / "package"
@@ -133,7 +135,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
         "task": {
             "instructions": spec.task.instructions,
             "output_type": spec.task.output_type,
-            "labels": list(spec.task.labels),
+            "labels": list(kind.choices(spec.task)),
         },
         "student": {"base_model": spec.student.base_model, "variant": chosen["name"], "layers": chosen["layers"]},
         "evaluation": {"metric": decision["metric"], "score": chosen["score"], "n": decision["n"]},
@@ -171,7 +173,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
         target=spec.export.target,
         example_input=example.input,
         output_type=spec.task.output_type,
-        labels=list(spec.task.labels),
+        answer_check=kind.answer_check(spec.task),
         selftest=proof,
         **image(spec.export.target),
         **deployment(spec, out / "model", model_files, chosen.get("memory_mb")),
@@ -182,7 +184,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
     (out / "README.md").write_text(
         render(
             "package_README.md.j2",
-            **{**values, "labels": [markdown_text(label) for label in spec.task.labels]},
+            **{**values, "labels": [markdown_text(label) for label in kind.choices(spec.task)]},
             # Quoted from the spec: escaped, so that a backtick fence or HTML in it cannot reshape the README.
             spec_file=markdown_code(Path(spec.spec_path).name),
             instructions=markdown_text(spec.task.instructions),

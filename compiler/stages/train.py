@@ -14,6 +14,7 @@ from typing import Any
 
 from distillc.build.runner import Stage, StageContext
 from distillc.student.train_job import TrainJob, run_training, student_schedule
+from distillc.task import task_type
 
 
 def checkpoint_dir(ctx: StageContext) -> Path:
@@ -25,7 +26,8 @@ def checkpoint_dir(ctx: StageContext) -> Path:
 def run(ctx: StageContext, split: Path) -> dict[str, Any]:
     cfg = ctx.spec.student
     task = ctx.spec.task
-    schedule = student_schedule(cfg, soft_label_weight=cfg.soft_label_weight if task.output_type == "label" else 0.0)
+    choices = task_type(task).choices(task)  # a closed answer set: the teacher's scores over it are soft labels
+    schedule = student_schedule(cfg, soft_label_weight=cfg.soft_label_weight if choices else 0.0)
     checkpoints = checkpoint_dir(ctx)
     job = TrainJob(
         base_model=cfg.base_model,
@@ -35,7 +37,7 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
         dev_share=cfg.dev_share,
         schedule=asdict(schedule),
         instructions=task.instructions,
-        labels=list(task.labels) if task.output_type == "label" else [],
+        labels=list(choices),
         train_path=str(split / "train.jsonl"),
         out_dir=str(ctx.workdir),
         checkpoints=str(checkpoints),

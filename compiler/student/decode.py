@@ -1,16 +1,19 @@
-"""Greedy decoding with the PyTorch student, step for step as the package decodes: a label task over its
-label set, a JSON task within its schema (distillc_runtime.constrain), text free up to the token limit.
+"""Greedy decoding with the PyTorch student, step for step as the package decodes, under the constraint the
+task type gives (distillc_runtime.constrain): over a label set, within a JSON schema, or free up to the limit.
 The evaluate stage scores these answers; the prune stage trains smaller students on them."""
 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
 from distillc.spec.ir import TaskIR
-from distillc.student.prompt import label_sequences, prompt_ids
-from distillc_runtime.constrain import JsonGrammar, JsonState, LabelState, LabelTrie
+from distillc.student.prompt import answer_ids, prompt_ids
+from distillc.task import task_type
+from distillc.task.base import StudentTokens
+from distillc_runtime.constrain import JsonState, LabelState, LabelTrie, from_config
 
 
 class Decoder:
@@ -19,14 +22,8 @@ class Decoder:
 
     def __init__(self, task: TaskIR, tokenizer: Any, tokenizer_json: Path, vocab_size: int, limit: int) -> None:
         self.tokenizer, self.limit = tokenizer, limit
-        self.labels = None
-        if task.output_type == "label":
-            sequences = label_sequences(tokenizer, task.labels)
-            self.labels = LabelTrie([s["text"] for s in sequences], [s["ids"] for s in sequences])
-        self.grammar = None
-        if task.output_type == "json":
-            text = tokenizer_json.read_text(encoding="utf-8")
-            self.grammar = JsonGrammar(text, task.json_schema, tokenizer.eos_token_id, vocab_size)
+        tokens = StudentTokens(functools.partial(answer_ids, tokenizer), tokenizer.eos_token_id, vocab_size)
+        self.labels, self.grammar = from_config(task_type(task).constraint(task, tokens), tokenizer_json)
         self.free_text = self.labels is None and self.grammar is None
         self._prefix: tuple[Any, list[int], Any] | None = None  # (model, prefix tokens, their cache)
 

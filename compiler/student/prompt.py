@@ -6,10 +6,12 @@ and after it ships with the model, so training and serving format inputs identic
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
+from distillc.task import label
 from distillc_runtime.prompt import PLACEHOLDER, render
 
 PROMPT_FILE = "prompt.json"
@@ -24,7 +26,7 @@ def prompt_template(tokenizer: Any, instructions: str) -> tuple[str, str]:
 def few_shot_prompt(tokenizer: Any, task: Any, eos: list[int]) -> dict[str, Any]:
     """A prompt (as load_prompt gives) that shows the untrained model the task as the teacher sees it: the
     instructions, then each example as a user turn and its answer as the assistant's."""
-    from distillc.teacher.prompts import label_messages
+    from distillc.task.prompts import label_messages
 
     messages = label_messages(task, PLACEHOLDER)
     shots = "".join(f"Input: {e.input}\nOutput: {e.output}\n\n" for e in task.examples)
@@ -58,7 +60,7 @@ def answer_ids(tokenizer: Any, answer: str) -> list[int]:
 
 def label_sequences(tokenizer: Any, labels: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
     """Each label with the tokens it is trained as: what label-constrained decoding chooses among."""
-    return [{"text": label, "ids": answer_ids(tokenizer, label)} for label in labels]
+    return label.label_sequences(functools.partial(answer_ids, tokenizer), labels)
 
 
 def eos_ids(tokenizer: Any, model_config: Any) -> list[int]:

@@ -19,8 +19,8 @@ from typing import Any
 from distillc.build.events import Event, Sink
 from distillc.errors import DistillcError
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
+from distillc.task.contract import strip_fence
 from distillc.teacher import client
-from distillc.teacher.contract import strip_fence
 from distillc.teacher.cost import usd
 from distillc.teacher.dedup import NearDuplicateIndex, distinct_ngram_ratio
 from distillc.teacher.journal import Journal, request_key

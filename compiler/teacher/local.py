@@ -18,6 +18,7 @@ from typing import Any
 from distillc.build.events import Progress, Sink
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.student.models import load_causal_lm, pick_device
+from distillc.task import task_type
 from distillc.teacher.journal import Journal, journal_entry
 from distillc.teacher.protocol import Messages, Request
 
@@ -28,7 +29,7 @@ REFERENCE_SIZE = 64  # inputs scored to estimate each label's prior
 
 def params(teacher: TeacherIR, task: TaskIR) -> dict[str, Any]:
     # v2: every label's score is journaled with the answer (the teacher's distribution, for soft labels)
-    mode = "score_labels_calibrated_v2" if task.output_type == "label" else "generate"
+    mode = "score_labels_calibrated_v2" if task_type(task).choices(task) else "generate"
     return {"mode": mode, "temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
 
 
@@ -92,16 +93,17 @@ class LocalTeacher:
         import torch
 
         model, tokenizer = _loaded(self.teacher.model)
-        if self.task.output_type != "label":
+        choices = task_type(self.task).choices(self.task)  # a closed answer set is scored, not generated
+        if not choices:
             return lambda batch: _generate(model, tokenizer, batch, self.teacher)
         if self._label_prior is None:
             eos = [tokenizer.eos_token_id]
-            label_ids = [tokenizer(x, add_special_tokens=False)["input_ids"] + eos for x in self.task.labels]
+            label_ids = [tokenizer(x, add_special_tokens=False)["input_ids"] + eos for x in choices]
             reference = [self._render(m) for m in self.reference[:REFERENCE_SIZE]]
             with torch.inference_mode():
                 self._label_prior = (label_ids, _prior(model, tokenizer, label_ids, reference))
         label_ids, prior = self._label_prior
-        return lambda batch: _score_labels(model, tokenizer, batch, self.task, label_ids, prior)
+        return lambda batch: _score_labels(model, tokenizer, batch, choices, label_ids, prior)
 
 
 @functools.lru_cache(maxsize=1)
@@ -126,7 +128,12 @@ def _prior(model: Any, tokenizer: Any, label_ids: list[list[int]], reference: li
 
 
 def _score_labels(
-    model: Any, tokenizer: Any, prompts: list[str], task: TaskIR, label_ids: list[list[int]], prior: list[float]
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    choices: tuple[str, ...],
+    label_ids: list[list[int]],
+    prior: list[float],
 ) -> list[Answer]:
     """Pick, per prompt, the label whose calibrated score (log-likelihood minus prior) is highest."""
     prompt_ids = _encode(tokenizer, prompts)
@@ -137,8 +144,8 @@ def _score_labels(
         calibrated = [score - bias for score, bias in zip(scores, prior, strict=True)]
         best = max(range(len(calibrated)), key=calibrated.__getitem__)
         usage = {"prompt_tokens": len(ids), "completion_tokens": len(label_ids[best])}
-        scores = {label: round(x, 5) for label, x in zip(task.labels, calibrated, strict=True)}
-        out.append((task.labels[best], usage, scores))
+        scores = {label: round(x, 5) for label, x in zip(choices, calibrated, strict=True)}
+        out.append((choices[best], usage, scores))
     return out
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from distillc.build.events import Event, Progress, Sink
 from distillc.errors import DistillcError
 from distillc.spec.ir import TaskIR, TeacherIR
+from distillc.task import task_type
 from distillc.teacher import retry
 from distillc.teacher.budget import Budget, Pricing, Reservation
 from distillc.teacher.cost import usd
@@ -66,33 +67,16 @@ class RequestFailed(Exception):
 
 
 def params(teacher: TeacherIR, task: TaskIR | None = None) -> dict[str, Any]:
-    """Sampling parameters, and the endpoint's structured output: for JSON tasks the task's schema; for label
-    tasks a schema whose only value is one of the labels, with each answer token's alternatives (logprobs),
-    the teacher's distribution over the labels that soft-label training learns from."""
+    """Sampling parameters, and the endpoint's structured output as the task type holds it to the contract;
+    for a type with a closed answer set (labels), each answer token's alternatives (logprobs): the teacher's
+    distribution over the set, which soft-label training learns from."""
     out: dict[str, Any] = {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
-    if task is not None and task.output_type == "label":
-        out["response_format"] = {"type": "json_schema", "json_schema": label_format(task.labels)}
+    if task is not None and (response_format := task_type(task).endpoint_format(task)):
+        out["response_format"] = response_format
+    if task is not None and task_type(task).choices(task):
         out["logprobs"] = True
         out["top_logprobs"] = TOP_LOGPROBS
-    if task is not None and task.output_type == "json":
-        if task.json_schema:
-            schema = json.loads(task.json_schema)
-            out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
-        else:
-            out["response_format"] = {"type": "json_object"}
     return out
-
-
-def label_format(labels: tuple[str, ...]) -> dict[str, Any]:
-    """A strict JSON schema whose one field must be one of the labels: OpenAI's structured outputs take an
-    object at the root, and vLLM and llama.cpp servers take the same `response_format`."""
-    schema = {
-        "type": "object",
-        "properties": {"label": {"type": "string", "enum": list(labels)}},
-        "required": ["label"],
-        "additionalProperties": False,
-    }
-    return {"name": "label", "strict": True, "schema": schema}
 
 
 def as_json_object(response_format: dict[str, Any]) -> dict[str, Any]:

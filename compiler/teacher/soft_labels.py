@@ -17,7 +17,7 @@ import math
 import os
 from typing import Any
 
-from distillc.teacher.contract import label_field, match_label
+from distillc.task.label import label_field, match_label
 
 
 def label_distribution(labels: tuple[str, ...], entry: dict[str, Any]) -> dict[str, float] | None:
