@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.data.sources import kept_inputs
 from distillc.quality.metrics import gated
 from distillc.spec.load import load_spec
-from distillc.stages.export import write_generation_config
-from distillc.stages.inputs import kept_inputs
 from distillc.stages.prune import PROBE_ROWS, answer, recovery_job, unseen_inputs
 from distillc.student.fused_export import build_fused_onnx
 from distillc.student.models import load_causal_lm
+from distillc.student.onnx_export import write_generation_config
 from distillc.student.prompt import load_prompt, prompt_ids
 from distillc.student.quantize import quantize
 from distillc.student.train_job import run_training

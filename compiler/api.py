@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from distillc import __version__
+from distillc.artifacts.export import read_exported, variant_dir
+from distillc.artifacts.prune import read_candidates
 from distillc.build.artifacts import disk_bytes, link_tree, read_json, write_json
 from distillc.build.events import Event, Sink, null_sink
 from distillc.build.evict import evict
@@ -16,14 +18,12 @@ from distillc.build.lock import build_lock
 from distillc.build.runner import StageRecord, run_stages
 from distillc.errors import DistillcError, GateFailed
 from distillc.graph import STAGES
-from distillc.quality.gates import GATED, gated_score
+from distillc.quality.gates import gated_score
 from distillc.redact import redact
 from distillc.report.headline import headline
 from distillc.report.html import write_html
 from distillc.spec import SpecIR, load_spec
 from distillc.spec.ir import plain
-from distillc.stages.export import exported_students, variant_dir
-from distillc.stages.prune import candidates
 from distillc_runtime.integrity import problems
 
 
@@ -83,8 +83,6 @@ def _build(
         for record in run_stages(STAGES, spec, build_dir, emit, previous, until, force, restore=keep_weights):
             result.stages.append(record)
             _write_manifest(result, started, "running")
-            if record.name == "evaluate":
-                _check_quality_gate(result)
         if result.stages[-1].name == "package":
             result.package_dir = _materialize_package(result.stage("package").artifact / "package", build_dir, emit)
             if not keep_weights:
@@ -105,8 +103,8 @@ def _free_unneeded(result: BuildResult, emit: Sink) -> None:
     """Free the weights the package does not need (distillc.build.evict): trained, pruned, not shipped."""
     train, prune, export = (result.stage(name).artifact for name in ("train", "prune", "export"))
     shipped = result.stage("gate").summary["variant"]
-    pruned = candidates(prune)
-    unshipped = [v["name"] for s in exported_students(export) for v in s["variants"] if v["name"] != shipped]
+    pruned = read_candidates(prune)
+    unshipped = [v["name"] for s in read_exported(export) for v in s["variants"] if v["name"] != shipped]
     freed = {
         "the trained weights": evict(train, [train / "model"]),
         f"the pruned students ({', '.join(c['name'] for c in pruned)})": evict(
@@ -127,18 +125,6 @@ def _write_html(build_dir: Path, emit: Sink) -> None:
         write_html(build_dir)
     except Exception as exc:  # the page is a view of report.json: never worth failing a finished build over
         emit(Event("warning", "report", f"report.html was not written ({type(exc).__name__}: {exc}); report.json is"))
-
-
-def _check_quality_gate(result: BuildResult) -> None:
-    summary = result.stage("evaluate").summary
-    minimum = result.spec.evaluation.min_score
-    if (value := gated_score(result.spec, summary)) < minimum:
-        raise GateFailed(
-            "E501",
-            f"student {summary['metric']}{GATED[result.spec.evaluation.gate]} {value:.3f} is below "
-            f"evaluation.min_score {minimum} on {summary['n']} held-out inputs",
-            help=f"see {result.build_dir / 'report.json'}; more inputs, more epochs or a larger student may help",
-        )
 
 
 def _materialize_package(source: Path, build_dir: Path, emit: Sink) -> Path:

@@ -12,11 +12,11 @@ import click
 
 from distillc import __version__
 from distillc.build.events import Event, JsonSink, sink_for
-from distillc.errors import DistillcError, SpecError
+from distillc.errors import DistillcError
 from distillc.graph import STAGE_NAMES
 from distillc.redact import redact
 from distillc.report.headline import usd_text
-from distillc.spec.diagnostics import to_json
+from distillc.spec.diagnostics import SpecError, to_json
 from distillc.task import type_names
 
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG)

@@ -22,22 +22,5 @@ class DistillcError(Exception):
         return text
 
 
-class SpecError(DistillcError):
-    """The spec is invalid; carries every diagnostic found, not just the first."""
-
-    def __init__(self, diagnostics: list, source: str, filename: str) -> None:
-
-        self.diagnostics = diagnostics
-        self.source = source
-        self.filename = filename
-        errors = sum(1 for d in diagnostics if d.severity == "error")
-        super().__init__("E109", f"{filename}: {errors} error(s) in spec")
-
-    def render(self) -> str:
-        from distillc.spec.diagnostics import render_all
-
-        return render_all(self.diagnostics, self.source, self.filename)
-
-
 class GateFailed(DistillcError):
     """A quality or latency gate of the spec was not met; artifacts and the report are kept."""

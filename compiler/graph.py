@@ -11,6 +11,7 @@ import types
 import typing
 
 from distillc.build.runner import Stage
+from distillc.quality import gates
 from distillc.spec.ir import SpecIR
 from distillc.stages import evaluate, export, gate, inputs, label, package, prune, split, train, verify
 
@@ -20,7 +21,7 @@ STAGES = (
     split.STAGE,
     train.STAGE,
     prune.STAGE,
-    evaluate.STAGE,
+    dataclasses.replace(evaluate.STAGE, checks=(gates.min_score,)),  # E501: no export for a student below the bar
     export.STAGE,
     verify.STAGE,
     gate.STAGE,

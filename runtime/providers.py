@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
 TENSORRT = "TensorrtExecutionProvider"
 TARGET_PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -41,6 +39,8 @@ def available_for(target: str) -> list[str]:
     """The names of the target's providers that this onnxruntime build has."""
     if target == "tensorrt":
         preload_tensorrt()
+    import onnxruntime as ort  # here, not at the top: the compiler reads this module's tables without it
+
     available = set(ort.get_available_providers())
     names = [p for p in TARGET_PROVIDERS.get(target, ["CPUExecutionProvider"]) if p in available]
     return names or ["CPUExecutionProvider"]

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distillc.package.policy import image
 from distillc.package.render import render
 from distillc.package.runtime_lock import TARGETS, TENSORRT_LIBS, check_versions, lock_path, locked_versions, normalize
-from distillc.stages.package import image
 from tests.helpers import free_port, start
 
 RUNTIME = Path(__file__).parent.parent / "runtime"

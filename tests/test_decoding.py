@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distillc.stages.export import export_onnx
 from distillc.student.decode import classify
 from distillc.student.fused_export import build_fused_onnx
+from distillc.student.onnx_export import export_onnx
 from distillc.student.prompt import eos_ids, label_sequences, prompt_ids, prompt_template, save_prompt
 from distillc_runtime import kvcache
 from distillc_runtime.constrain import LabelTrie
@@ -279,7 +279,7 @@ def test_labels_the_tokenizer_cannot_tell_apart_are_a_clear_error(
     from types import SimpleNamespace
 
     from distillc.errors import DistillcError
-    from distillc.stages import export
+    from distillc.student import onnx_export as export
     from distillc.task import label
 
     collide = [{"text": "Yes", "ids": [5, 2]}, {"text": "no", "ids": [6, 2]}, {"text": "yes", "ids": [5, 2]}]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distillc.stages.export import export_onnx
+from distillc.student.onnx_export import export_onnx
 from distillc.student.prompt import eos_ids, prompt_ids, prompt_template, save_prompt
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from distillc.package.policy import image, requirements
 from distillc.package.render import render
 from distillc.package.runtime_lock import locked_versions
-from distillc.stages.package import image, requirements
+from distillc.targets import TARGETS
 from tests.conftest import review_texts, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, read_json
@@ -18,12 +19,23 @@ from tests.helpers import distillc, read_json
 GOLDEN = Path(__file__).parent / "golden"
 
 
-@pytest.mark.parametrize("target", ["cpu", "cuda", "tensorrt"])
-def test_dockerfile_matches_golden(target: str) -> None:
-    rendered = render(
-        "Dockerfile.j2", name="review-sentiment", distillc_version="0.0.0", port=8080, selftest=True, **image(target)
-    )
-    golden = GOLDEN / f"Dockerfile.{target}"
+# What the deployment files take besides the target's row: fixed, so that only the table varies.
+DEPLOYMENT = {"image": "review-sentiment:0123456789ab", "model_memory_mi": 200, "memory_mi": 264, "cpu": 1,
+              "grace_s": 40, "startup_failures": 24}  # fmt: skip
+RENDERED = {
+    "Dockerfile.j2": "Dockerfile",
+    "compose.yaml.j2": "compose.yaml",
+    "k8s/deployment.yaml.j2": "deployment.yaml",
+}
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("template", sorted(RENDERED))
+def test_each_targets_files_match_golden(target: str, template: str) -> None:
+    """Every target of the table, rendered from its row alone: a new row is one golden file per template."""
+    values = dict(name="review-sentiment", distillc_version="0.0.0", port=8080, selftest=True, target=target)
+    rendered = render(template, **values, **image(target), **DEPLOYMENT)
+    golden = GOLDEN / f"{RENDERED[template]}.{target}"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)
     assert rendered == golden.read_text()

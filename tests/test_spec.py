@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distillc.errors import SpecError
 from distillc.spec import load_spec, validate_file
+from distillc.spec.diagnostics import SpecError
 from distillc.spec.ir import cache_view
 from tests.conftest import VALID, write
 from tests.helpers import distillc

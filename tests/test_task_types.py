@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from distillc import api
-from distillc.errors import SpecError
+from distillc.spec.diagnostics import SpecError
 from distillc.spec.load import load_spec
 from distillc.task import TYPES, registered, task_type
 from distillc.task.base import Pairs, Problem, Starter, StudentTokens

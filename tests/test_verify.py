@@ -12,9 +12,9 @@ import yaml
 
 from distillc import api
 from distillc.errors import GateFailed
+from distillc.package.policy import SERVER_MEMORY_MI
 from distillc.quality.gates import choose_variant
 from distillc.spec import load_spec
-from distillc.stages.package import SERVER_MEMORY_MI
 from tests.conftest import VALID, edit_spec, review_texts, sentiment, write, write_spec
 from tests.fake_teacher import FakeTeacher
 

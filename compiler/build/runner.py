@@ -38,6 +38,9 @@ class Stage:
     needs: tuple[str, ...]  # earlier stages whose artifacts `run` takes, as keyword arguments by name
     produces: tuple[str, ...]  # what its artifact holds: file names or patterns, each checked after a run
     run: Callable[..., dict[str, Any] | None]
+    # Gates on its summary, run after it (cached or not) with (spec, summary, build_dir): one that raises stops
+    # the build after the stage's record is out, so the report has the figures that failed it.
+    checks: tuple[Callable[[SpecIR, dict[str, Any], Path], None], ...] = ()
 
 
 @dataclass
@@ -113,6 +116,8 @@ def run_stages(
             emit(Event("stage_done", stage.name, f"{record.seconds:.1f}s", {"seconds": record.seconds}))
         done[stage.name] = record
         yield record
+        for check in stage.checks:
+            check(spec, record.summary, build_dir)
         if until == stage.name:
             return
 

@@ -7,6 +7,7 @@ The quality bar is two gates: `evaluation.min_score`, and `export.max_quality_dr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from distillc.errors import GateFailed
@@ -20,6 +21,19 @@ TOLERANCE = 1e-9
 def gated_score(spec: SpecIR, measured: dict[str, Any]) -> float:
     """What must reach min_score: the score, or with `evaluation.gate: lower_bound` its interval's lower bound."""
     return float(measured["interval"][0] if spec.evaluation.gate == "lower_bound" else measured["score"])
+
+
+def min_score(spec: SpecIR, summary: dict[str, Any], build_dir: Path) -> None:
+    """E501 when the PyTorch student's held-out score (the evaluate stage's summary) is below min_score:
+    nothing is exported for a student that cannot pass."""
+    minimum = spec.evaluation.min_score
+    if (value := gated_score(spec, summary)) < minimum:
+        raise GateFailed(
+            "E501",
+            f"student {summary['metric']}{GATED[spec.evaluation.gate]} {value:.3f} is below "
+            f"evaluation.min_score {minimum} on {summary['n']} held-out inputs",
+            help=f"see {build_dir / 'report.json'}; more inputs, more epochs or a larger student may help",
+        )
 
 
 def choose_variant(spec: SpecIR, verify: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from distillc.errors import DistillcError
 from distillc.redact import redact
 
 
@@ -75,3 +76,17 @@ def to_json(diagnostics: list[Diagnostic], source: str, filename: str) -> str:
         line, col = line_col(source, d.start)
         rows.append({"file": filename, "line": line, "column": col, **asdict(d)})
     return redact(json.dumps(rows, indent=2))
+
+
+class SpecError(DistillcError):
+    """The spec is invalid; carries every diagnostic found, not just the first."""
+
+    def __init__(self, diagnostics: list[Diagnostic], source: str, filename: str) -> None:
+        self.diagnostics = diagnostics
+        self.source = source
+        self.filename = filename
+        errors = sum(1 for d in diagnostics if d.severity == "error")
+        super().__init__("E109", f"{filename}: {errors} error(s) in spec")
+
+    def render(self) -> str:
+        return render_all(self.diagnostics, self.source, self.filename)

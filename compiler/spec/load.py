@@ -12,14 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from distillc.build.artifacts import file_sha256
-from distillc.errors import SpecError
 from distillc.redact import key_like
 from distillc.spec import ir
-from distillc.spec.diagnostics import Diagnostic, sort_key
+from distillc.spec.diagnostics import Diagnostic, SpecError, sort_key
 from distillc.spec.raw import Budget, Evaluation, Export, Inputs, Lora, RawSpec, Student, Task, Teacher
 from distillc.spec.source import SourceMap, load_yaml
 from distillc.task import TYPES, task_type
+from distillc_runtime.integrity import sha256 as file_sha256
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt", ".parquet": "parquet"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt
 from pydantic_core import PydanticCustomError
 
+from distillc.targets import target_names
 from distillc.task import metric_names, type_names
 
 
@@ -324,8 +325,9 @@ class Export(Strict):
         "machine's CPU; the fastest that meets evaluation.min_score, export.max_quality_drop and the latency "
         "budget ships, and proves itself on the CPU it is deployed on before it serves (its self-test).",
     )
-    target: Literal["cpu", "cuda", "tensorrt"] = Field(
+    target: one_of(target_names) = Field(  # type: ignore[valid-type]
         default="cpu",
+        json_schema_extra=enum_of(target_names),
         description="Where the package runs: onnxruntime on CPU; onnxruntime-gpu with CUDA; or with TensorRT "
         "(engines cached, CUDA for what TensorRT cannot run).",
     )

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from distillc.artifacts.evaluate import candidate_predictions, predictions_path
+from distillc.artifacts.prune import read_candidates
 from distillc.build.artifacts import read_jsonl, write_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.quality.checks import degenerate, small_holdout
 from distillc.quality.metrics import gated, task_metrics
 from distillc.spec.ir import TaskIR
-from distillc.stages.prune import candidates
-from distillc.student.decode import Decoder
 from distillc.student.models import load_causal_lm, quiet_transformers
 from distillc.student.prompt import few_shot_prompt, load_prompt
 from distillc.task import task_type
+
+if TYPE_CHECKING:
+    from distillc.student.decode import Decoder
 
 
 def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, Any]:
@@ -28,7 +31,7 @@ def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, A
     rows = read_jsonl(split / "holdout.jsonl")
     predictions, decoder, prompt = predict(ctx, train / "model", rows)
     labels, grammar = decoder.labels, decoder.grammar
-    write_jsonl(ctx.workdir / "predictions.jsonl", predictions)
+    write_jsonl(predictions_path(ctx.workdir), predictions)
     metric = ctx.spec.evaluation.metric
     pairs = [(p["expected"], p["output"]) for p in predictions]
     metrics = task_metrics(task, pairs)
@@ -64,7 +67,7 @@ def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, A
         "warnings": warnings,
         "n": len(predictions),
         "disagreements": misses,
-        "candidates": [evaluate_candidate(ctx, c, rows, predictions) for c in candidates(prune)],
+        "candidates": [evaluate_candidate(ctx, c, rows, predictions) for c in read_candidates(prune)],
     }
 
 
@@ -75,6 +78,8 @@ def predict(
     and the student's prompt, which the baselines reuse."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distillc.student.decode import Decoder
 
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -98,10 +103,6 @@ def predict(
             }
         )
     return predictions, decoder, prompt
-
-
-def candidate_predictions(evaluate_artifact: Path, name: str) -> Path:
-    return evaluate_artifact / "candidates" / f"{name}.predictions.jsonl"
 
 
 def evaluate_candidate(

@@ -11,23 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distillc.build.artifacts import read_json, write_json
+from distillc.artifacts.gate import DECISION, Decision, write_decision
+from distillc.artifacts.verify import read_verified
 from distillc.build.runner import Stage, StageContext
 from distillc.quality.gates import choose_variant
 
-DECISION = "decision.json"
-
 
 def run(ctx: StageContext, verify: Path) -> dict[str, Any]:
-    verified = read_json(verify / "verified.json")
+    verified = read_verified(verify)
     chosen = choose_variant(ctx.spec, verified)  # raises GateFailed when nothing can ship
-    decision = {
-        "variant": chosen,
-        "metric": verified["metric"],
-        "n": verified["n"],
-        "measured_with": verified["measured_with"],
-    }
-    write_json(ctx.workdir / DECISION, decision)
+    decision = Decision(
+        variant=chosen, metric=verified["metric"], n=verified["n"], measured_with=verified["measured_with"]
+    )
+    write_decision(ctx.workdir, decision)
     ctx.log(
         f"{chosen['name']} ships ({chosen['layers']} layers): {verified['metric']} {chosen['score']:.3f}, "
         f"p95 {chosen['p95_ms']} ms"

@@ -2,79 +2,30 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from distillc import __version__
-from distillc.build.artifacts import canonical_sha256, link_tree, read_json, tree_files, write_json
+from distillc.artifacts.export import variant_dir
+from distillc.artifacts.gate import read_decision
+from distillc.artifacts.verify import Verified, read_predictions, read_verified
+from distillc.build.artifacts import link_tree, tree_files, write_json
 from distillc.build.runner import Stage, StageContext
+from distillc.package.policy import deployment, image, requirements
 from distillc.package.render import markdown_code, markdown_text, render
-from distillc.package.runtime_lock import TENSORRT_LIBS, check_versions, lock_path
-from distillc.stages.export import variant_dir
-from distillc.stages.gate import DECISION
-from distillc.stages.verify import VERIFIED, predictions
+from distillc.package.runtime_lock import check_versions
 from distillc.student.tensorrt import tensorrt_config
+from distillc.targets import TARGETS
 from distillc.task import task_type
 from distillc_runtime.providers import TENSORRT_CONFIG
 from distillc_runtime.selftest import SELFTEST
-
-# What the web server adds to the peak the verify stage measures for the model's process (Python,
-# onnxruntime, tokenizer, model): the default package's server peaked at 456 MiB after 20 requests,
-# against 439 MiB for the model's process alone; rounded up, with room for request buffers.
-SERVER_MEMORY_MI = 64
-# onnxruntime-gpu 1.31.1 (checked in its wheel) needs CUDA 13 (libcudart.so.13, libcublas.so.13), cuDNN 9
-# and, for TensorRT, libnvinfer.so.10: hence a CUDA 13 image (host driver 580 or newer); the GPU locks
-# take onnxruntime-gpu from 1.31.1 and TensorRT 10 for CUDA 13 from pip (distillc.package.runtime_lock).
-CUDA_IMAGE = "nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04"
-# The CPU image's Python: the one the CPU lock was resolved for (distillc.package.runtime_lock.TARGETS), to the patch.
-PYTHON_IMAGE = "python:3.11.14-slim-bookworm"
 
 
 def runtime_dir() -> Path:
     """The runtime the package ships, read as data (so its files are in this stage's key)."""
     return Path(str(files("distillc_runtime")))
-
-
-def requirements(target: str) -> str:
-    """The runtime's whole dependency closure for `target`, pinned with hashes (runtime/locks)."""
-    return lock_path(target).read_text(encoding="utf-8")
-
-
-def image(target: str) -> dict[str, Any]:
-    """Base image and Python for the Dockerfile: slim CPython for CPU; CUDA + cuDNN runtime for GPUs
-    (TensorRT's libraries come from pip, see distillc.package.runtime_lock)."""
-    if target in ("cuda", "tensorrt"):
-        return {
-            "base_image": CUDA_IMAGE,
-            "python": "python3",
-            "system_python": True,
-            "tensorrt": target == "tensorrt",
-            "tensorrt_libs": TENSORRT_LIBS,
-        }
-    return {"base_image": PYTHON_IMAGE, "python": "python", "system_python": False, "tensorrt": False}
-
-
-def deployment(spec: Any, model_dir: Path, model_files: dict[str, str], memory_mb: float | None) -> dict[str, Any]:
-    """What compose.yaml and the Kubernetes manifests need: an image tag tied to the model's bytes, the
-    memory to request (the variant's measured peak, or its size on disk where it could not be measured,
-    plus the web server's share), the grace period."""
-    model_mi = math.ceil(memory_mb or model_bytes(model_dir) / 2**20)
-    return {
-        "image": f"{spec.name}:{canonical_sha256(model_files)[:12]}",
-        "model_memory_mi": model_mi,
-        "memory_mi": model_mi + SERVER_MEMORY_MI,
-        "cpu": 1,
-        "grace_s": int(spec.deploy.request_timeout_s) + 10,
-        # TensorRT builds its engines on first start (minutes): a probe must wait for that.
-        "startup_failures": 120 if spec.export.target == "tensorrt" else 24,
-    }
-
-
-def model_bytes(model_dir: Path) -> int:
-    return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
 
 
 RENDERED = (
@@ -88,15 +39,15 @@ RENDERED = (
 )
 
 
-def selftest(verify: Path, verified: dict[str, Any], chosen: dict[str, Any], inputs: int) -> dict[str, Any]:
+def selftest(verify: Path, verified: Verified, chosen: dict[str, Any], inputs: int) -> dict[str, Any]:
     """What the package's server checks at start-up (distillc_runtime.selftest): the first `inputs` held-out
     inputs (deploy.selftest_inputs: by default 32, enough to see a kernel that computes wrongly, as the
     saturating int8 product that flipped half the default package's answers, and few enough to answer in
     seconds at every start) with the shipped variant's answers and the fp32 student's, as verify measured
     them on this machine. It may fall one input, or 5%, below the build's agreement: on the same inputs only
     a near-tie decided by the last bits of a sum can come out otherwise on a CPU that computes correctly."""
-    shipped = predictions(verify, chosen["name"])[:inputs]
-    reference = predictions(verify, "fp32")[:inputs]
+    shipped = read_predictions(verify, chosen["name"])[:inputs]
+    reference = read_predictions(verify, "fp32")[:inputs]
     cases = [
         {"id": s["id"], "input": s["input"], "answer": s["output"], "reference": r["output"], "expected": s["expected"]}
         for s, r in zip(shipped, reference, strict=True)
@@ -115,7 +66,7 @@ def selftest(verify: Path, verified: dict[str, Any], chosen: dict[str, Any], inp
 def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, Any]:
     spec = ctx.spec
     kind = task_type(spec.task)
-    decision = read_json(gate / DECISION)
+    decision = read_decision(gate)
     chosen = decision["variant"]
     out = ctx.workdir / "package"
     # Hard links: the weights are stored once in the build folder. onnxruntime loads linked files; the onnx
@@ -123,7 +74,8 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
     link_tree(variant_dir(export, chosen["name"]), out / "model")
     for path in (out / "model").iterdir():  # onnx writes weight files 0600; the container's server is not root
         path.chmod(0o644)
-    if spec.export.target == "tensorrt" and (trt := tensorrt_config(out / "model" / "model.onnx", spec)):
+    row = TARGETS[spec.export.target]
+    if row.tensorrt and (trt := tensorrt_config(out / "model" / "model.onnx", spec)):
         write_json(out / "model" / TENSORRT_CONFIG, trt)
     ignored = shutil.ignore_patterns("__pycache__", "*.pyc", "locks")
     shutil.copytree(runtime_dir(), out / "distillc_runtime", ignore=ignored)
@@ -158,9 +110,9 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
     unverified = check_versions(lock)
     for line in unverified:
         ctx.log(f"warning: the package's lock differs from what this build verified the model with: {line}")
-    info["runtime"] = {"lock": f"runtime/locks/{spec.export.target}.txt", "differs_from_build": unverified}
+    info["runtime"] = {"lock": f"runtime/locks/{row.lock}.txt", "differs_from_build": unverified}
     write_json(out / "package.json", info)
-    verified = read_json(verify / VERIFIED)
+    verified = read_verified(verify)
     proof = selftest(verify, verified, chosen, spec.deploy.selftest_inputs) if spec.deploy.selftest_inputs else None
     if proof:
         write_json(out / SELFTEST, proof)  # before the README, which states its figures, and the manifest

@@ -17,36 +17,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from distillc.build.artifacts import read_json, read_jsonl, write_json, write_jsonl
+from distillc.artifacts.prune import CANDIDATES, Candidate, candidate_dir, candidate_name, write_candidates
+from distillc.build.artifacts import read_jsonl, write_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
+from distillc.data.sources import read_inputs
 from distillc.spec.ir import InputsIR, SpecIR
-from distillc.stages.inputs import read_inputs
-from distillc.student.decode import Decoder
 from distillc.student.models import load_causal_lm
 from distillc.student.prompt import load_prompt, prompt_ids
 from distillc.student.train_job import TrainJob, run_training, student_schedule
 from distillc.student.trainable import layers_to_keep
 
-CANDIDATES = "candidates.json"
-FULL = "full"  # the trained student's name among the candidates
 PROBE_ROWS = 64  # training prompts the layer choice is measured on
-
-
-def candidate_name(layers: int) -> str:
-    return f"l{layers}"
-
-
-def candidates(prune_artifact: Path) -> list[dict[str, Any]]:
-    """The candidates the prune stage made, largest first: name, layers, model directory."""
-    listed = read_json(prune_artifact / CANDIDATES)["candidates"]
-    return [{**c, "model": prune_artifact / "candidates" / c["name"] / "model"} for c in listed]
 
 
 def run(ctx: StageContext, inputs: Path, split: Path, train: Path) -> dict[str, Any]:
     prune = ctx.spec.student.prune
     if prune is None:
-        write_json(ctx.workdir / CANDIDATES, {"candidates": []})
+        write_candidates(ctx.workdir, [])
         return {"candidates": []}
     full = train / "model"
     model, tokenizer = load_causal_lm(str(full))
@@ -57,24 +45,24 @@ def run(ctx: StageContext, inputs: Path, split: Path, train: Path) -> dict[str, 
     write_jsonl(recovery, [*train_rows, *extra])
     probes = [prompt_ids(tokenizer, prompt, r["input"]) for r in train_rows[:PROBE_ROWS]]
     total = model.config.num_hidden_layers
-    made = []
+    made: list[Candidate] = []
     for keep in prune.candidates:
         kept = layers_to_keep(model, probes, keep)
         name = candidate_name(keep)
         ctx.log(f"{name}: keeping layers {kept} of {total}; distilling from the trained student")
-        result = recover(ctx, full, kept, recovery, ctx.workdir / "candidates" / name)
+        result = recover(ctx, full, kept, recovery, candidate_dir(ctx.workdir, name))
         made.append(
-            {
-                "name": name,
-                "layers": keep,
-                "kept": kept,
-                "steps": result["steps"],
-                "final_loss": result["step_loss"][-1] if result["step_loss"] else None,
-                "dev_loss": result["dev_loss"],
-                "tokens_per_second": result["tokens_per_second"],
-            }
+            Candidate(
+                name=name,
+                layers=keep,
+                kept=kept,
+                steps=result["steps"],
+                final_loss=result["step_loss"][-1] if result["step_loss"] else None,
+                dev_loss=result["dev_loss"],
+                tokens_per_second=result["tokens_per_second"],
+            )
         )
-    write_json(ctx.workdir / CANDIDATES, {"candidates": made})
+    write_candidates(ctx.workdir, made)
     return {
         "candidates": made,
         "of_layers": total,
@@ -121,6 +109,8 @@ def answer(
     spec: SpecIR, model_dir: Path, model: Any, tokenizer: Any, rows: list[dict[str, str]]
 ) -> list[dict[str, Any]]:
     """`rows` with the student's answers, decoded as the package decodes them (over the labels, within the schema)."""
+    from distillc.student.decode import Decoder
+
     prompt = load_prompt(model_dir)
     limit = spec.deploy.max_new_tokens
     decoder = Decoder(spec.task, tokenizer, model_dir / "tokenizer.json", model.config.vocab_size, limit)

@@ -7,12 +7,12 @@ held-out scores stay comparable as data grows. The held-out share is therefore c
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from distillc.build.artifacts import read_jsonl, write_jsonl
 from distillc.build.runner import Stage, StageContext
+from distillc.data.split import unit_hash
 from distillc.errors import DistillcError
 
 
@@ -33,11 +33,6 @@ def run(ctx: StageContext, label: Path) -> dict[str, Any]:
     write_jsonl(ctx.workdir / "train.jsonl", train)
     write_jsonl(ctx.workdir / "holdout.jsonl", holdout)
     return {"train": len(train), "holdout": len(holdout)}
-
-
-def unit_hash(item_id: str) -> float:
-    """A stable number in [0, 1) per input."""
-    return int(hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:15], 16) / 16**15
 
 
 STAGE = Stage(

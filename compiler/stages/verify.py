@@ -16,21 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distillc.build.artifacts import read_jsonl, write_json, write_jsonl
+from distillc.artifacts.export import read_exported, variant_dir
+from distillc.artifacts.verify import VERIFIED, Verified, write_predictions, write_verified
+from distillc.build.artifacts import read_jsonl
 from distillc.build.runner import Stage, StageContext
 from distillc.quality.latency import percentiles
 from distillc.quality.metrics import gated
-from distillc.stages.export import exported_students, variant_dir
 from distillc.student.tensorrt import tensorrt_config
+from distillc.targets import TARGETS
 from distillc_runtime import cpu
-from distillc_runtime.providers import provider_name, providers_for, runs_on_target
-
-VERIFIED = "verified.json"
-
-
-def predictions(verify_artifact: Path, variant: str) -> list[dict[str, Any]]:
-    """One variant's answers to the held-out inputs as verify measured them: id, input, expected, output."""
-    return read_jsonl(verify_artifact / f"{variant}.predictions.jsonl")
+from distillc_runtime.providers import provider_name, providers_for
 
 
 def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
@@ -42,11 +37,11 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
     batch_size = spec.deploy.max_batch_size
     variants: list[dict[str, Any]] = []
     reference: list[str] = []
-    exported = [(student, v) for student in exported_students(export) for v in student["variants"]]
+    exported = [(student, v) for student in read_exported(export) for v in student["variants"]]
     for student, exported_variant in exported:
         name = exported_variant["name"]
         model = variant_dir(export, name)
-        trt = tensorrt_config(model / "model.onnx", spec) if spec.export.target == "tensorrt" else None
+        trt = tensorrt_config(model / "model.onnx", spec) if TARGETS[spec.export.target].tensorrt else None
         providers = providers_for(spec.export.target, model, trt)
         generator = Generator(model, providers=providers)
         generator.predict(texts[0])  # warm-up: first-run allocations are not request latency
@@ -58,7 +53,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             {"id": item["id"], "input": item["input"], "expected": item["output"], "output": output}
             for item, output in zip(holdout, outputs, strict=True)
         ]
-        write_jsonl(ctx.workdir / f"{name}.predictions.jsonl", rows)
+        write_predictions(ctx.workdir, name, rows)
         measured = gated(spec.task, spec.evaluation.metric, [(r["expected"], r["output"]) for r in rows])
         value = measured["value"]
         if not variants:  # the full student's fp32: what every other variant is compared with
@@ -85,17 +80,17 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             f"{variant['agreement']:.1%}), p50 {latency['p50']} ms, p95 {latency['p95']} ms; batch {batch_size}: "
             f"{batched['p50_ms']} ms p50, {batched['inputs_per_s']} inputs/s"
         )
-    verified = {
-        "metric": spec.evaluation.metric,
-        "n": len(holdout),
-        "variants": variants,
-        "target": spec.export.target,
-        "measured_with": provider_name(providers[0]),
-        "measured_on_target": runs_on_target(spec.export.target),
-        "cpu": cpu.describe(),  # the kernels a CPU runs differ by instruction set: where these answers came from
-    }
-    write_json(ctx.workdir / VERIFIED, verified)  # what the gate decides on
-    return verified
+    verified = Verified(
+        metric=spec.evaluation.metric,
+        n=len(holdout),
+        variants=variants,
+        target=spec.export.target,
+        measured_with=provider_name(providers[0]),
+        measured_on_target=TARGETS[spec.export.target].latency_measurable_here(),
+        cpu=cpu.describe(),  # the kernels a CPU runs differ by instruction set: where these answers came from
+    )
+    write_verified(ctx.workdir, verified)  # what the gate decides on
+    return dict(verified)
 
 
 # VmHWM, not getrusage's ru_maxrss: on Linux the latter keeps the high-water mark of the process before

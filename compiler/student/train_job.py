@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from distillc.build.artifacts import read_jsonl
+from distillc.data.split import unit_hash
 from distillc.errors import DistillcError
 from distillc.spec.ir import LoraIR, StudentIR
-from distillc.stages.split import unit_hash
 from distillc.student.examples import encode, with_soft_label
 from distillc.student.models import load_causal_lm
 from distillc.student.prompt import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt

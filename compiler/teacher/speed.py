@@ -9,13 +9,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from statistics import fmean
 from typing import Any
 
-import numpy as np
-
 from distillc.quality.latency import percentiles
-from distillc.teacher.local import LocalTeacher
-from distillc.teacher.protocol import Request, TeacherClient
+from distillc.teacher.protocol import MeasuresLatency, Request, TeacherClient
 
 LATENCY_PROBES = 20  # requests a local teacher answers one at a time for its latency
 
@@ -24,7 +22,7 @@ def teacher_speed(asking: TeacherClient, requests: Sequence[Request], entries: M
     answered = [entries[key] for key, _ in requests if key in entries]
     timed = [e["seconds"] for e in answered if "seconds" in e]
     parameters = None
-    if isinstance(asking, LocalTeacher):
+    if isinstance(asking, MeasuresLatency):
         latency, how = asking.latencies(sorted(requests)[:LATENCY_PROBES]), "one at a time, after labeling"
         parameters = asking.parameters()
     else:
@@ -32,7 +30,7 @@ def teacher_speed(asking: TeacherClient, requests: Sequence[Request], entries: M
     priced = [e["usd"] for e in answered if "usd" in e]
     return {
         "latency_ms": percentiles([x * 1000 for x in latency]) | {"measured": how} if latency else None,
-        "seconds_per_answer": round(float(np.mean(timed)), 5) if timed else None,
-        "usd_per_answer": round(float(np.mean(priced)), 8) if priced else None,
+        "seconds_per_answer": round(fmean(timed), 5) if timed else None,
+        "usd_per_answer": round(fmean(priced), 8) if priced else None,
         "parameters": parameters,  # known for a local teacher only
     }
