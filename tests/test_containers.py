@@ -20,7 +20,8 @@ import yaml
 
 from distillc.package.policy import image
 from distillc.package.render import render
-from distillc.package.runtime_lock import TARGETS, TENSORRT_LIBS, check_versions, lock_path, locked_versions, normalize
+from distillc.package.runtime_lock import TARGETS, check_versions, lock_path, locked_versions, normalize
+from distillc.targets import TENSORRT_LIBS
 from tests.helpers import free_port, start
 
 RUNTIME = Path(__file__).parent.parent / "runtime"

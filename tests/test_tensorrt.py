@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from distillc import api
-from distillc.package.runtime_lock import TENSORRT_LIBS
+from distillc.targets import TENSORRT_LIBS
 from distillc_runtime import generate, providers, server
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
