@@ -29,10 +29,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any], schema_version: int = SCHEMA_VERSION) -> None:
     """JSON artifact with `schema_version` first; written to a temp file then renamed (never half-written)."""
     try:  # no Infinity or NaN: they are not JSON, and readers of the artifact would fail on them
-        text = json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=2, ensure_ascii=False, allow_nan=False)
+        text = json.dumps({"schema_version": schema_version, **data}, indent=2, ensure_ascii=False, allow_nan=False)
     except ValueError as error:
         raise ValueError(f"{path.name}: {error} (a figure was infinite or not a number)") from None
     write_text_atomic(path, text + "\n")
