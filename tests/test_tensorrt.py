@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnxruntime
 import pytest
 from fastapi.testclient import TestClient
 
@@ -50,7 +51,7 @@ def test_tensorrt_provider_options_come_from_the_package(
     model = tensorrt_build.package_dir / "model"
     assert providers.providers_for("tensorrt", model) == ["CPUExecutionProvider"]  # no GPU here
     everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: everything)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: everything)
     monkeypatch.setenv("DISTILLC_TRT_CACHE", str(tmp_path / "engines"))
     chosen = providers.providers_for("tensorrt", model)
     assert [providers.provider_name(p) for p in chosen] == everything
