@@ -14,10 +14,10 @@ import pytest
 
 from distillc import api
 from distillc.errors import DistillcError
-from distillc.teacher import batch as batch_api
 from distillc.teacher.budget import spent_usd
 from distillc.teacher.cost import usd
 from distillc.teacher.journal import journal_path, read_entries
+from distillc.teacher.providers import batch as batch_api
 from tests.conftest import edit_spec, review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
 

@@ -172,7 +172,7 @@ def test_local_teacher_scores_labels_like_an_unpadded_forward(tiny_model: Path) 
     import torch
 
     from distillc.student.models import load_causal_lm
-    from distillc.teacher.local import label_logprobs
+    from distillc.teacher.providers.local import label_logprobs
 
     model, tokenizer = load_causal_lm(str(tiny_model))
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731

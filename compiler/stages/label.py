@@ -15,7 +15,7 @@ from distillc.errors import DistillcError
 from distillc.spec.ir import SpecIR
 from distillc.task import accept, task_type
 from distillc.task.prompts import label_messages, reask_messages
-from distillc.teacher import client, local
+from distillc.teacher import client
 from distillc.teacher.budget import refuse_over_estimate, spent_usd
 from distillc.teacher.cost import usd
 from distillc.teacher.journal import Journal, journal_path, request_key
@@ -53,7 +53,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         ctx.log(f"{len(items) - len(pending)} answers from the journal, {len(pending)} to request")
         # A fixed sample of all inputs (by key, not by what is pending) calibrates a local teacher's label
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
-        reference = [m for _, m in sorted(requests)[: local.REFERENCE_SIZE]]
+        reference = [m for _, m in sorted(requests)[: client.reference_size(teacher)]]
         refuse_over_estimate(spec, [m for _, m in pending], spent_usd(journal.entries.values()))
         asking = client.connect(teacher, spec.task, journal, ctx.emit, ctx.stage, spec.budget.max_usd, reference)
         failures = asking.complete(pending)

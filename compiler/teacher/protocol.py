@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from distillc.build.events import Sink
+    from distillc.spec.ir import TaskIR, TeacherIR
+    from distillc.teacher.journal import Journal
 
 Messages = list[dict[str, str]]
 Request = tuple[str, Messages]  # (journal key, chat messages)
@@ -31,4 +36,28 @@ class MeasuresLatency(Protocol):
 
     def parameters(self) -> int:
         """The teacher model's parameter count."""
+        ...
+
+
+class Provider(Protocol):
+    """A kind of teacher (`teacher.provider`): one module each under distillc.teacher.providers."""
+
+    name: str
+    reference_size: int  # requests it calibrates on before answering (see client.reference_size)
+
+    def identity(self, teacher: TeacherIR, task: TaskIR) -> tuple[str, dict[str, Any]]:
+        """(model id, parameters): with the messages, what an answer depends on, hence its journal key."""
+        ...
+
+    def connect(
+        self,
+        teacher: TeacherIR,
+        task: TaskIR,
+        journal: Journal,
+        emit: Sink,
+        stage: str,
+        max_usd: float,
+        reference: Sequence[Messages],
+    ) -> TeacherClient:
+        """The teacher for one stage, holding its answers to `max_usd` in all where it is paid."""
         ...

@@ -28,8 +28,9 @@ from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.teacher import retry
 from distillc.teacher.budget import Reservation
 from distillc.teacher.journal import Journal, drop_torn_tail, journal_entry
-from distillc.teacher.openai_client import Endpoint, PaidTeacher, RequestFailed, connect, params, parse_completion
+from distillc.teacher.paid import PaidTeacher
 from distillc.teacher.protocol import OVER_BUDGET, Request
+from distillc.teacher.providers.openai_compatible import Endpoint, RequestFailed, connect, params, parse_completion
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 MAX_REQUESTS = 50_000  # the Batch API's limit per batch; more requests go in several batches

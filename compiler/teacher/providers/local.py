@@ -194,3 +194,28 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], teacher: TeacherIR
         usage = {"prompt_tokens": int(enc["attention_mask"][i].sum()), "completion_tokens": len(tokens)}
         results.append((tokenizer.decode(tokens, skip_special_tokens=True).strip(), usage, None))
     return results
+
+
+class Local:
+    """The provider `local`: a transformers model in this process."""
+
+    name = "local"
+    reference_size = REFERENCE_SIZE
+
+    def identity(self, teacher: TeacherIR, task: TaskIR) -> tuple[str, dict[str, Any]]:
+        return f"local:{teacher.model}", params(teacher, task)
+
+    def connect(
+        self,
+        teacher: TeacherIR,
+        task: TaskIR,
+        journal: Journal,
+        emit: Sink,
+        stage: str,
+        max_usd: float,
+        reference: Sequence[Messages],
+    ) -> LocalTeacher:
+        return LocalTeacher(teacher, task, journal, emit, stage, reference)  # nothing is paid: no budget
+
+
+PROVIDER = Local()

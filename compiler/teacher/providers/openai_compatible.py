@@ -23,11 +23,11 @@ from distillc.build.events import Event, Progress, Sink
 from distillc.errors import DistillcError
 from distillc.spec.ir import TaskIR, TeacherIR
 from distillc.task import task_type
-from distillc.teacher import retry
-from distillc.teacher.budget import Budget, Pricing, Reservation
+from distillc.teacher import budget, retry
 from distillc.teacher.cost import usd
 from distillc.teacher.journal import GroupCommit, Journal, journal_entry
-from distillc.teacher.protocol import OVER_BUDGET, Messages, Request
+from distillc.teacher.paid import PaidTeacher
+from distillc.teacher.protocol import OVER_BUDGET, Messages, Request, TeacherClient
 from distillc.teacher.ratelimit import RateLimiter, request_tokens
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -266,37 +266,6 @@ async def connect(teacher: TeacherIR, emit: Sink, stage: str) -> AsyncIterator[E
         yield Endpoint(teacher, session, emit, stage, limiter=limiter)
 
 
-@dataclass
-class PaidTeacher:
-    """What a teacher that is paid per request works with: its settings, the journal, the budget."""
-
-    teacher: TeacherIR
-    task: TaskIR | None
-    journal: Journal
-    emit: Sink
-    stage: str
-    budget: Budget
-    prices: Pricing | None  # None: the spec sets no price
-
-    @property
-    def capped(self) -> bool:
-        """Whether requests hold their price against budget.max_usd before they go."""
-        return self.prices is not None and self.budget.limited
-
-    @property
-    def probing(self) -> bool:
-        """Whether one request must go first, alone: how the endpoint bills is not yet known."""
-        return self.capped and not self.budget.calibrated
-
-    def hold(self, messages: Messages) -> tuple[bool, Reservation | None]:
-        """Whether a request may go, and what it holds against the cap meanwhile (None when uncapped)."""
-        if not self.capped:
-            return True, None
-        assert self.prices is not None
-        reservation = self.budget.reserve(self.prices.worst(messages))
-        return reservation is not None, reservation
-
-
 class EndpointTeacher(PaidTeacher):
     """The teacher behind an OpenAI-compatible endpoint: a streaming pool of `max_concurrency` requests,
     each holding its worst-case price against the budget while in flight."""
@@ -369,3 +338,37 @@ class EndpointTeacher(PaidTeacher):
                 pending = pending[1:]
             await pool(pending, self.teacher.max_concurrency)
         progress.finish()
+
+
+class OpenAICompatible:
+    """The provider `openai`: any endpoint that speaks OpenAI's chat completions, through its Batch API with
+    `teacher.batch` (providers/batch.py)."""
+
+    name = "openai"
+    reference_size = 0  # answers are generated under the endpoint's structured output: nothing to calibrate
+
+    def identity(self, teacher: TeacherIR, task: TaskIR) -> tuple[str, dict[str, Any]]:
+        # Named with its endpoint: the same model name behind a mock server and behind the real provider are
+        # different teachers, and answers from one are never replayed for the other.
+        return f"{teacher.model}@{teacher.base_url.rstrip('/')}", params(teacher, task)
+
+    def connect(
+        self,
+        teacher: TeacherIR,
+        task: TaskIR,
+        journal: Journal,
+        emit: Sink,
+        stage: str,
+        max_usd: float,
+        reference: Sequence[Messages],
+    ) -> TeacherClient:
+        prices = budget.pricing(teacher)
+        cap = budget.Budget.of_journal(max_usd if prices else 0.0, journal.entries)
+        if teacher.batch:
+            from distillc.teacher.providers.batch import BatchTeacher  # it builds on this module's Endpoint
+
+            return BatchTeacher(teacher, task, journal, emit, stage, cap, prices)
+        return EndpointTeacher(teacher, task, journal, emit, stage, cap, prices)
+
+
+PROVIDER = OpenAICompatible()
