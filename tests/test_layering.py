@@ -112,3 +112,16 @@ def test_validate_and_plan_import_no_numerics_or_model_runtime() -> None:
     code = "import sys, distillc.cli, distillc.graph, distillc.plan; print(' '.join(sorted(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert [name for name in heavy if name in loaded] == []
+
+
+def test_no_stage_imports_another_stage() -> None:
+    """Stages hand each other artifacts, read through distillc.artifacts; never each other's code."""
+    found = []
+    for path in sorted((PACKAGE / "stages").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        named = [(n.lineno, f"distillc.stages.{a.name}") for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.module == "distillc.stages" for a in n.names]  # fmt: skip
+        for line, module in [*runtime_imports(tree), *named]:
+            if module.startswith("distillc.stages.") and module != f"distillc.stages.{path.stem}":
+                found.append(f"stages/{path.name}:{line}: {module}")
+    assert found == []
