@@ -1,13 +1,10 @@
-"""Export the student to ONNX with an explicit key/value cache, then prove parity on held-out inputs.
+"""Export each student to ONNX with an explicit key/value cache, then prove parity on held-out inputs.
 
-Two graphs, one runtime loop (distillc_runtime.kvcache):
-- CPU packages: the fused graph of onnxruntime-genai's model builder (fused_export.py), the faster one
-  on CPUs by measurement;
-- GPU packages, and architectures the builder does not know: `torch.onnx.export(dynamo=True)` of a thin
-  wrapper whose inputs are input_ids, attention_mask, position_ids and past.<i>.key/value, and whose
-  outputs are the last position's logits and present.<i>.key/value. Its standard ops run under CUDA and
-  TensorRT and on the CPU that verifies the build (the builder's fp32 graph would run its attention on
-  the CPU under CUDA, and its fp16 CUDA graph cannot be checked on a machine without a GPU).
+Two graphs, one runtime loop (distillc_runtime.kvcache), the target's as its row says (distillc.targets):
+- "fused": onnxruntime-genai's model builder (distillc.student.fused_export), the faster graph on CPUs by
+  measurement, or the portable one when the builder does not take the architecture;
+- "portable": `torch.onnx.export(dynamo=True)` of a thin wrapper (distillc.student.onnx_export), whose
+  standard ops run under CUDA and TensorRT and on the CPU that verifies the build.
 The exported model must give the same answers, token for token, as the PyTorch student on every
 held-out input.
 """
