@@ -65,6 +65,8 @@ CODES: dict[str, Code] = {
     "E311": Code("export failed", "the ONNX export of the student failed", "read the exporter's log named in the help"),
     "E312": Code("quantization failed", "a quantized variant could not be written", "remove the variant from export.quantization"),
     "E313": Code("labels tokenize alike", "two labels are the same tokens to the student's tokenizer", "make the labels differ in words"),
+    "E314": Code("training rows cut", "student.max_seq_len cuts more than 2% of the training rows", "raise student.max_seq_len to the length the message names"),
+    "E315": Code("every input refused", "the package's input limit is below every held-out prompt", "raise deploy.max_input_tokens (by default student.max_seq_len)"),
     "E320": Code("cannot prune", "a student.prune candidate does not fit the model (no layers, or as many as it has)", "list fewer layers than the student has"),
     "E321": Code("cannot add LoRA", "LoRA adapters do not fit the student model", "use method full, or other target modules"),
     "E322": Code("training processes failed", "one of the student.devices training processes exited with an error", "read the error; a re-run resumes from the last checkpoint"),

@@ -19,7 +19,7 @@ from distillc.quality.checks import degenerate, small_holdout
 from distillc.quality.metrics import gated, task_metrics
 from distillc.spec.ir import TaskIR
 from distillc.student.models import load_causal_lm, quiet_transformers
-from distillc.student.prompt import few_shot_prompt, load_prompt
+from distillc.student.prompt import few_shot_prompt, load_prompt, prompt_ids
 from distillc.task import task_type
 
 if TYPE_CHECKING:
@@ -89,9 +89,11 @@ def predict(
     decoder = Decoder(
         task, tokenizer, model_dir / "tokenizer.json", model.config.vocab_size, ctx.spec.deploy.max_new_tokens
     )
+    limit = ctx.spec.deploy.max_input_tokens  # the package's: an input it would refuse fails here too
     predictions = []
     for row in rows:
-        new, text = decoder.reply(model, prompt, row["input"])
+        refused = len(prompt_ids(tokenizer, prompt, row["input"])) > limit
+        new, text = ([], "") if refused else decoder.reply(model, prompt, row["input"])
         predictions.append(
             {
                 "id": row["id"],
@@ -99,7 +101,8 @@ def predict(
                 "expected": row["output"],
                 "output": text,
                 "output_ids": new,
-                "agrees": task_type(task).agrees(task, row["output"], text),
+                "agrees": not refused and task_type(task).agrees(task, row["output"], text),
+                **({"refused": True} if refused else {}),
             }
         )
     return predictions, decoder, prompt
@@ -152,7 +155,7 @@ STAGE = Stage(
     name="evaluate",
     version=6,  # 6: pruned candidates are scored too
     # student.base_model: the few-shot baseline is the untrained base model.
-    reads=("task", "evaluation.metric", "deploy.max_new_tokens", "student.base_model"),
+    reads=("task", "evaluation.metric", "deploy.max_new_tokens", "deploy.max_input_tokens", "student.base_model"),
     needs=("split", "train", "prune"),
     produces=("predictions.jsonl",),
     run=run,

@@ -46,8 +46,13 @@ def selftest(verify: Path, verified: Verified, chosen: dict[str, Any], inputs: i
     seconds at every start) with the shipped variant's answers and the fp32 student's, as verify measured
     them on this machine. It may fall one input, or 5%, below the build's agreement: on the same inputs only
     a near-tie decided by the last bits of a sum can come out otherwise on a CPU that computes correctly."""
-    shipped = read_predictions(verify, chosen["name"])[:inputs]
-    reference = read_predictions(verify, "fp32")[:inputs]
+    # Inputs the package refuses (over its input limit) have no answer to compare: they are not cases.
+    answered = [
+        (s, r)
+        for s, r in zip(read_predictions(verify, chosen["name"]), read_predictions(verify, "fp32"), strict=True)
+        if not s.get("refused")
+    ][:inputs]
+    shipped, reference = [s for s, _ in answered], [r for _, r in answered]
     cases = [
         {"id": s["id"], "input": s["input"], "answer": s["output"], "reference": r["output"], "expected": s["expected"]}
         for s, r in zip(shipped, reference, strict=True)

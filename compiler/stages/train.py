@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.student.train_job import TrainJob, run_training, student_schedule
 from distillc.task import task_type
@@ -44,6 +45,16 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
     )
     result = run_training(job, cfg.devices, ctx.log)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the model is in the artifact now
+    if result["truncated"]:
+        ctx.emit(
+            Event(
+                "warning",
+                ctx.stage,
+                f"{result['truncated']} of {result['examples']} training rows were cut from the left to "
+                f"student.max_seq_len {cfg.max_seq_len} (the longest is {result['longest_row']} tokens, prompt and "
+                "answer); the package refuses inputs whose prompt is over deploy.max_input_tokens",
+            )
+        )
     import torch
 
     return {

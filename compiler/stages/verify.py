@@ -19,7 +19,9 @@ from typing import Any
 from distillc.artifacts.export import read_exported, variant_dir
 from distillc.artifacts.verify import VERIFIED, Verified, write_predictions, write_verified
 from distillc.build.artifacts import read_jsonl
+from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
+from distillc.errors import DistillcError
 from distillc.quality.latency import percentiles
 from distillc.quality.metrics import gated
 from distillc.student.tensorrt import tensorrt_config
@@ -43,15 +45,26 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         model = variant_dir(export, name)
         trt = tensorrt_config(model / "model.onnx", spec) if TARGETS[spec.export.target].tensorrt else None
         providers = providers_for(spec.export.target, model, trt)
-        generator = Generator(model, providers=providers)
-        generator.predict(texts[0])  # warm-up: first-run allocations are not request latency
-        outputs, latencies = one_at_a_time(generator, texts)
-        batched = in_batches(generator, texts, batch_size)
+        # The package's input limit: an input it would refuse gets no answer here either, and fails the gate.
+        generator = Generator(model, providers=providers, max_input_tokens=spec.deploy.max_input_tokens)
+        refused = {i for i, t in enumerate(texts) if generator.length_problem(generator.prompt_ids(t))}
+        answerable = [t for i, t in enumerate(texts) if i not in refused]
+        if not answerable:
+            raise DistillcError(
+                "E315",
+                f"the package would refuse all {len(texts)} held-out inputs (the first: "
+                f"{generator.length_problem(generator.prompt_ids(texts[0]))})",
+                help="raise deploy.max_input_tokens (by default student.max_seq_len) to fit the prompt and an input",
+            )
+        generator.predict(answerable[0])  # warm-up: first-run allocations are not request latency
+        outputs, latencies = one_at_a_time(generator, texts, refused)
+        batched = in_batches(generator, answerable, batch_size)
         del generator  # free this variant's sessions before the next one loads
         gc.collect()
         rows = [
             {"id": item["id"], "input": item["input"], "expected": item["output"], "output": output}
-            for item, output in zip(holdout, outputs, strict=True)
+            | ({"refused": True} if i in refused else {})
+            for i, (item, output) in enumerate(zip(holdout, outputs, strict=True))
         ]
         write_predictions(ctx.workdir, name, rows)
         measured = gated(spec.task, spec.evaluation.metric, [(r["expected"], r["output"]) for r in rows])
@@ -72,9 +85,19 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             "p50_ms": latency["p50"],
             "p95_ms": latency["p95"],
             "batch": batched,
-            "memory_mb": peak_memory_mb(model, texts[:batch_size]),
+            "memory_mb": peak_memory_mb(model, answerable[:batch_size]),
+            "refused": len(refused),  # over the package's input limit: no answer, counted as wrong
         }
         variants.append(variant)
+        if refused:
+            ctx.emit(
+                Event(
+                    "warning",
+                    ctx.stage,
+                    f"{name} refuses {len(refused)} of {len(texts)} held-out inputs, as its package would (over "
+                    f"deploy.max_input_tokens {spec.deploy.max_input_tokens} with the prompt): they count as wrong",
+                )
+            )
         ctx.log(
             f"{name}: {spec.evaluation.metric} {value:.3f} (drop {variant['drop']:.3f}, agrees with fp32 on "
             f"{variant['agreement']:.1%}), p50 {latency['p50']} ms, p95 {latency['p95']} ms; batch {batch_size}: "
@@ -117,10 +140,14 @@ def peak_memory_mb(model: Path, texts: list[str]) -> float | None:
         return None
 
 
-def one_at_a_time(generator: Any, texts: list[str]) -> tuple[list[str], list[float]]:
-    """Each input answered alone, as a lone request is: (answers, milliseconds each)."""
+def one_at_a_time(generator: Any, texts: list[str], refused: set[int]) -> tuple[list[str], list[float]]:
+    """Each input answered alone, as a lone request is: (answers, milliseconds each); the `refused` ones
+    (over the package's input limit) get no answer, "", and no time."""
     outputs, latencies = [], []
-    for text in texts:
+    for i, text in enumerate(texts):
+        if i in refused:
+            outputs.append("")
+            continue
         started = time.perf_counter()
         outputs.append(generator.predict(text))
         latencies.append((time.perf_counter() - started) * 1000)
@@ -156,6 +183,7 @@ STAGE = Stage(
         # The TensorRT profile a tensorrt package is verified with covers these lengths.
         "student.max_seq_len",
         "deploy.max_new_tokens",
+        "deploy.max_input_tokens",
     ),
     needs=("export", "split"),
     produces=(VERIFIED, "fp32.predictions.jsonl"),

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from distillc.errors import DistillcError
 from distillc.student.distill import Branch, branches
 from distillc.student.prompt import answer_ids
 
 IGNORE = -100  # no loss at this position: the prompt, and padding
+TRUNCATION_SHARE = 0.02  # training rows that may be cut (with a warning) before the build stops
 
 
 @dataclass(frozen=True)
@@ -20,17 +22,37 @@ class Example:
     labels: list[int]
     truncated: bool
     branches: list[Branch] = field(default_factory=list)
+    needed: int = 0  # prompt and answer tokens before any cut
 
 
 def encode(tokenizer: Any, prompt: list[int], target: str, max_len: int) -> Example:
     """The prompt is cut from the left when too long, the answer kept."""
     prompt_ids = list(prompt)
     target_ids = answer_ids(tokenizer, target)
-    truncated = len(prompt_ids) + len(target_ids) > max_len
+    needed = len(prompt_ids) + len(target_ids)
+    truncated = needed > max_len
     if truncated:
         target_ids = target_ids[: max_len - 1]
         prompt_ids = prompt_ids[len(prompt_ids) - (max_len - len(target_ids)) :]
-    return Example(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, truncated)
+    return Example(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, truncated, needed=needed)
+
+
+def truncation(examples: list[Example], max_len: int) -> dict[str, int]:
+    """How the training rows fit `max_len` (student.max_seq_len): rows cut, the longest row, and the length
+    that would fit all of them. E314 when more than TRUNCATION_SHARE of the rows are cut: a student trained
+    on cut prompts answers other inputs than it was taught, and its package refuses those inputs."""
+    cut = [e for e in examples if e.truncated]
+    longest = max((e.needed for e in examples), default=0)
+    if examples and len(cut) / len(examples) > TRUNCATION_SHARE:
+        raise DistillcError(
+            "E314",
+            f"student.max_seq_len {max_len} cuts {len(cut)} of {len(examples)} training rows (prompt and answer; "
+            f"the longest is {longest} tokens): the student would learn from cut prompts, and its package would "
+            "refuse those inputs",
+            help=f"set student.max_seq_len to {longest} or more; the prompt alone (the chat template and "
+            "instructions) takes part of it",
+        )
+    return {"rows": len(cut), "of": len(examples), "longest": longest, "over_by": max(0, longest - max_len)}
 
 
 def with_soft_label(example: Example, sequences: dict[str, list[int]], row: dict[str, Any]) -> Example:

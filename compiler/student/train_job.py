@@ -23,7 +23,7 @@ from distillc.build.artifacts import read_jsonl
 from distillc.data.split import unit_hash
 from distillc.errors import DistillcError
 from distillc.spec.ir import LoraIR, StudentIR
-from distillc.student.examples import encode, with_soft_label
+from distillc.student.examples import encode, truncation, with_soft_label
 from distillc.student.models import load_causal_lm
 from distillc.student.prompt import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
 from distillc.student.trainable import add_lora, prune_layers
@@ -92,6 +92,7 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
 
     train_rows, dev = dev_rows(read_jsonl(Path(job.train_path)), job.dev_share)
     train = examples(train_rows)
+    cut = truncation(train, job.max_seq_len)  # E314 before any training when too many rows do not fit
     checkpoints = Path(job.checkpoints) if job.checkpoints else None
     progress = fit(model, train, examples(dev), schedule, tokenizer.pad_token_id, checkpoints, log, teacher)
 
@@ -101,7 +102,8 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
         "examples": len(train),
         "dev_examples": len(dev),
         "soft_labels": sum(bool(e.branches) for e in train),
-        "truncated": sum(1 for e in train if e.truncated),
+        "truncated": cut["rows"],
+        "longest_row": cut["longest"],
         "epochs": schedule.epochs,
         "steps": progress.step,
         "step_loss": progress.step_losses,
