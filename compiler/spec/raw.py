@@ -186,7 +186,11 @@ class Student(Strict):
     learning_rate: float = Field(default=5e-5, gt=0, le=1)
     batch_size: int = Field(default=8, ge=1, le=4096)
     max_seq_len: int = Field(
-        default=256, ge=8, le=131072, description="Prompt + answer tokens; longer prompts are cut."
+        default=256,
+        ge=8,
+        le=131072,
+        description="Prompt + answer tokens a training row may have; longer prompts are cut from the left, with a "
+        "warning, and past 2% of the rows the build stops (E314) with the length that would fit.",
     )
     grad_accumulation: int = Field(default=1, ge=1, le=1024, description="Batches per optimizer step.")
     packing: bool = Field(
@@ -301,7 +305,8 @@ class Deploy(Strict):
         ge=1,
         le=1_000_000,
         description="Longest prompt (instructions and input, in tokens) the server answers; longer ones get "
-        "HTTP 422. Default: student.max_seq_len, the longest the student was trained on.",
+        "HTTP 422. Default: student.max_seq_len, the longest the student was trained on. The build scores the "
+        "package under the same limit: a held-out input it would refuse counts as a wrong answer.",
     )
     usd_per_hour: float | None = Field(
         default=None,
