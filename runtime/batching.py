@@ -81,9 +81,15 @@ class Batcher:
         how many requests wait."""
         import asyncio
 
+        deadline = time.monotonic() + timeout_s
         future = self._enqueue(request, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+            answer = await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+            # An answer and the timeout can be due in the same turn of a busy event loop, and the answer's
+            # callback runs first: past the deadline it is still late.
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded
+            return answer
         except (TimeoutError, asyncio.TimeoutError):
             future.cancel()  # still queued: dropped; already running: its answer is discarded
             raise DeadlineExceeded from None
