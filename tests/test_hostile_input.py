@@ -71,7 +71,15 @@ def hostile_build(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
         return TEX_LABEL if sentiment(text) == "negative" else "positive"
 
     with FakeTeacher(answer) as teacher:
-        spec = write_spec(folder, base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(40), epochs=1)
+        # Long instructions: training rows must fit them (student.max_seq_len), or the build stops with E314.
+        spec = write_spec(
+            folder,
+            base_url=teacher.base_url,
+            student=str(tiny_model),
+            inputs=review_texts(40),
+            epochs=1,
+            changes={"student.max_seq_len": 256},
+        )
         data = spec.read_text()
         data = data.replace("min_score: 0.5", "min_score: 0.0").replace("- negative", f"- '{TEX_LABEL}'")
         data = data.replace("output: negative", f"output: '{TEX_LABEL}'")

@@ -33,7 +33,7 @@ def test_a_json_task_answers_valid_json_everywhere(tmp_path: Path, tiny_model: P
             for e in yaml.safe_load(spec.read_text())["task"]["examples"]
         ]
         changes = {"task.examples": examples, "task.output": {"type": "json", "schema": SCHEMA}}
-        edit_spec(spec, {**changes, "deploy.max_new_tokens": 32})  # room for the JSON
+        edit_spec(spec, {**changes, "deploy.max_new_tokens": 32, "student.max_seq_len": 96})  # room for the JSON
         result = api.build(spec, out=tmp_path / "out", emit=lambda e: None)
     evaluation = result.stage("evaluate").summary
     assert evaluation["decoding"] == "json-schema-constrained" and evaluation["cut_short"] == 0
