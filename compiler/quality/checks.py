@@ -6,8 +6,8 @@ from typing import Any
 
 from distillc.spec.ir import TaskIR
 from distillc.task import task_type
+from distillc.task.base import Pairs
 
-Pairs = list[tuple[str, str]]  # (teacher answer, student answer)
 TARGET_HALF_WIDTH = 0.05  # an interval this narrow lets a gate separate students 0.1 apart
 
 
