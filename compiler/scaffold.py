@@ -39,7 +39,6 @@ def init(folder: Path, task: str = "label", force: bool = False) -> list[Path]:
             output_type=task,
             output=dict(starter.output),
             max_new_tokens=starter.max_new_tokens,
-            max_seq_len=starter.max_seq_len,
             min_score=0.6,
         ),
         encoding="utf-8",

@@ -38,7 +38,7 @@ def exported(request: pytest.FixtureRequest, tiny_model: Path, tmp_path_factory:
         export_onnx(tiny_model, out / "model.onnx")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     prefix, suffix = prompt_template(tokenizer, INSTRUCTIONS)
-    save_prompt(out, prefix, suffix, eos_ids(tokenizer, AutoConfig.from_pretrained(tiny_model)))
+    save_prompt(out, prefix, suffix, eos_ids(tokenizer, AutoConfig.from_pretrained(tiny_model)), 256)
     shutil.copy2(tiny_model / "tokenizer.json", out / "tokenizer.json")
     config = json.loads((out / "prompt.json").read_text())
     (out / "generation.json").write_text(json.dumps({**config, "max_new_tokens": 12}))

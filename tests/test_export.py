@@ -20,7 +20,7 @@ def exported(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     export_onnx(tiny_model, out / "model.onnx")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     prefix, suffix = prompt_template(tokenizer, "Classify the sentiment of the review.")
-    save_prompt(out, prefix, suffix, eos_ids(tokenizer, AutoConfig.from_pretrained(tiny_model)))
+    save_prompt(out, prefix, suffix, eos_ids(tokenizer, AutoConfig.from_pretrained(tiny_model)), 256)
     (out / "tokenizer.json").write_bytes((tiny_model / "tokenizer.json").read_bytes())
     generation = json.loads((out / "prompt.json").read_text())
     (out / "generation.json").write_text(json.dumps({**generation, "max_new_tokens": 12}))

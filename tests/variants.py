@@ -26,9 +26,8 @@ def export_fp32(hf_model: Path, target: Path, max_new_tokens: int = 8) -> Path:
     target.mkdir(parents=True)
     build_fused_onnx(hf_model, target / "model.onnx", target.parent / f"{target.name}-builder.log")
     tokenizer = AutoTokenizer.from_pretrained(hf_model)
-    save_prompt(
-        target, *prompt_template(tokenizer, "Say something."), eos_ids(tokenizer, AutoConfig.from_pretrained(hf_model))
-    )
+    eos = eos_ids(tokenizer, AutoConfig.from_pretrained(hf_model))
+    save_prompt(target, *prompt_template(tokenizer, "Say something."), eos, 256)
     shutil.copy2(hf_model / "tokenizer.json", target / "tokenizer.json")
     prompt = json.loads((target / "prompt.json").read_text())
     (target / "generation.json").write_text(json.dumps({**prompt, "max_new_tokens": max_new_tokens}))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from distillc.artifacts.prune import FULL
 from distillc.artifacts.versioned import read_record, write_record
@@ -32,6 +33,11 @@ def variant_name(student: str, weights: str) -> str:
 
 def variant_dir(folder: Path, variant: str) -> Path:
     return folder / "variants" / variant
+
+
+def generation_config(variant: Path) -> dict[str, Any]:
+    """A variant's generation.json: its prompt, stopping tokens, trained length and decoding constraint."""
+    return json.loads((variant / "generation.json").read_text(encoding="utf-8"))
 
 
 def write_exported(folder: Path, students: list[ExportedStudent]) -> None:

@@ -102,7 +102,7 @@ class StudentIR:
     epochs: int
     learning_rate: float
     batch_size: int
-    max_seq_len: int
+    max_seq_len: int | None  # None: derived from the training rows ("auto")
     seed: int
     grad_accumulation: int
     packing: bool
@@ -140,7 +140,7 @@ class DeployIR:
     request_timeout_s: float
     header_timeout_s: float
     max_connections: int
-    max_input_tokens: int  # student.max_seq_len unless set
+    max_input_tokens: int | None  # None: the student's trained max_seq_len (distillc.student.prompt.input_limit)
     selftest_inputs: int  # 0 = no self-test
     usd_per_hour: float = nokey()  # 0 = not given; only the report's cost figures read it
 

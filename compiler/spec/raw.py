@@ -185,12 +185,11 @@ class Student(Strict):
     epochs: int = Field(default=3, ge=1, le=1000)
     learning_rate: float = Field(default=5e-5, gt=0, le=1)
     batch_size: int = Field(default=8, ge=1, le=4096)
-    max_seq_len: int = Field(
-        default=256,
-        ge=8,
-        le=131072,
+    max_seq_len: Annotated[int, Field(ge=8, le=131072)] | Literal["auto"] = Field(
+        default="auto",
         description="Prompt + answer tokens a training row may have; longer prompts are cut from the left, with a "
-        "warning, and past 2% of the rows the build stops (E314) with the length that would fit.",
+        "warning, and past 2% of the rows the build stops (E314) with the length that would fit. `auto`: the "
+        "training rows' length at the 99.5th percentile, rounded up to a multiple of 16 (the report says which).",
     )
     grad_accumulation: int = Field(default=1, ge=1, le=1024, description="Batches per optimizer step.")
     packing: bool = Field(
@@ -305,7 +304,7 @@ class Deploy(Strict):
         ge=1,
         le=1_000_000,
         description="Longest prompt (instructions and input, in tokens) the server answers; longer ones get "
-        "HTTP 422. Default: student.max_seq_len, the longest the student was trained on. The build scores the "
+        "HTTP 422. Default: student.max_seq_len as trained (derived from the data when `auto`). The build scores the "
         "package under the same limit: a held-out input it would refuse counts as a wrong answer.",
     )
     usd_per_hour: float | None = Field(

@@ -19,7 +19,7 @@ from distillc.quality.checks import degenerate, small_holdout
 from distillc.quality.metrics import gated, task_metrics
 from distillc.spec.ir import TaskIR
 from distillc.student.models import load_causal_lm, quiet_transformers
-from distillc.student.prompt import few_shot_prompt, load_prompt, prompt_ids
+from distillc.student.prompt import few_shot_prompt, input_limit, load_prompt, prompt_ids
 from distillc.task import task_type
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def predict(
     decoder = Decoder(
         task, tokenizer, model_dir / "tokenizer.json", model.config.vocab_size, ctx.spec.deploy.max_new_tokens
     )
-    limit = ctx.spec.deploy.max_input_tokens  # the package's: an input it would refuse fails here too
+    limit = input_limit(ctx.spec.deploy.max_input_tokens, prompt)  # the package's: a refused input fails here too
     predictions = []
     for row in rows:
         refused = len(prompt_ids(tokenizer, prompt, row["input"])) > limit

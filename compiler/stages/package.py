@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distillc import __version__
-from distillc.artifacts.export import variant_dir
+from distillc.artifacts.export import generation_config, variant_dir
 from distillc.artifacts.gate import read_decision
 from distillc.artifacts.verify import Verified, read_predictions, read_verified
 from distillc.build.artifacts import link_tree, tree_files, write_json
@@ -16,6 +16,7 @@ from distillc.build.runner import Stage, StageContext
 from distillc.package.policy import deployment, image, requirements
 from distillc.package.render import markdown_code, markdown_text, render
 from distillc.package.runtime_lock import check_versions
+from distillc.student.prompt import input_limit
 from distillc.student.tensorrt import tensorrt_config
 from distillc.targets import TARGETS
 from distillc.task import task_type
@@ -79,6 +80,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
     link_tree(variant_dir(export, chosen["name"]), out / "model")
     for path in (out / "model").iterdir():  # onnx writes weight files 0600; the container's server is not root
         path.chmod(0o644)
+    limit = input_limit(spec.deploy.max_input_tokens, generation_config(out / "model"))
     row = TARGETS[spec.export.target]
     if row.tensorrt and (trt := tensorrt_config(out / "model" / "model.onnx", spec)):
         write_json(out / "model" / TENSORRT_CONFIG, trt)
@@ -105,7 +107,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
             "request_timeout_s": spec.deploy.request_timeout_s,
             "header_timeout_s": spec.deploy.header_timeout_s,
             "max_connections": spec.deploy.max_connections,
-            "max_input_tokens": spec.deploy.max_input_tokens,
+            "max_input_tokens": limit,
             "latency_budget_ms": {"p50": spec.deploy.latency_p50_ms or None, "p95": spec.deploy.latency_p95_ms or None},
         },
         "latency_ms_at_build": latency,
@@ -152,7 +154,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
             eval_n=decision["n"],
             latency=latency,
             max_request_bytes=spec.deploy.max_request_bytes,
-            max_input_tokens=spec.deploy.max_input_tokens,
+            max_input_tokens=limit,
             max_queue=spec.deploy.max_queue,
             request_timeout_s=spec.deploy.request_timeout_s,
             header_timeout_s=spec.deploy.header_timeout_s,

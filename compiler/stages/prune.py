@@ -137,7 +137,7 @@ def recovery_job(spec: SpecIR, full: Path, kept: list[int], rows: Path, out: Pat
         base_model=str(full),
         lora=None,  # the cut model is small: every weight trains
         layers=kept,
-        max_seq_len=cfg.max_seq_len,
+        max_seq_len=int(load_prompt(full)["max_seq_len"]),  # the trained student's length, derived or set
         dev_share=cfg.dev_share,
         schedule=asdict(student_schedule(cfg, epochs=prune.epochs, kd_weight=prune.kd_weight, soft_label_weight=0.0)),
         instructions=spec.task.instructions,

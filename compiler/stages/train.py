@@ -51,8 +51,8 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
                 "warning",
                 ctx.stage,
                 f"{result['truncated']} of {result['examples']} training rows were cut from the left to "
-                f"student.max_seq_len {cfg.max_seq_len} (the longest is {result['longest_row']} tokens, prompt and "
-                "answer); the package refuses inputs whose prompt is over deploy.max_input_tokens",
+                f"student.max_seq_len {result['max_seq_len']['tokens']} (the longest is {result['longest_row']} "
+                "tokens, prompt and answer); the package refuses inputs whose prompt is over deploy.max_input_tokens",
             )
         )
     import torch

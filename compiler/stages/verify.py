@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts.export import read_exported, variant_dir
+from distillc.artifacts.export import generation_config, read_exported, variant_dir
 from distillc.artifacts.verify import VERIFIED, Verified, write_predictions, write_verified
 from distillc.build.artifacts import read_jsonl
 from distillc.build.events import Event
@@ -24,6 +24,7 @@ from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.quality.latency import percentiles
 from distillc.quality.metrics import gated
+from distillc.student.prompt import input_limit
 from distillc.student.tensorrt import tensorrt_config
 from distillc.targets import TARGETS
 from distillc_runtime import cpu
@@ -46,7 +47,8 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         trt = tensorrt_config(model / "model.onnx", spec) if TARGETS[spec.export.target].tensorrt else None
         providers = providers_for(spec.export.target, model, trt)
         # The package's input limit: an input it would refuse gets no answer here either, and fails the gate.
-        generator = Generator(model, providers=providers, max_input_tokens=spec.deploy.max_input_tokens)
+        limit = input_limit(spec.deploy.max_input_tokens, generation_config(model))
+        generator = Generator(model, providers=providers, max_input_tokens=limit)
         refused = {i for i, t in enumerate(texts) if generator.length_problem(generator.prompt_ids(t))}
         answerable = [t for i, t in enumerate(texts) if i not in refused]
         if not answerable:
@@ -95,7 +97,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
                     "warning",
                     ctx.stage,
                     f"{name} refuses {len(refused)} of {len(texts)} held-out inputs, as its package would (over "
-                    f"deploy.max_input_tokens {spec.deploy.max_input_tokens} with the prompt): they count as wrong",
+                    f"its input limit of {limit} tokens with the prompt): they count as wrong",
                 )
             )
         ctx.log(

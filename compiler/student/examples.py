@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -11,6 +12,10 @@ from distillc.student.prompt import answer_ids
 
 IGNORE = -100  # no loss at this position: the prompt, and padding
 TRUNCATION_SHARE = 0.02  # training rows that may be cut (with a warning) before the build stops
+# student.max_seq_len "auto": the rows' lengths up to this percentile, rounded up to a multiple of LENGTH_STEP.
+# A few outliers past it are cut (a warning; well under TRUNCATION_SHARE); the rest fit whole.
+LENGTH_PERCENTILE = 99.5
+LENGTH_STEP = 16
 
 
 @dataclass(frozen=True)
@@ -25,16 +30,42 @@ class Example:
     needed: int = 0  # prompt and answer tokens before any cut
 
 
-def encode(tokenizer: Any, prompt: list[int], target: str, max_len: int) -> Example:
-    """The prompt is cut from the left when too long, the answer kept."""
-    prompt_ids = list(prompt)
+def encode(tokenizer: Any, prompt: list[int], target: str, max_len: int | None = None) -> Example:
+    """The prompt's and the answer's tokens, cut to `max_len` (see fit_length) when given."""
     target_ids = answer_ids(tokenizer, target)
-    needed = len(prompt_ids) + len(target_ids)
-    truncated = needed > max_len
-    if truncated:
-        target_ids = target_ids[: max_len - 1]
-        prompt_ids = prompt_ids[len(prompt_ids) - (max_len - len(target_ids)) :]
-    return Example(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, truncated, needed=needed)
+    whole = Example(
+        [*prompt, *target_ids], [IGNORE] * len(prompt) + target_ids, False, needed=len(prompt) + len(target_ids)
+    )
+    return whole if max_len is None else fit_length(whole, max_len)
+
+
+def fit_length(example: Example, max_len: int) -> Example:
+    """`example` cut to `max_len` tokens: the prompt from the left, the answer kept (but its last tokens,
+    when the answer alone is too long)."""
+    if len(example.ids) <= max_len:
+        return example
+    start = next((i for i, label in enumerate(example.labels) if label != IGNORE), len(example.ids))
+    prompt, answer = example.ids[:start], example.ids[start:][: max_len - 1]
+    prompt = prompt[len(prompt) - (max_len - len(answer)) :]
+    return replace(example, ids=prompt + answer, labels=[IGNORE] * len(prompt) + answer, truncated=True)
+
+
+def derived_length(needed: list[int], model_limit: int | None) -> dict[str, Any]:
+    """student.max_seq_len from the data: the training rows' lengths (prompt and answer, in tokens) up to
+    LENGTH_PERCENTILE, rounded up to a multiple of LENGTH_STEP, within the model's positions."""
+    ordered = sorted(needed) or [LENGTH_STEP]
+    rank = max(1, math.ceil(len(ordered) * LENGTH_PERCENTILE / 100))  # nearest rank
+    at_percentile = ordered[rank - 1]
+    tokens = -(-at_percentile // LENGTH_STEP) * LENGTH_STEP
+    if model_limit:
+        tokens = min(tokens, model_limit)
+    return {
+        "tokens": tokens,
+        "from": "data",
+        "percentile": LENGTH_PERCENTILE,
+        "at_percentile": at_percentile,
+        "longest": ordered[-1],
+    }
 
 
 def truncation(examples: list[Example], max_len: int) -> dict[str, int]:

@@ -70,10 +70,16 @@ def eos_ids(tokenizer: Any, model_config: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def save_prompt(model_dir: Path, prefix: str, suffix: str, eos: list[int]) -> None:
-    (model_dir / PROMPT_FILE).write_text(
-        json.dumps({"prompt_prefix": prefix, "prompt_suffix": suffix, "eos_token_ids": eos}, indent=2), encoding="utf-8"
-    )
+def save_prompt(model_dir: Path, prefix: str, suffix: str, eos: list[int], max_seq_len: int) -> None:
+    """The prompt around each input, the tokens that end an answer, and the row length the student was
+    trained on (the package's input limit unless deploy.max_input_tokens sets one)."""
+    prompt = {"prompt_prefix": prefix, "prompt_suffix": suffix, "eos_token_ids": eos, "max_seq_len": max_seq_len}
+    (model_dir / PROMPT_FILE).write_text(json.dumps(prompt, indent=2), encoding="utf-8")
+
+
+def input_limit(deploy_limit: int | None, prompt: dict[str, Any]) -> int:
+    """The package's input limit (tokens of prompt and input): deploy.max_input_tokens, else the trained length."""
+    return deploy_limit or int(prompt["max_seq_len"])
 
 
 def load_prompt(model_dir: Path) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 Without one, TensorRT builds an engine for the shapes it first sees and rebuilds whenever a later
 request falls outside them; while decoding, the cache grows by one position per token, so that would be
-a rebuild per token. The profile spans batch 1..deploy.max_batch_size, prompts of 1..student.max_seq_len
-tokens and caches of 0..(prompt + deploy.max_new_tokens) positions.
+a rebuild per token. The profile spans batch 1..deploy.max_batch_size, prompts of 1..the package's input
+limit tokens (deploy.max_input_tokens, by default the student's trained max_seq_len) and caches of
+0..(prompt + deploy.max_new_tokens) positions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from distillc.artifacts.export import generation_config
 from distillc.spec.ir import SpecIR
+from distillc.student.prompt import input_limit
 
 OPT_TOKENS = 64  # the shape TensorRT tunes kernels for: a short prompt, batch 1
 
@@ -28,7 +31,7 @@ def tensorrt_config(onnx_path: Path, spec: SpecIR) -> dict[str, Any] | None:
     }
     if any(name.startswith("past.") and (dims[1] is None or dims[3] is None) for name, dims in inputs.items()):
         return None
-    longest = spec.student.max_seq_len
+    longest = input_limit(spec.deploy.max_input_tokens, generation_config(onnx_path.parent))  # the server's limit
     cache = longest + spec.deploy.max_new_tokens
 
     def shapes(batch: int, tokens: int, past: int) -> str:

@@ -23,7 +23,7 @@ from distillc.build.artifacts import read_jsonl
 from distillc.data.split import unit_hash
 from distillc.errors import DistillcError
 from distillc.spec.ir import LoraIR, StudentIR
-from distillc.student.examples import encode, truncation, with_soft_label
+from distillc.student.examples import derived_length, encode, fit_length, truncation, with_soft_label
 from distillc.student.models import load_causal_lm
 from distillc.student.prompt import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
 from distillc.student.trainable import add_lora, prune_layers
@@ -39,7 +39,7 @@ class TrainJob:
     base_model: str
     lora: dict[str, Any] | None
     layers: list[int]  # decoder layers kept, by index; empty: all
-    max_seq_len: int
+    max_seq_len: int  # 0: derived from the training rows (student.max_seq_len "auto")
     dev_share: float
     schedule: dict[str, Any]
     instructions: str
@@ -84,17 +84,27 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
     sequences = {label: answer_ids(tokenizer, label) for label in job.labels}
 
     def examples(rows: list[dict[str, Any]]) -> list[Any]:
-        out = []
-        for r in rows:
-            example = encode(tokenizer, prompt_ids(tokenizer, template, r["input"]), r["output"], job.max_seq_len)
-            out.append(with_soft_label(example, sequences, r) if schedule.soft_label_weight and sequences else example)
-        return out
+        return [encode(tokenizer, prompt_ids(tokenizer, template, r["input"]), r["output"]) for r in rows]
 
-    train_rows, dev = dev_rows(read_jsonl(Path(job.train_path)), job.dev_share)
-    train = examples(train_rows)
-    cut = truncation(train, job.max_seq_len)  # E314 before any training when too many rows do not fit
+    def fitted(whole: list[Any], rows: list[dict[str, Any]], max_len: int) -> list[Any]:
+        cut = (fit_length(e, max_len) for e in whole)
+        if not (schedule.soft_label_weight and sequences):
+            return list(cut)
+        return [with_soft_label(e, sequences, r) for e, r in zip(cut, rows, strict=True)]
+
+    train_rows, dev_set = dev_rows(read_jsonl(Path(job.train_path)), job.dev_share)
+    whole = examples(train_rows)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    length = (
+        {"tokens": job.max_seq_len, "from": "spec"}
+        if job.max_seq_len
+        else derived_length([e.needed for e in whole], positions)
+    )
+    train = fitted(whole, train_rows, length["tokens"])
+    dev = fitted(examples(dev_set), dev_set, length["tokens"])
+    cut = truncation(train, length["tokens"])  # E314 before any training when too many rows do not fit
     checkpoints = Path(job.checkpoints) if job.checkpoints else None
-    progress = fit(model, train, examples(dev), schedule, tokenizer.pad_token_id, checkpoints, log, teacher)
+    progress = fit(model, train, dev, schedule, tokenizer.pad_token_id, checkpoints, log, teacher)
 
     lengths = [len(e.ids) for e in train]
     real, padded = padded_tokens(epoch_batches(len(train), schedule.batch_size, schedule.seed, 0), lengths)
@@ -104,6 +114,7 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
         "soft_labels": sum(bool(e.branches) for e in train),
         "truncated": cut["rows"],
         "longest_row": cut["longest"],
+        "max_seq_len": length,
         "epochs": schedule.epochs,
         "steps": progress.step,
         "step_loss": progress.step_losses,
@@ -123,7 +134,7 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
         out = Path(job.out_dir) / "model"
         model.to("cpu").save_pretrained(out)
         tokenizer.save_pretrained(out)
-        save_prompt(out, prefix, suffix, eos_ids(tokenizer, model.config))
+        save_prompt(out, prefix, suffix, eos_ids(tokenizer, model.config), length["tokens"])
         (Path(job.out_dir) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
     return result
 

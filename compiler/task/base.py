@@ -43,7 +43,6 @@ class Starter:
     inputs: tuple[str, ...]
     output: Mapping[str, str] = field(default_factory=dict)  # task.output's keys besides type, as YAML text
     max_new_tokens: int = 8
-    max_seq_len: int = 192
 
 
 class TaskType(Protocol):

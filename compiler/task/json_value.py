@@ -93,7 +93,6 @@ class JsonValue:
             "Ship one whiteboard to Krakow.",
         ),
         max_new_tokens=48,
-        max_seq_len=256,
     )
 
     def check(self, output: Any, examples: list[Any]) -> list[Problem]:

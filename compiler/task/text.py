@@ -36,7 +36,6 @@ class Text:
             "this document has typos everywhere",
         ),
         max_new_tokens=48,
-        max_seq_len=192,
     )
 
     def check(self, output: Any, examples: list[Any]) -> list[Problem]:
