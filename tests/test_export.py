@@ -117,7 +117,9 @@ def test_export_failure_is_one_clear_error_with_the_log_kept(
     with pytest.raises(DistillcError) as caught:
         export_onnx(tiny_model, tmp_path / "model.onnx", tmp_path / "logs" / "export.log")
     assert caught.value.code == "E311"
-    assert caught.value.message == "ONNX export of llama failed: Unsupported operator aten::mystery"
+    assert caught.value.message == (
+        "the portable export of the llama student (torch.onnx.export) failed: Unsupported operator aten::mystery"
+    )
     assert "Obtain model graph" in (tmp_path / "logs" / "export.log").read_text()
 
 

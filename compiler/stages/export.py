@@ -20,9 +20,10 @@ from distillc.artifacts.evaluate import candidate_predictions, predictions_path
 from distillc.artifacts.export import EXPORTED, ExportedStudent, Variant, variant_dir, variant_name, write_exported
 from distillc.artifacts.prune import FULL, read_candidates
 from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
-from distillc.student.fused_export import build_fused_onnx
+from distillc.student.fused_export import build_fused_onnx, model_type
 from distillc.student.onnx_export import check_parity, export_onnx, library_output, onnx_bytes, write_generation_config
 from distillc.student.quantize import quantize
 from distillc.targets import TARGETS
@@ -49,26 +50,23 @@ def run(ctx: StageContext, train: Path, evaluate: Path, prune: Path) -> dict[str
 
 
 def export_student(ctx: StageContext, name: str, model_dir: Path, predictions: Path) -> dict[str, Any]:
-    """Export one student (fp32, then each quantization), after proving the fp32 graph answers as PyTorch did."""
+    """Export one student (fp32, then each quantization), after proving the fp32 graph answers as PyTorch did.
+
+    The target's graph first (distillc.targets); when the fused graph cannot be built, does not run, or
+    answers otherwise than PyTorch, the failure is a warning with its code and the portable graph is tried.
+    """
     out = variant_dir(ctx.workdir, variant_name(name, "fp32"))
-    out.mkdir(parents=True)
-    started = time.perf_counter()
-    graph, layers = export_graph(ctx, model_dir, out / "model.onnx")
-    export_seconds = time.perf_counter() - started
-    shutil.copy2(model_dir / "tokenizer.json", out / "tokenizer.json")
-    write_generation_config(model_dir, out, ctx.spec)
-    ctx.log(f"{name}: exported {layers} layers ({graph} graph) in {export_seconds:.1f}s; checking parity")
-    parity = check_parity(out, read_jsonl(predictions))
-    write_jsonl(ctx.workdir / ("parity.jsonl" if name == FULL else f"parity-{name}.jsonl"), parity["rows"])
-    mismatches = [r for r in parity["rows"] if not r["same"]]
-    if mismatches:
-        first = mismatches[0]
-        raise DistillcError(
-            "E310",
-            f"the ONNX model's output differs from the PyTorch student ({name}) on {len(mismatches)} of "
-            f"{len(parity['rows'])} held-out inputs (first: {first['input'][:80]!r}: "
-            f"{first['torch']!r} vs {first['onnx']!r})",
-        )
+    graphs = ("fused", "portable") if TARGETS[ctx.spec.export.target].export_graph == "fused" else ("portable",)
+    for graph in graphs:
+        try:
+            layers, export_seconds, parity = export_checked(ctx, graph, name, model_dir, out, predictions)
+            break
+        except DistillcError as error:
+            if graph == graphs[-1]:
+                raise
+            ctx.emit(Event("warning", ctx.stage, f"{error.code}: {error.message}; using the portable export"))
+            shutil.rmtree(out)
+    family = model_type(model_dir)
     sizes = {variant_name(name, "fp32"): onnx_bytes(out)}
     for weights in ctx.spec.export.quantization:
         if weights != "fp32":
@@ -77,7 +75,7 @@ def export_student(ctx: StageContext, name: str, model_dir: Path, predictions: P
             log = ctx.build_dir / "logs" / f"quantize-{variant}.log"
             failure = DistillcError(
                 "E312",
-                f"{weights} quantization failed",
+                f"{weights} quantization of the {family} student ({graph} graph) failed",
                 help=f"remove {weights} from export.quantization; the quantizer's log is in {log}",
             )
             with library_output(log, failure):
@@ -96,18 +94,37 @@ def export_student(ctx: StageContext, name: str, model_dir: Path, predictions: P
     }
 
 
-def export_graph(ctx: StageContext, model_dir: Path, target: Path) -> tuple[str, int]:
-    """("fused" | "portable", decoder layers): the target's graph (distillc.targets), the portable one when
-    the builder of the fused graph does not take the architecture."""
-    logs = ctx.build_dir / "logs"
-    if TARGETS[ctx.spec.export.target].export_graph == "fused":
-        try:
-            return "fused", build_fused_onnx(model_dir, target, logs / "export-builder.log")
-        except DistillcError as error:
-            ctx.log(f"the fused export did not take this model ({error.message}); using the portable export")
-            for leftover in target.parent.glob(target.name + "*"):
-                leftover.unlink()
-    return "portable", export_onnx(model_dir, target, logs / "export.log")
+def export_checked(
+    ctx: StageContext, graph: str, name: str, model_dir: Path, out: Path, predictions: Path
+) -> tuple[int, float, dict[str, Any]]:
+    """Write `graph` ("fused" | "portable") of the student in `model_dir` into `out`, and prove it answers
+    each held-out input as PyTorch did: (decoder layers, export seconds, the parity check)."""
+    out.mkdir(parents=True)
+    logs, family = ctx.build_dir / "logs", model_type(model_dir)
+    started = time.perf_counter()
+    if graph == "fused":
+        with library_output(None, DistillcError("E311", f"the fused export of the {family} student failed")):
+            layers = build_fused_onnx(model_dir, out / "model.onnx", logs / "export-builder.log")
+    else:
+        layers = export_onnx(model_dir, out / "model.onnx", logs / "export.log")
+    export_seconds = time.perf_counter() - started
+    shutil.copy2(model_dir / "tokenizer.json", out / "tokenizer.json")
+    write_generation_config(model_dir, out, ctx.spec)
+    ctx.log(f"{name}: exported {layers} layers of {family} ({graph} graph) in {export_seconds:.1f}s; checking parity")
+    failure = DistillcError("E311", f"the {graph} ONNX graph of the {family} student does not run")
+    with library_output(logs / f"parity-{graph}.log", failure):
+        parity = check_parity(out, read_jsonl(predictions))
+    write_jsonl(ctx.workdir / ("parity.jsonl" if name == FULL else f"parity-{name}.jsonl"), parity["rows"])
+    mismatches = [r for r in parity["rows"] if not r["same"]]
+    if mismatches:
+        first = mismatches[0]
+        raise DistillcError(
+            "E310",
+            f"the {graph} ONNX graph of the {family} student ({name}) answers otherwise than PyTorch on "
+            f"{len(mismatches)} of {len(parity['rows'])} held-out inputs (first: {first['input'][:80]!r}: "
+            f"{first['torch']!r} vs {first['onnx']!r})",
+        )
+    return layers, export_seconds, parity
 
 
 STAGE = Stage(

@@ -99,7 +99,7 @@ def export_onnx(model_dir: Path, target: Path, log_path: Path | None = None) -> 
     }
     failure = DistillcError(
         "E311",
-        f"ONNX export of {config.model_type} failed",
+        f"the portable export of the {config.model_type} student (torch.onnx.export) failed",
         help=f"the exporter's log is in {log_path}" if log_path else None,
     )
     with torch.no_grad(), library_output(log_path, failure):
@@ -130,6 +130,8 @@ def library_output(log_path: Path | None, failure: DistillcError) -> Iterator[No
         with contextlib.redirect_stdout(log), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
+    except DistillcError:
+        raise  # already says what failed
     except Exception as exc:  # noqa: BLE001 - these libraries raise many types; the user needs one message
         cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise DistillcError(failure.code, f"{failure.message}: {cause}", help=failure.help) from None
