@@ -61,8 +61,7 @@ def recipes(folder: Path) -> dict[str, Path]:
     """Each recipe's graph, written into `folder` (on the host: the quantizers need not run emulated)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from distillc.student.quantize import quantize_weights
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     source = folder / "float.onnx"
     float_graph(source)
@@ -79,8 +78,11 @@ def recipes(folder: Path) -> dict[str, Path]:
     for bits, block, level in ((8, 128, 4), (8, 128, 0), (4, 32, 4), (4, 32, 0)):
         compute = "int8 compute" if level == 4 else "float compute"
         path = folder / f"nbits{bits}-{level}.onnx"
-        model = quantize_weights(onnx.load(str(source)), bits, block, [], accuracy_level=level)
-        onnx.save(model, str(path))
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(source)), bits=bits, block_size=block, is_symmetric=True, accuracy_level=level
+        )
+        quantizer.process()
+        onnx.save(quantizer.model.model, str(path))
         out[f"MatMulNBits {bits}-bit, blocks of {block}, {compute}"] = path
     return out
 

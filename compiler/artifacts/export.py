@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from distillc.artifacts.prune import FULL
 from distillc.artifacts.versioned import read_record, write_record
@@ -33,11 +32,6 @@ def variant_name(student: str, weights: str) -> str:
 
 def variant_dir(folder: Path, variant: str) -> Path:
     return folder / "variants" / variant
-
-
-def generation_config(variant: Path) -> dict[str, Any]:
-    """A variant's generation.json: its prompt, stopping tokens, trained length and decoding constraint."""
-    return json.loads((variant / "generation.json").read_text(encoding="utf-8"))
 
 
 def write_exported(folder: Path, students: list[ExportedStudent]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distillc import __version__
-from distillc.artifacts.export import generation_config, variant_dir
+from distillc.artifacts.export import variant_dir
 from distillc.artifacts.gate import read_decision
 from distillc.artifacts.verify import Verified, read_predictions, read_verified
 from distillc.build.artifacts import link_tree, tree_files, write_json
@@ -16,6 +16,7 @@ from distillc.build.runner import Stage, StageContext
 from distillc.package.policy import deployment, image, requirements
 from distillc.package.render import markdown_code, markdown_text, render
 from distillc.package.runtime_lock import check_versions
+from distillc.student.onnx_export import generation_config
 from distillc.student.prompt import input_limit
 from distillc.student.tensorrt import tensorrt_config
 from distillc.targets import TARGETS

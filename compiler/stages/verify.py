@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts.export import generation_config, read_exported, variant_dir
+from distillc.artifacts.export import read_exported, variant_dir
 from distillc.artifacts.verify import VERIFIED, Verified, write_predictions, write_verified
 from distillc.build.artifacts import read_jsonl
 from distillc.build.events import Event
@@ -24,6 +24,7 @@ from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.quality.latency import percentiles
 from distillc.quality.metrics import gated
+from distillc.student.onnx_export import generation_config
 from distillc.student.prompt import input_limit
 from distillc.student.tensorrt import tensorrt_config
 from distillc.targets import TARGETS

@@ -14,6 +14,7 @@ ring cache; the files are renamed to the package's layout.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,11 +56,19 @@ def build_fused_onnx(model_dir: Path, target: Path, log_path: Path) -> int:
                 f"{cause}",
                 help=f"the model builder's log is in {log_path}",
             )
-        model = onnx.load(str(out / "model.onnx"))
-    keep_last_position_logits(model)
-    fix_cache_dims(model, model_dir)
-    plain_window_cache(model)
-    onnx.save(model, str(target), save_as_external_data=True, location=target.name + ".data")
+        # The graph alone is edited; the weights stay in the builder's data file, which moves beside it.
+        model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+        keep_last_position_logits(model)
+        fix_cache_dims(model, model_dir)
+        plain_window_cache(model)
+        entries = [e for i in model.graph.initializer for e in i.external_data if e.key == "location"]
+        if {e.value for e in entries} - {"model.onnx.data"}:
+            raise DistillcError("E311", "the model builder wrote its weights to more than one file")
+        for entry in entries:
+            entry.value = target.name + ".data"
+        if entries:
+            shutil.move(out / "model.onnx.data", target.parent / (target.name + ".data"))
+        onnx.save(model, str(target))
     return sum(1 for node in model.graph.node if node.op_type == "GroupQueryAttention")
 
 

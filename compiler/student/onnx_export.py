@@ -40,6 +40,11 @@ def write_generation_config(model_dir: Path, out: Path, spec: Any) -> None:
     (out / "generation.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
+def generation_config(variant: Path) -> dict[str, Any]:
+    """A variant's generation.json: its prompt, stopping tokens, trained length and decoding constraint."""
+    return json.loads((variant / "generation.json").read_text(encoding="utf-8"))
+
+
 def onnx_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith(("model.onnx", "prefill.onnx")))
 

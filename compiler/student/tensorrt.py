@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distillc.artifacts.export import generation_config
 from distillc.spec.ir import SpecIR
+from distillc.student.onnx_export import generation_config
 from distillc.student.prompt import input_limit
 
 OPT_TOKENS = 64  # the shape TensorRT tunes kernels for: a short prompt, batch 1
