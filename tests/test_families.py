@@ -9,8 +9,6 @@ sliding-window fix) and Gemma 3 (the portable graph of a tied model) run in the 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from distillc.build.events import Event
 from tests.conftest import review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.families import FAMILIES, build_family, logit_gap, smollm2_tokenizer
-from tests.helpers import free_port, http, wait_healthy
+from tests.helpers import http, start
 
 FUSED = {"llama", "qwen2", "qwen3", "phi3", "mistral", "granite", "gemma2"}  # onnxruntime-genai's builder takes them
 QUICK = {"gemma2", "gemma3"}
@@ -32,10 +30,12 @@ def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return smollm2_tokenizer(tmp_path_factory.mktemp("smollm2-tokenizer"))
 
 
-@pytest.mark.parametrize("family", [f if f in QUICK else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
-def test_a_family_trains_exports_quantizes_and_serves(family: str, tmp_path: Path, smollm2_tokenizer_dir: Path) -> None:
-    student = build_family(family, smollm2_tokenizer_dir, tmp_path / "student")
-    events: list[Event] = []
+def build_with(
+    family: str, tmp_path: Path, tokenizer_dir: Path, events: list[Event], quantization: list[str] | None = None
+) -> api.BuildResult:
+    """A build of the review spec into tmp_path/out with a tiny `family` student (tmp_path/student), its
+    max_seq_len derived from the data; the trained weights kept."""
+    student = build_family(family, tokenizer_dir, tmp_path / "student")
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(
             tmp_path / "spec",
@@ -44,9 +44,16 @@ def test_a_family_trains_exports_quantizes_and_serves(family: str, tmp_path: Pat
             inputs=review_texts(40),
             min_score=0,
             epochs=1,
-            changes={"student.max_seq_len": None, "export.quantization": ["fp32", "int8", "int4"]},
+            changes={"student.max_seq_len": None, "export.quantization": quantization or ["fp32"]},
         )
-        result = api.build(spec, out=tmp_path / "out", emit=events.append, keep_weights=True)
+        return api.build(spec, out=tmp_path / "out", emit=events.append, keep_weights=True)
+
+
+@pytest.mark.parametrize("family", [f if f in QUICK else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
+def test_a_family_trains_exports_quantizes_and_serves(family: str, tmp_path: Path, smollm2_tokenizer_dir: Path) -> None:
+    events: list[Event] = []
+    result = build_with(family, tmp_path, smollm2_tokenizer_dir, events, ["fp32", "int8", "int4"])
+    student = tmp_path / "student"
 
     # The target's graph, or the portable one after a coded warning that names the family and the step.
     export = result.stage("export")
@@ -83,16 +90,9 @@ def test_a_family_trains_exports_quantizes_and_serves(family: str, tmp_path: Pat
 
 
 def serve_both_endpoints(package: Path) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "distillc", "serve", str(package), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, port = start(package)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(f"{base}/healthz", server)
         status, body = http("POST", f"{base}/v1/predict", {"input": "the room was quiet and the staff were kind"})
         assert status == 200 and body["output"] in {"positive", "negative"}
         chat = {"model": "review-sentiment", "messages": [{"role": "user", "content": "the kettle was broken"}]}
@@ -101,21 +101,6 @@ def serve_both_endpoints(package: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def build_with(family: str, tmp_path: Path, tokenizer_dir: Path, events: list[Event]) -> api.BuildResult:
-    student = build_family(family, tokenizer_dir, tmp_path / "student")
-    with FakeTeacher(sentiment) as teacher:
-        spec = write_spec(
-            tmp_path / "spec",
-            base_url=teacher.base_url,
-            student=str(student),
-            inputs=review_texts(40),
-            min_score=0,
-            epochs=1,
-            changes={"student.max_seq_len": None, "export.quantization": ["fp32"]},
-        )
-        return api.build(spec, out=tmp_path / "out", emit=events.append)
 
 
 def test_a_fused_graph_that_does_not_run_falls_back_with_a_coded_warning(
