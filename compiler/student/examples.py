@@ -40,8 +40,8 @@ def encode(tokenizer: Any, prompt: list[int], target: str, max_len: int | None =
 
 
 def fit_length(example: Example, max_len: int) -> Example:
-    """`example` cut to `max_len` tokens: the prompt from the left, the answer kept (but its last tokens,
-    when the answer alone is too long)."""
+    """`example` cut to `max_len` tokens: the prompt from the left, the answer kept (its first max_len - 1
+    tokens when the answer alone is too long)."""
     if len(example.ids) <= max_len:
         return example
     start = next((i for i, label in enumerate(example.labels) if label != IGNORE), len(example.ids))

@@ -129,8 +129,7 @@ class DataFile:
         offset = -(-self.file.tell() // ALIGN) * ALIGN
         self.file.write(b"\0" * (offset - self.file.tell()))
         contiguous = np.ascontiguousarray(array)
-        for row in range(0, max(1, contiguous.shape[0] if contiguous.ndim else 1), 4096):  # in slices: no copy
-            self.file.write(contiguous[row : row + 4096].tobytes() if contiguous.ndim else contiguous.tobytes())
+        self.file.write(contiguous.data)  # the array's own buffer (a mapped weight's pages): no bytes copy
         tensor = TensorProto()
         tensor.name = name
         tensor.dims.extend(contiguous.shape)
