@@ -259,8 +259,9 @@ def headline_table(head: dict) -> str:
 
 
 def verify_table(verify: dict, shipped: str | None) -> str:
-    """Each exported variant (of the full student and of each pruned candidate) as shipped: layers, size,
-    score, drop below the full student's fp32, agreement with it, latency alone and batched."""
+    """Each exported variant (of the full student, each pruned candidate and the linear student) as shipped:
+    layers ("linear" for the linear student), size, score, drop below the full student's fp32, agreement with
+    it, latency alone and batched."""
     size = verify["variants"][0]["batch"]["size"]
     width = max(7, *(len(v["name"]) for v in verify["variants"]))
     lines = [
@@ -271,7 +272,7 @@ def verify_table(verify: dict, shipped: str | None) -> str:
         mark = "  <- ships" if v["name"] == shipped else ("" if v["listed"] else "  (reference)")
         low, high = v["interval"]
         lines.append(
-            f"{v['name']:<{width}}  {v['layers']:>6}  {v['bytes'] / 1e6:>6.1f}  {v['score']:>8.3f}  "
+            f"{v['name']:<{width}}  {v['layers'] if v['kind'] == 'decoder' else v['kind']:>6}  {v['bytes'] / 1e6:>6.1f}  {v['score']:>8.3f}  "
             f"[{low:.3f}, {high:.3f}]  {v['drop']:>6.3f}  {v['agreement']:>6.1%}  {v['p50_ms']:>6.1f}  "
             f"{v['p95_ms']:>6.1f}  {v['batch']['inputs_per_s']:>10.1f}{mark}"
         )

@@ -13,12 +13,13 @@ import typing
 from distillc.build.runner import Stage
 from distillc.quality import gates
 from distillc.spec.ir import SpecIR
-from distillc.stages import evaluate, export, gate, inputs, label, package, prune, split, train, verify
+from distillc.stages import evaluate, export, gate, inputs, label, linear, package, prune, split, train, verify
 
 STAGES = (
     inputs.STAGE,
     label.STAGE,
     split.STAGE,
+    linear.STAGE,
     train.STAGE,
     prune.STAGE,
     dataclasses.replace(evaluate.STAGE, checks=(gates.min_score,)),  # E501: no export for a student below the bar

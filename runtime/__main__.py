@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from distillc_runtime.generate import Generator
+    from distillc_runtime.linear import LinearClassifier
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def package_generator(package_dir: Path) -> Generator:
-    from distillc_runtime.generate import Generator
+def package_generator(package_dir: Path) -> Generator | LinearClassifier:
+    from distillc_runtime.model import load_model
     from distillc_runtime.providers import providers_for
 
     target = json.loads((package_dir / "package.json").read_text(encoding="utf-8")).get("target", "cpu")
     model = package_dir / "model"
-    return Generator(model, providers=providers_for(target, model))
+    return load_model(model, providers=providers_for(target, model))
 
 
 def check_answers(package_dir: Path) -> int:

@@ -52,6 +52,8 @@ class ModelFiles:
 
 
 class Generator:
+    generative = True  # a language model: the package serves the OpenAI-compatible chat endpoint too
+
     def __init__(
         self,
         model_dir: str | Path,
@@ -98,6 +100,10 @@ class Generator:
         if self.max_input_tokens is None or n <= self.max_input_tokens:
             return None
         return f"input is {n} tokens with the prompt, over this package's limit of {self.max_input_tokens}"
+
+    def prepare(self, text: str) -> list[int]:
+        """What the server's worker runs on (as linear.LinearClassifier.prepare): the prompt's tokens."""
+        return self.prompt_ids(text)
 
     def prompt_ids(self, text: str) -> list[int]:
         """Prefix, input and suffix tokenized apart, as training did (distillc.student.prompt.prompt_ids)."""

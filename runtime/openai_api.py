@@ -10,6 +10,9 @@ What the student does with a chat request, since its task and instructions are t
 - `max_tokens` (or `max_completion_tokens`) is clamped to the package's `deploy.max_new_tokens`;
 - `stop` strings cut the answer at the first one found.
 The answer streams as one content chunk: it is computed whole, then sent.
+
+A package whose student is a linear classifier (linear.py) generates no text: both paths answer 404 with
+a detail that says to POST to /v1/predict (`not_generative`).
 """
 
 from __future__ import annotations
@@ -98,6 +101,24 @@ def router(model_name: str, answer: Answer, count_tokens: Callable[[str], int], 
                 "usage": usage,
             }
         )
+
+    return routes
+
+
+NOT_GENERATIVE = (
+    "this package's student is a linear classifier over TF-IDF features, not a language model: it has no "
+    'chat endpoint; POST {"input": "..."} to /v1/predict for its label'
+)
+
+
+def not_generative(model_name: str) -> APIRouter:
+    """What a package whose student generates nothing answers at the OpenAI paths: 404, saying where to ask."""
+    routes = APIRouter()
+
+    @routes.api_route("/v1/models", methods=["GET"])
+    @routes.api_route("/v1/chat/completions", methods=["POST"])
+    def absent() -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": f"{model_name}: {NOT_GENERATIVE}"})
 
     return routes
 

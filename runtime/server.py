@@ -7,6 +7,9 @@ Bad input gets a short 4xx that says what is wrong and never echoes the input ba
 - a body that is not UTF-8 or not JSON, wrong types, unknown fields, lone surrogates: 422;
 - a prompt over `deploy.max_input_tokens` tokens: 422.
 
+The student is a decoder, or for a label task possibly a linear classifier (model.py says which); the latter
+answers /v1/predict only.
+
 Load is bounded: one worker runs the model (micro-batches of up to `deploy.max_batch_size`); at most
 `deploy.max_queue` requests wait for it, and more get 429 with Retry-After at once; a request not
 answered within `deploy.request_timeout_s` gets 504, and is dropped if it had not started.
@@ -26,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distillc_runtime import openai_api, selftest
 from distillc_runtime.batching import Batcher, DeadlineExceeded, Overloaded
-from distillc_runtime.generate import Generator
 from distillc_runtime.metrics import Metrics, RequestMetrics
+from distillc_runtime.model import load_model
 from distillc_runtime.providers import TARGET_PROVIDERS, providers_for
 
 logger = logging.getLogger("distillc_runtime")
@@ -161,13 +164,13 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
     info = json.loads((package / "package.json").read_text(encoding="utf-8"))
     target = info.get("target", "cpu")
     deploy = info.get("deploy", {})
-    generator = Generator(
+    generator = load_model(
         package / "model",
         providers=providers_for(target, package / "model"),
         max_input_tokens=deploy.get("max_input_tokens"),
     )
     running = generator.session.get_providers()
-    if running[0] != TARGET_PROVIDERS.get(target, running)[0]:
+    if generator.generative and running[0] != TARGET_PROVIDERS.get(target, running)[0]:
         # onnxruntime falls back to the CPU when a GPU provider cannot load (no GPU, no driver, a CUDA
         # mismatch): it still answers, far slower. Say so where operators look.
         logger.warning("package built for %s is running on %s", target, ", ".join(running))
@@ -190,11 +193,12 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
     metrics = Metrics(max_batch_size)
     metrics.selftest.set(proof.agreement if proof else -1)
 
-    def answer_batch(prompts: list[list[int]]) -> list[str]:
+    def answer_batch(prompts: list[Any]) -> list[str]:
         answers = generator.answer_prompts(prompts)
         metrics.batch_size.observe(len(prompts))
-        metrics.tokens.labels("in").inc(sum(len(p) for p in prompts))
-        metrics.tokens.labels("out").inc(sum(n for _, n in answers))
+        if generator.generative:  # a linear classifier's inputs are words, and it generates no tokens
+            metrics.tokens.labels("in").inc(sum(len(p) for p in prompts))
+            metrics.tokens.labels("out").inc(sum(n for _, n in answers))
         return [text for text, _ in answers]
 
     batcher = Batcher(answer_batch, max_batch_size=max_batch_size, max_queue=int(deploy.get("max_queue", 64)))
@@ -246,7 +250,7 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
         """The model's answer through the queue, or the HTTP error that says why there is none."""
         if refused:
             raise HTTPException(status_code=503, detail=f"this package's self-test failed: {proof.reason()}")
-        prompt = generator.prompt_ids(text)  # tokenized once, here: the worker thread only runs the model
+        prompt = generator.prepare(text)  # tokenized once, here: the worker thread only runs the model
         if problem := generator.length_problem(prompt):
             raise HTTPException(status_code=422, detail=problem)
         try:
@@ -261,6 +265,10 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> Fa
     @app.post("/v1/predict", response_model=PredictResponse)
     async def predict(request: PredictRequest) -> PredictResponse:
         return PredictResponse(output=await answer(request.input))
+
+    if not generator.generative:
+        app.include_router(openai_api.not_generative(info["name"]))
+        return app
 
     def count_tokens(text: str) -> int:
         return len(generator.tokenizer.encode(text, add_special_tokens=False).ids)

@@ -119,6 +119,7 @@ JSON_CASES: list[tuple[str, str, str]] = [
     ("metric_for_wrong_type", "{holdout: 0.15, min_score: 0.8}", "{holdout: 0.15, metric: accuracy}"),
     ("text_metric_for_json", "{holdout: 0.15, min_score: 0.8}", "{holdout: 0.15, metric: chrf}"),
     ("schema_on_label_task", "{type: json, schema", "{type: label, labels: [a, b], schema"),
+    ("linear_candidate_on_json_task", "  epochs: 3", "  epochs: 3\n  candidates: [linear]"),
 ]
 
 

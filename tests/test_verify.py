@@ -23,7 +23,8 @@ def measured(*variants: tuple[str, float, float], on_target: bool = True, width:
     """Verify's summary for variants (name, score, p95 ms), each score's 95% interval `width` wide."""
     rows = [
         {"name": n, "score": s, "interval": [s - width / 2, min(1.0, s + width / 2)],
-         "drop": round(variants[0][1] - s, 6), "p50_ms": p95 / 2, "p95_ms": p95, "listed": True}
+         "drop": round(variants[0][1] - s, 6), "p50_ms": p95 / 2, "p95_ms": p95, "listed": True,
+         "kind": "linear" if n == "linear" else "decoder", "parameters": 20_000 if n == "linear" else 135_000_000}
         for n, s, p95 in variants
     ]  # fmt: skip
     return {"variants": rows, "metric": "accuracy", "n": 20, "measured_on_target": on_target}
@@ -54,6 +55,7 @@ def test_the_smallest_pruned_candidate_that_passes_ships(tmp_path: Path) -> None
     )  # fmt: skip
     for v in verify["variants"]:
         v["layers"] = int(v["name"].split("-")[0][1:]) if v["name"].startswith("l") else 30
+        v["parameters"] = v["layers"] * 4_500_000
     assert choose_variant(spec_with(tmp_path), verify)["name"] == "int8"  # drop limit 0.01: no candidate passes
     assert choose_variant(spec_with(tmp_path, max_drop=0.02), verify)["name"] == "l20-int8"
     assert choose_variant(spec_with(tmp_path, max_drop=0.2), verify)["name"] == "l10-int8"
@@ -62,6 +64,20 @@ def test_the_smallest_pruned_candidate_that_passes_ships(tmp_path: Path) -> None
     assert choose_variant(spec_with(tmp_path, max_drop=0.2, p95=30.0), verify)["name"] == "l10-int8"
     with pytest.raises(GateFailed) as caught:
         choose_variant(spec_with(tmp_path, max_drop=0.02, p95=30.0), verify)
+    assert caught.value.code == "E504"
+
+
+def test_a_linear_student_ships_when_it_passes_the_same_gates(tmp_path: Path) -> None:
+    """The fewest weights first, whatever the kind: the linear student ships when it meets min_score, the drop
+    limit below the decoder's fp32 and the latency budget, and the decoder's fastest variant when it does not."""
+    verify = measured(("fp32", 0.95, 90.0), ("int8", 0.945, 60.0), ("linear", 0.90, 0.2))
+    assert choose_variant(spec_with(tmp_path), verify)["name"] == "int8"  # 0.05 below fp32: over the 0.01 limit
+    assert choose_variant(spec_with(tmp_path, max_drop=0.05), verify)["name"] == "linear"
+    assert choose_variant(spec_with(tmp_path, max_drop=0.05, min_score=0.92), verify)["name"] == "int8"
+    # A decoder too slow for the budget: the linear student is what passes.
+    assert choose_variant(spec_with(tmp_path, max_drop=0.05, p95=10.0), verify)["name"] == "linear"
+    with pytest.raises(GateFailed) as caught:
+        choose_variant(spec_with(tmp_path, p95=10.0), verify)
     assert caught.value.code == "E504"
 
 

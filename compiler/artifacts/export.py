@@ -9,18 +9,20 @@ from distillc.artifacts.prune import FULL
 from distillc.artifacts.versioned import read_record, write_record
 
 EXPORTED = "exported.json"
-VERSION = 1
+VERSION = 2  # 2: each student's kind and parameters
 
 
 class Variant(TypedDict):
     name: str
-    weights: str  # fp32, or a quantization of export.quantization
+    weights: str  # fp32, or a quantization of export.quantization; "linear" for the linear student
     bytes: int
 
 
 class ExportedStudent(TypedDict):
     student: str
-    layers: int
+    kind: str  # decoder | linear
+    layers: int  # a decoder's layers; 0 for a linear student
+    parameters: int  # its weights: the gate ships the student with the fewest that passes
     variants: list[Variant]
 
 

@@ -25,7 +25,9 @@ def headline(report: dict[str, Any], spec: SpecIR) -> dict[str, Any] | None:
     throughput = batch["inputs_per_s"] if batch else 1000 / shipped["p50_ms"]
     student_seconds = 1000 / throughput
     student = {
-        "name": f"{spec.student.base_model} · {shipped['name']} · {shipped['layers']} layers",
+        "name": f"{spec.student.base_model} · {shipped['name']} · {shipped['layers']} layers"
+        if shipped.get("kind", "decoder") == "decoder"
+        else f"linear classifier over TF-IDF features · {shipped['parameters']:,} weights",
         "score": shipped["score"],
         "interval": shipped["interval"],
         "p50_ms": shipped["p50_ms"],

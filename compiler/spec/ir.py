@@ -99,6 +99,7 @@ class StudentIR:
     method: str  # full | lora
     lora: LoraIR | None  # set exactly when method is lora
     prune: PruneIR | None
+    candidates: tuple[str, ...]  # other kinds of student: "linear" (label tasks)
     epochs: int
     learning_rate: float
     batch_size: int

@@ -196,6 +196,16 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
                 help="use " + ", ".join(f"'{name}'" for name in kind.metrics) + ", or 'auto'",
             )
         )
+    student = sections.get("student")
+    if task is not None and student is not None and student.candidates and task.output.type != "label":
+        out.append(
+            Diagnostic(
+                "E126",
+                f"student.candidates {student.candidates} apply to output type 'label', not '{task.output.type}'",
+                *smap.value_span(("student", "candidates")),
+                help="remove student.candidates: a linear classifier answers with one of a label set",
+            )
+        )
     if (
         teacher is not None
         and budget.max_usd
@@ -442,6 +452,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             )
             if s.prune
             else None,
+            candidates=tuple(dict.fromkeys(s.candidates)),
             epochs=s.epochs,
             learning_rate=s.learning_rate,
             batch_size=s.batch_size,

@@ -182,6 +182,13 @@ class Student(Strict):
         description="Smaller students cut from the trained one by depth and distilled from it; each is "
         "evaluated, exported and verified, and the report lists them all.",
     )
+    candidates: list[Literal["linear"]] = Field(
+        default_factory=list,
+        max_length=1,
+        description="Other kinds of student to try beside the decoder, under the same gates; the smallest that "
+        "passes ships. `linear` (label tasks): logistic regression over TF-IDF word features (scikit-learn), "
+        "served behind /v1/predict only, since it generates no text.",
+    )
     epochs: int = Field(default=3, ge=1, le=1000)
     learning_rate: float = Field(default=5e-5, gt=0, le=1)
     batch_size: int = Field(default=8, ge=1, le=4096)

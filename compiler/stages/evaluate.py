@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distillc.artifacts import linear as linear_student
 from distillc.artifacts.evaluate import candidate_predictions, predictions_path
 from distillc.artifacts.prune import read_candidates
 from distillc.build.artifacts import read_jsonl, write_jsonl
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from distillc.student.decode import Decoder
 
 
-def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, Any]:
+def run(ctx: StageContext, split: Path, train: Path, prune: Path, linear: Path) -> dict[str, Any]:
     task = ctx.spec.task
     rows = read_jsonl(split / "holdout.jsonl")
     predictions, decoder, prompt = predict(ctx, train / "model", rows)
@@ -67,7 +68,10 @@ def run(ctx: StageContext, split: Path, train: Path, prune: Path) -> dict[str, A
         "warnings": warnings,
         "n": len(predictions),
         "disagreements": misses,
-        "candidates": [evaluate_candidate(ctx, c, rows, predictions) for c in read_candidates(prune)],
+        "candidates": [
+            *(evaluate_candidate(ctx, c, rows, predictions) for c in read_candidates(prune)),
+            *evaluate_linear(ctx, linear, predictions),
+        ],
     }
 
 
@@ -123,11 +127,37 @@ def evaluate_candidate(
     ctx.log(f"{name} ({layers} layers): {metric} {gate['value']:.3f}, answers as the full student on {same:.1%}")
     return {
         "name": name,
+        "kind": "decoder",
         "layers": layers,
         "score": gate["value"],
         "interval": gate["interval"],
         "agreement": round(same, 6),
     }
+
+
+def evaluate_linear(ctx: StageContext, folder: Path, full: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The linear student (when there is one), scored from scikit-learn's answers as the decoder is from
+    PyTorch's: the same metric, interval and held-out inputs, and how often it answers as the decoder does."""
+    made = linear_student.read_linear(folder)
+    if made is None:
+        return []
+    predictions = read_jsonl(linear_student.predictions_path(folder))
+    metric = ctx.spec.evaluation.metric
+    gate = gated(ctx.spec.task, metric, [(p["expected"], p["output"]) for p in predictions])
+    same = sum(a["output"] == b["output"] for a, b in zip(predictions, full, strict=True)) / max(1, len(full))
+    weights = made["parameters"]
+    ctx.log(f"linear ({weights} weights): {metric} {gate['value']:.3f}, answers as the decoder on {same:.1%}")
+    return [
+        {
+            "name": made["name"],
+            "kind": "linear",
+            "layers": 0,
+            "parameters": made["parameters"],
+            "score": gate["value"],
+            "interval": gate["interval"],
+            "agreement": round(same, 6),
+        }
+    ]
 
 
 def majority_baseline(
@@ -153,10 +183,10 @@ def few_shot_baseline(
 
 STAGE = Stage(
     name="evaluate",
-    version=6,  # 6: pruned candidates are scored too
+    version=7,  # 7: the linear student too; 6: pruned candidates are scored too
     # student.base_model: the few-shot baseline is the untrained base model.
     reads=("task", "evaluation.metric", "deploy.max_new_tokens", "deploy.max_input_tokens", "student.base_model"),
-    needs=("split", "train", "prune"),
+    needs=("split", "train", "prune", "linear"),
     produces=("predictions.jsonl",),
     run=run,
 )

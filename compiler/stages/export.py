@@ -16,20 +16,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distillc.artifacts import linear as linear_student
 from distillc.artifacts.evaluate import candidate_predictions, predictions_path
 from distillc.artifacts.export import EXPORTED, ExportedStudent, Variant, variant_dir, variant_name, write_exported
 from distillc.artifacts.prune import FULL, read_candidates
-from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.artifacts import link_tree, read_jsonl, write_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.student.fused_export import build_fused_onnx, model_type
+from distillc.student.models import parameter_count
 from distillc.student.onnx_export import check_parity, export_onnx, library_output, onnx_bytes, write_generation_config
 from distillc.student.quantize import quantize
 from distillc.targets import TARGETS
 
 
-def run(ctx: StageContext, train: Path, evaluate: Path, prune: Path) -> dict[str, Any]:
+def run(ctx: StageContext, train: Path, evaluate: Path, prune: Path, linear: Path) -> dict[str, Any]:
     full = export_student(ctx, FULL, train / "model", predictions_path(evaluate))
     pruned = [
         export_student(ctx, c["name"], c["model"], candidate_predictions(evaluate, c["name"]))
@@ -44,7 +46,24 @@ def run(ctx: StageContext, train: Path, evaluate: Path, prune: Path) -> dict[str
             Variant(name=name, weights=name.removeprefix(f"{student['name']}-"), bytes=size)
             for name, size in variant_bytes.items()
         ]
-        exported.append(ExportedStudent(student=student["name"], layers=student["layers"], variants=variants))
+        exported.append(
+            ExportedStudent(
+                student=student["name"],
+                kind="decoder",
+                layers=student["layers"],
+                parameters=student["parameters"],
+                variants=variants,
+            )
+        )
+    if made := linear_student.read_linear(linear):
+        # Built, converted and checked against scikit-learn by the linear stage: listed here as it is.
+        name = made["name"]
+        link_tree(linear_student.model_dir(linear), variant_dir(ctx.workdir, name))
+        sizes[name] = onnx_bytes(variant_dir(ctx.workdir, name))
+        variant = Variant(name=name, weights="linear", bytes=sizes[name])
+        exported.append(
+            ExportedStudent(student=name, kind="linear", layers=0, parameters=made["parameters"], variants=[variant])
+        )
     write_exported(ctx.workdir, exported)  # what verify measures
     return {**full, "variant_bytes": sizes, "candidates": pruned}
 
@@ -87,6 +106,7 @@ def export_student(ctx: StageContext, name: str, model_dir: Path, predictions: P
         "name": name,
         "graph": graph,
         "layers": layers,
+        "parameters": parameter_count(model_dir),
         "export_seconds": round(export_seconds, 2),
         "parity_checked": len(parity["rows"]),
         "latency_ms": parity["latency_ms"],
@@ -129,7 +149,7 @@ def export_checked(
 
 STAGE = Stage(
     name="export",
-    version=6,  # 6: every pruned candidate is exported too
+    version=7,  # 7: the linear student is listed too, and each student's parameters; 6: pruned candidates
     reads=(
         "task.output_type",
         "task.labels",
@@ -138,7 +158,7 @@ STAGE = Stage(
         "export.quantization",
         "export.target",
     ),
-    needs=("train", "evaluate", "prune"),
+    needs=("train", "evaluate", "prune", "linear"),
     produces=(EXPORTED, "parity.jsonl", "variants/fp32/model.onnx", "variants/*/generation.json"),
     run=run,
 )

@@ -2,7 +2,7 @@
 
 A variant ships when it meets `evaluation.min_score`, stays within `export.max_quality_drop` of fp32 and,
 measured on the target, within `deploy.latency_budget_ms`; of those, the smallest student's fastest
-(distillc.quality.gates).
+(distillc.quality.gates), whatever its kind.
 When none does, the build stops here with the gate's reason, and the report keeps every measurement.
 """
 
@@ -24,12 +24,15 @@ def run(ctx: StageContext, verify: Path) -> dict[str, Any]:
         variant=chosen, metric=verified["metric"], n=verified["n"], measured_with=verified["measured_with"]
     )
     write_decision(ctx.workdir, decision)
+    shape = f"{chosen['layers']} layers" if chosen["kind"] == "decoder" else chosen["kind"]
     ctx.log(
-        f"{chosen['name']} ships ({chosen['layers']} layers): {verified['metric']} {chosen['score']:.3f}, "
-        f"p95 {chosen['p95_ms']} ms"
+        f"{chosen['name']} ships ({shape}, {chosen['parameters'] / 1e6:.1f}M weights): "
+        f"{verified['metric']} {chosen['score']:.3f}, p95 {chosen['p95_ms']} ms"
     )
     return {
         "variant": chosen["name"],
+        "kind": chosen["kind"],
+        "parameters": chosen["parameters"],
         "layers": chosen["layers"],
         "score": chosen["score"],
         "p50_ms": chosen["p50_ms"],
@@ -39,7 +42,7 @@ def run(ctx: StageContext, verify: Path) -> dict[str, Any]:
 
 STAGE = Stage(
     name="gate",
-    version=2,  # 2: the smallest passing student ships (pruned candidates)
+    version=3,  # 3: by weights, whatever the kind (linear students); 2: pruned candidates
     reads=(
         "evaluation.min_score",
         "evaluation.gate",

@@ -81,9 +81,10 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
     link_tree(variant_dir(export, chosen["name"]), out / "model")
     for path in (out / "model").iterdir():  # onnx writes weight files 0600; the container's server is not root
         path.chmod(0o644)
-    limit = input_limit(spec.deploy.max_input_tokens, generation_config(out / "model"))
+    linear = chosen["kind"] == "linear"  # no tokens: no input limit but the body's bytes, no TensorRT profile
+    limit = None if linear else input_limit(spec.deploy.max_input_tokens, generation_config(out / "model"))
     row = TARGETS[spec.export.target]
-    if row.tensorrt and (trt := tensorrt_config(out / "model" / "model.onnx", spec)):
+    if row.tensorrt and not linear and (trt := tensorrt_config(out / "model" / "model.onnx", spec)):
         write_json(out / "model" / TENSORRT_CONFIG, trt)
     ignored = shutil.ignore_patterns("__pycache__", "*.pyc", "locks")
     shutil.copytree(runtime_dir(), out / "distillc_runtime", ignore=ignored)
@@ -97,7 +98,13 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
             "output_type": spec.task.output_type,
             "labels": list(kind.choices(spec.task)),
         },
-        "student": {"base_model": spec.student.base_model, "variant": chosen["name"], "layers": chosen["layers"]},
+        "student": {
+            "kind": chosen["kind"],
+            "base_model": None if linear else spec.student.base_model,
+            "variant": chosen["name"],
+            "layers": chosen["layers"],
+            "parameters": chosen["parameters"],
+        },
         "evaluation": {"metric": decision["metric"], "score": chosen["score"], "n": decision["n"]},
         "deploy": {
             "port": spec.deploy.port,
@@ -135,6 +142,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
         output_type=spec.task.output_type,
         answer_check=kind.answer_check(spec.task),
         selftest=proof,
+        linear=linear,
         **image(spec.export.target),
         **deployment(spec, out / "model", model_files, chosen.get("memory_mb")),
     )
@@ -149,6 +157,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
             spec_file=markdown_code(Path(spec.spec_path).name),
             instructions=markdown_text(spec.task.instructions),
             base_model=markdown_code(spec.student.base_model),
+            parameters=chosen["parameters"],
             variant=chosen["name"],
             metric=decision["metric"],
             score=chosen["score"],
@@ -177,7 +186,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
 
 STAGE = Stage(
     name="package",
-    version=5,  # 5: connection deadlines, the safe launcher, .dockerignore; 4: selftest.json
+    version=6,  # 6: a linear student's package; 5: connection deadlines, the safe launcher, .dockerignore
     # spec_path: the package's README names the spec file it was built from.
     reads=(
         "name",
@@ -189,6 +198,6 @@ STAGE = Stage(
         "export",
     ),
     needs=("export", "verify", "gate"),
-    produces=("package/manifest.json", "package/Dockerfile", "package/model/generation.json"),
+    produces=("package/manifest.json", "package/Dockerfile", "package/model/model.onnx"),
     run=run,
 )

@@ -33,7 +33,7 @@ from distillc_runtime.providers import provider_name, providers_for
 
 
 def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
-    from distillc_runtime.generate import Generator
+    from distillc_runtime.model import load_model
 
     spec = ctx.spec
     holdout = read_jsonl(split / "holdout.jsonl")
@@ -45,23 +45,25 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
     for student, exported_variant in exported:
         name = exported_variant["name"]
         model = variant_dir(export, name)
-        trt = tensorrt_config(model / "model.onnx", spec) if TARGETS[spec.export.target].tensorrt else None
+        decoder = student["kind"] == "decoder"  # a linear student has no tokens, no limit and runs on the CPU
+        trt = tensorrt_config(model / "model.onnx", spec) if decoder and TARGETS[spec.export.target].tensorrt else None
         providers = providers_for(spec.export.target, model, trt)
         # The package's input limit: an input it would refuse gets no answer here either, and fails the gate.
-        limit = input_limit(spec.deploy.max_input_tokens, generation_config(model))
-        generator = Generator(model, providers=providers, max_input_tokens=limit)
-        refused = {i for i, t in enumerate(texts) if generator.length_problem(generator.prompt_ids(t))}
+        limit = input_limit(spec.deploy.max_input_tokens, generation_config(model)) if decoder else None
+        generator = load_model(model, providers=providers, max_input_tokens=limit)
+        refused = {i for i, t in enumerate(texts) if generator.length_problem(generator.prepare(t))}
         answerable = [t for i, t in enumerate(texts) if i not in refused]
         if not answerable:
             raise DistillcError(
                 "E315",
                 f"the package would refuse all {len(texts)} held-out inputs (the first: "
-                f"{generator.length_problem(generator.prompt_ids(texts[0]))})",
+                f"{generator.length_problem(generator.prepare(texts[0]))})",
                 help="raise deploy.max_input_tokens (by default student.max_seq_len) to fit the prompt and an input",
             )
         generator.predict(answerable[0])  # warm-up: first-run allocations are not request latency
         outputs, latencies = one_at_a_time(generator, texts, refused)
         batched = in_batches(generator, answerable, batch_size)
+        provider = generator.session.get_providers()[0]
         del generator  # free this variant's sessions before the next one loads
         gc.collect()
         rows = [
@@ -78,9 +80,13 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         variant = {
             "name": name,
             "student": student["student"],
+            "kind": student["kind"],
             "layers": student["layers"],
+            "parameters": student["parameters"],
             "bytes": exported_variant["bytes"],
-            "listed": exported_variant["weights"] in spec.export.quantization,
+            # export.quantization lists the decoders' variants; a linear student has its one
+            "listed": not decoder or exported_variant["weights"] in spec.export.quantization,
+            "provider": provider,
             "score": value,
             "interval": measured["interval"],
             "drop": round(variants[0]["score"] - value, 6) + 0.0 if variants else 0.0,  # + 0.0: no "-0.0"
@@ -124,8 +130,8 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
 PEAK_MEMORY = """
 import sys
 from pathlib import Path
-from distillc_runtime.generate import Generator
-Generator(sys.argv[1]).predict_batch(sys.argv[2:])
+from distillc_runtime.model import load_model
+load_model(sys.argv[1]).predict_batch(sys.argv[2:])
 print(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:")))
 """
 
@@ -176,7 +182,7 @@ def in_batches(generator: Any, texts: list[str], size: int) -> dict[str, Any]:
 
 STAGE = Stage(
     name="verify",
-    version=6,  # 6: the pruned candidates' variants too, each with its layers and size
+    version=7,  # 7: the linear student too, each variant's kind, parameters and provider; 6: pruned candidates
     reads=(
         "task",
         "evaluation.metric",
