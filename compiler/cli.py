@@ -271,8 +271,9 @@ def verify_table(verify: dict, shipped: str | None) -> str:
     for v in verify["variants"]:
         mark = "  <- ships" if v["name"] == shipped else ("" if v["listed"] else "  (reference)")
         low, high = v["interval"]
+        shape = v["layers"] if v["kind"] == "decoder" else v["kind"]
         lines.append(
-            f"{v['name']:<{width}}  {v['layers'] if v['kind'] == 'decoder' else v['kind']:>6}  {v['bytes'] / 1e6:>6.1f}  {v['score']:>8.3f}  "
+            f"{v['name']:<{width}}  {shape:>6}  {v['bytes'] / 1e6:>6.1f}  {v['score']:>8.3f}  "
             f"[{low:.3f}, {high:.3f}]  {v['drop']:>6.3f}  {v['agreement']:>6.1%}  {v['p50_ms']:>6.1f}  "
             f"{v['p95_ms']:>6.1f}  {v['batch']['inputs_per_s']:>10.1f}{mark}"
         )

@@ -16,7 +16,7 @@ from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, free_port, http, parity_rows, read_json, wait_healthy
 
-STAGES = ["inputs", "label", "split", "train", "prune", "evaluate", "export", "verify", "gate", "package"]
+STAGES = ["inputs", "label", "split", "linear", "train", "prune", "evaluate", "export", "verify", "gate", "package"]
 FORBIDDEN = {"torch", "transformers", "peft", "accelerate", "distillc"}
 
 

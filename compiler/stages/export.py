@@ -25,8 +25,8 @@ from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.student.fused_export import build_fused_onnx, model_type
-from distillc.student.models import parameter_count
 from distillc.student.onnx_export import check_parity, export_onnx, library_output, onnx_bytes, write_generation_config
+from distillc.student.parameters import parameter_count
 from distillc.student.quantize import quantize
 from distillc.targets import TARGETS
 

@@ -88,18 +88,3 @@ def pick_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def parameter_count(model_dir: Path) -> int:
-    """The weights a saved student holds, read from its safetensors headers (a tied table counts once)."""
-    from safetensors import safe_open
-
-    total = 0
-    for path in sorted(model_dir.glob("*.safetensors")):
-        with safe_open(str(path), framework="numpy") as weights:
-            for name in weights.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                count = 1
-                for size in weights.get_slice(name).get_shape():
-                    count *= size
-                total += count
-    return total
