@@ -70,7 +70,7 @@ def test_inputs_longer_than_the_engines_cover_get_422(
             super().__init__(*args, **kwargs)  # type: ignore[arg-type]
             self.max_input_tokens = providers.max_input_tokens(self.model_dir)
 
-    monkeypatch.setattr(server, "Generator", OnTensorRT)
+    monkeypatch.setattr(generate, "Generator", OnTensorRT)  # what the server's load_model makes
     client = TestClient(server.create_app(tensorrt_build.package_dir))
     assert client.post("/v1/predict", json={"input": "the kettle was lovely"}).status_code == 200
     response = client.post("/v1/predict", json={"input": "the kettle was lovely " * 40})

@@ -13,7 +13,7 @@ import yaml
 from distillc import api
 from distillc.errors import GateFailed
 from distillc.package.policy import SERVER_MEMORY_MI
-from distillc.quality.gates import choose_variant
+from distillc.quality.gates import choose_variant, min_score
 from distillc.spec import load_spec
 from tests.conftest import VALID, edit_spec, review_texts, sentiment, write, write_spec
 from tests.fake_teacher import FakeTeacher
@@ -79,6 +79,18 @@ def test_a_linear_student_ships_when_it_passes_the_same_gates(tmp_path: Path) ->
     with pytest.raises(GateFailed) as caught:
         choose_variant(spec_with(tmp_path, p95=10.0), verify)
     assert caught.value.code == "E504"
+
+
+def test_nothing_is_exported_only_when_no_student_reaches_min_score(tmp_path: Path) -> None:
+    """E501 (before export) looks at every student evaluate scored: a linear student that passes keeps the build
+    going even when the decoder does not, for the gate to judge it as exported."""
+    linear = {"name": "linear", "score": 0.85, "interval": [0.8, 0.9]}
+    summary = {"metric": "accuracy", "n": 40, "score": 0.6, "interval": [0.5, 0.7], "candidates": [linear]}
+    min_score(spec_with(tmp_path, min_score=0.8), summary, tmp_path)  # the linear student reaches it
+    with pytest.raises(GateFailed) as caught:
+        min_score(spec_with(tmp_path, min_score=0.9), summary, tmp_path)
+    assert caught.value.code == "E501"
+    assert "student accuracy 0.600, linear 0.850 is below evaluation.min_score 0.9" in caught.value.message
 
 
 def test_a_variant_above_min_score_but_too_far_below_fp32_does_not_ship(tmp_path: Path) -> None:
