@@ -63,7 +63,7 @@ def side_by_side(build: Path) -> list[dict[str, Any]]:
                 "interval": v["interval"],
                 "p50_ms": v["p50_ms"],
                 "p95_ms": v["p95_ms"],
-                "model_mb": round(model / 1e6, 2),
+                "model_mb": round(model / 1e6, 3),
                 "package_mb": round((model + rest) / 1e6, 2),
                 "ships": v["name"] == report["gate"]["variant"],
             }
@@ -102,7 +102,7 @@ def main() -> None:
         low, high = r["interval"]
         print(
             f"{r['variant']:<8} {r['kind']:<8} {r['parameters']:>12,} {r['score']:>6.3f}  [{low:.3f}, {high:.3f}]  "
-            f"{r['p50_ms']:>6.2f}  {r['p95_ms']:>6.2f}  {r['model_mb']:>8.2f}  {r['package_mb']:>10.2f}"
+            f"{r['p50_ms']:>6.2f}  {r['p95_ms']:>6.2f}  {r['model_mb']:>8.3f}  {r['package_mb']:>10.2f}"
             + ("  <- ships" if r["ships"] else "")
         )
 

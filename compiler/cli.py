@@ -272,8 +272,10 @@ def verify_table(verify: dict, shipped: str | None) -> str:
         mark = "  <- ships" if v["name"] == shipped else ("" if v["listed"] else "  (reference)")
         low, high = v["interval"]
         shape = v["layers"] if v["kind"] == "decoder" else v["kind"]
+        # a linear student weighs kilobytes: three decimals, not 0.0
+        size = f"{v['bytes'] / 1e6:>6.1f}" if v["bytes"] >= 1e5 else f"{v['bytes'] / 1e6:>6.3f}"
         lines.append(
-            f"{v['name']:<{width}}  {shape:>6}  {v['bytes'] / 1e6:>6.1f}  {v['score']:>8.3f}  "
+            f"{v['name']:<{width}}  {shape:>6}  {size}  {v['score']:>8.3f}  "
             f"[{low:.3f}, {high:.3f}]  {v['drop']:>6.3f}  {v['agreement']:>6.1%}  {v['p50_ms']:>6.1f}  "
             f"{v['p95_ms']:>6.1f}  {v['batch']['inputs_per_s']:>10.1f}{mark}"
         )

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from distillc.student.quantize import quantize, write_prefill
@@ -152,3 +153,34 @@ def test_the_self_test_catches_a_variant_that_saturates_below_the_build_machines
     assert "on this CPU, avx2 (no vnni) (x86_64: sse4_1 sse4_2 avx fma avx2)" in done.stderr
     summary = report(done.stdout)
     assert summary["agreement"] < summary["expected"] - summary["tolerance"] and summary["differing"]
+
+
+LINEAR_PROBE = """
+import json, sys
+from distillc_runtime.linear import LinearClassifier
+labels, probabilities = LinearClassifier(sys.argv[1]).probabilities(json.loads(sys.argv[2]))
+print(json.dumps({"labels": labels, "probabilities": probabilities.tolist()}))
+"""
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_the_linear_student_answers_alike_on_each_level(level: str, tmp_path: Path) -> None:
+    """Its graph's string ops and float products, emulated below this CPU: the same labels, probabilities
+    within float32 rounding."""
+    from distillc.student import linear
+    from tests.conftest import sentiment
+
+    texts = review_texts(80, seed=2)
+    pipeline, _ = linear.fit(texts, [sentiment(t) for t in texts], "accuracy", seed=0)
+    linear.write_model(pipeline, tmp_path / "model")
+    probe = [*TEXTS, "Café was wonderful, 東京 too", ""]
+    runs = {}
+    for cpu in ("native", level):
+        prefix = [] if cpu == "native" else ["qemu-x86_64", "-cpu", level]
+        command = [*prefix, sys.executable, "-c", LINEAR_PROBE, str(tmp_path / "model"), json.dumps(probe)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[cpu] = json.loads(done.stdout)
+    assert runs[level]["labels"] == runs["native"]["labels"] == linear.predict(pipeline, probe)[0]
+    emulated, native = (np.array(runs[cpu]["probabilities"]) for cpu in (level, "native"))
+    assert np.abs(emulated - native).max() < 1e-6
