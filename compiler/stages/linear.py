@@ -52,7 +52,7 @@ def run(ctx: StageContext, split: Path) -> dict[str, Any]:
     made = LinearStudent(
         name=NAME,
         parameters=linear.parameters(pipeline),
-        features=int(pipeline.named_steps["tfidf"].idf_.size),
+        features=linear.features(pipeline),
         C=float(chosen["C"]),
         cv_score=chosen["cv_score"],
         folds=chosen["folds"],

@@ -66,10 +66,15 @@ def classes(pipeline: Any) -> list[str]:
     return [str(c) for c in pipeline.classes_]
 
 
+def features(pipeline: Any) -> int:
+    """Distinct words and word pairs of the training rows: the vectorizer's vocabulary."""
+    return int(pipeline.named_steps["tfidf"].idf_.size)
+
+
 def parameters(pipeline: Any) -> int:
     """Weights of the model: each feature's IDF, and each label's coefficient per feature and its bias."""
     classifier = pipeline.named_steps["classifier"]
-    return int(pipeline.named_steps["tfidf"].idf_.size + classifier.coef_.size + classifier.intercept_.size)
+    return features(pipeline) + int(classifier.coef_.size + classifier.intercept_.size)
 
 
 def write_model(pipeline: Any, out: Path) -> int:
@@ -92,7 +97,7 @@ def write_model(pipeline: Any, out: Path) -> int:
     config = {
         "kind": "linear",
         "labels": classes(pipeline),
-        "features": int(pipeline.named_steps["tfidf"].idf_.size),
+        "features": features(pipeline),
         "parameters": parameters(pipeline),
     }
     (out / CLASSIFIER).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
