@@ -40,11 +40,11 @@ def rate(teacher: TeacherIR, requests: int, tag: str) -> float:
         (f"{tag}-{i}", [{"role": "system", "content": "Classify."}, {"role": "user", "content": f"review {i}"}])
         for i in range(requests)
     ]
-    with tempfile.TemporaryDirectory() as folder, Journal(Path(folder) / "journal.jsonl") as journal:
+    with tempfile.TemporaryDirectory() as folder, Journal(Path(folder) / "teacher.sqlite") as journal:
         started = time.perf_counter()
         failures = client.connect(teacher, TASK, journal, null_sink, "label").complete(pending)
         elapsed = time.perf_counter() - started
-        assert not failures and len(journal.entries) == requests, failures
+        assert not failures and len(journal) == requests, failures
     return requests / elapsed
 
 

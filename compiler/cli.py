@@ -19,7 +19,7 @@ from distillc.report.headline import usd_text
 from distillc.spec.diagnostics import SpecError, to_json
 from distillc.task import type_names
 
-WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG)
+WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 
 def _fail(error: DistillcError, log_format: str = "text") -> None:
@@ -138,6 +138,30 @@ def compare(folder_a: Path, folder_b: Path, fmt: str) -> None:
     except DistillcError as error:
         _fail(error)
     click.echo(json.dumps(result, indent=2) if fmt == "json" else comparing.render(result))
+
+
+@main.group()
+def journal() -> None:
+    """The build folder's journal of teacher answers."""
+
+
+@journal.command("export")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--to", "target", type=click.Path(dir_okay=False, path_type=Path), help="File to write [stdout].")
+def journal_export(out: Path, target: Path | None) -> None:
+    """Write every journaled answer of build folder OUT as one JSON line each (safe beside a running build)."""
+    from distillc.teacher.journal import JournalView, journal_path
+
+    path = journal_path(out)
+    if not path.exists() and not path.with_name("teacher.jsonl").exists():
+        _fail(DistillcError("E207", f"{out}: no journal of teacher answers here (looked for {path})"))
+    with JournalView(path) as answers:
+        if target is None:
+            count = answers.export(click.get_binary_stream("stdout"))
+        else:
+            with target.open("wb") as f:
+                count = answers.export(f)
+    click.echo(f"{count} answers written" + (f" to {target}" if target else ""), err=True)
 
 
 @main.command()

@@ -59,6 +59,7 @@ CODES: dict[str, Code] = {
     "E204": Code("no build report", "`compare` on a folder without a readable report.json", "point it at a build folder"),
     "E205": Code("cannot write", "the build folder is read-only, or the disk is full", "free space or fix permissions, then re-run: finished stages and journaled answers are kept"),
     "E206": Code("artifact of another version", "a stage's artifact was written under a schema version this distillc does not read", "rebuild the stage with --force, or use the distillc that wrote it"),
+    "E207": Code("no journal", "`journal export` on a folder that holds no journal of teacher answers", "point it at a build folder that has labeled"),
     "E301": Code("model not found", "the student or local teacher model (embedded or GGUF) is not there", "install it as the help says, or fix the path"),
     "E302": Code("tokenizer unreadable", "the model's tokenizer cannot be loaded", "check the model folder"),
     "E303": Code("too few examples", "too few labeled inputs to train and evaluate", "add inputs, or raise inputs.generate.count"),

@@ -29,11 +29,10 @@ from distillc.spec import SpecIR, load_spec
 from distillc.stages import inputs as inputs_stage
 from distillc.stages.label import teacher_requests, unanswered
 from distillc.task.prompts import label_messages
-from distillc.teacher.budget import spent_usd
 from distillc.teacher.cost import Estimate, TokenCounter, estimate, generation_answer_tokens, usd
 from distillc.teacher.generation import generation_teacher
 from distillc.teacher.generation import messages as generation_messages
-from distillc.teacher.journal import journal_path, read_entries
+from distillc.teacher.journal import JournalView, journal_path
 
 
 @dataclass
@@ -80,20 +79,20 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     if status["label"] == "cached":
         return result
     counter = TokenCounter(spec.teacher)
-    journaled = read_entries(journal_path(build_dir))
-    result.spent_usd = spent_usd(journaled.values())
-    # Inputs still to be generated: price generating them, and labeling unseen inputs.
-    if inputs is None and status["inputs"] == "to run":
-        result.teacher = _generation_estimate(spec, counter)
-        result.notes.append(
-            f"inputs: {spec.inputs.generate.count} to generate; labeling them is priced with the task's "  # type: ignore[union-attr]
-            "example inputs standing in for the unseen ones"
-        )
-        return result
-    if inputs is None:  # generated inputs, cached: a hit, nothing is sent
-        inputs = inputs_record(spec, build_dir, emit)
-    requests = teacher_requests(spec, read_jsonl(inputs.artifact / "inputs.jsonl"))
-    pending = unanswered(requests, journaled)
+    with JournalView(journal_path(build_dir)) as journal:
+        result.spent_usd = journal.totals().spent_usd
+        # Inputs still to be generated: price generating them, and labeling unseen inputs.
+        if inputs is None and status["inputs"] == "to run":
+            result.teacher = _generation_estimate(spec, counter)
+            result.notes.append(
+                f"inputs: {spec.inputs.generate.count} to generate; labeling them is priced with the task's "  # type: ignore[union-attr]
+                "example inputs standing in for the unseen ones"
+            )
+            return result
+        if inputs is None:  # generated inputs, cached: a hit, nothing is sent
+            inputs = inputs_record(spec, build_dir, emit)
+        requests = teacher_requests(spec, read_jsonl(inputs.artifact / "inputs.jsonl"))
+        pending = unanswered(requests, journal)
     result.journaled = len(requests) - len(pending)
     result.teacher = estimate(spec, counter, [m for _, m in pending])
     return result

@@ -68,6 +68,14 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> No
     raise AssertionError("server did not become healthy")
 
 
+def journaled(build_dir: Path) -> list[dict[str, Any]]:
+    """Every answer in a build folder's journal, read as `plan` reads it (read-only)."""
+    from distillc.teacher.journal import JournalView, journal_path
+
+    with JournalView(journal_path(build_dir)) as journal:
+        return list(journal.entries())
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 

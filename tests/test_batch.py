@@ -14,12 +14,11 @@ import pytest
 
 from distillc import api
 from distillc.errors import DistillcError
-from distillc.teacher.budget import spent_usd
 from distillc.teacher.cost import usd
-from distillc.teacher.journal import journal_path, read_entries
 from distillc.teacher.providers import batch as batch_api
 from tests.conftest import edit_spec, review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
+from tests.helpers import journaled
 
 
 def batch_spec(folder: Path, teacher: FakeTeacher, student: Path, texts: list[str], **settings: object) -> Path:
@@ -123,7 +122,7 @@ def test_a_batch_submission_is_checked_against_what_remains_of_the_budget(tmp_pa
             with pytest.raises(DistillcError) as caught:
                 api.build(spec, out=out, until="label")
             assert caught.value.code == "E503"
-            assert spent_usd(read_entries(journal_path(out)).values()) <= 0.33
+            assert sum(e.get("usd", 0.0) for e in journaled(out)) <= 0.33
         sizes = [len(teacher.files[b["input_file_id"]].splitlines()) for b in teacher.batches.values()]
     assert sizes[0] == 1 and len(sizes) == 2 and 4 <= sizes[1] <= 5  # $0.30 in all, or $0.25 for long prompts
     assert teacher.requests == sum(sizes)

@@ -18,9 +18,10 @@ from pathlib import Path
 from distillc import api
 from distillc.spec.load import load_spec
 from distillc.teacher import client
-from distillc.teacher.journal import Journal, request_key
+from distillc.teacher.journal import request_key
 from tests.conftest import review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
+from tests.helpers import journaled as journal_entries
 
 CONCURRENCY = 8
 KILLS = 4
@@ -38,7 +39,6 @@ def test_repeated_sigkill_during_labeling_loses_nothing_and_pays_once(tmp_path: 
         reference = api.build(reference_spec, out=tmp_path / "reference" / "out", until="label")
 
     out = tmp_path / "crashed" / "out"
-    journal_file = out / "journal" / "teacher.jsonl"
     kills = []
     with FakeTeacher(sentiment, delay_s=latency) as teacher:
         spec = write_spec(tmp_path / "crashed", base_url=teacher.base_url, student=str(tiny_model), inputs=texts)
@@ -59,7 +59,7 @@ def test_repeated_sigkill_during_labeling_loses_nothing_and_pays_once(tmp_path: 
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
             killed_at = time.monotonic()
-            journaled = set(Journal(journal_file).entries)
+            journaled = {e["key"] for e in journal_entries(out)}
             sent = {key_of(b) for b in teacher.bodies[started:]}
             kills.append({"at": killed_at, "journaled": journaled, "sent": sent, "in_flight": in_flight})
         finished = subprocess.run(command, capture_output=True, text=True)

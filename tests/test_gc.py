@@ -38,7 +38,7 @@ def test_gc_removes_what_the_last_build_did_not_use_and_nothing_it_did(tmp_path:
         assert not old_train.exists() and not (out / "cache" / "train" / ".tmp-0123-999").exists()
         assert not stale.exists()
         assert "freed" in result.stdout and "in 3 entries; kept 5" in result.stdout
-        assert (out / "journal" / "teacher.jsonl").exists()
+        assert (out / "journal" / "teacher.sqlite").exists()
         again = api.build(spec, out=out, until="train")  # the last build is intact: nothing re-runs
         assert all(s.status == "hit" for s in again.stages) and teacher.requests == sent
 

@@ -89,10 +89,15 @@ def hostile_build(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
         spec.write_text(data)
         built = distillc("build", str(spec), "--out", str(folder / "out"), env={"DISTILLC_TEST_KEY": "k"})
         assert built.returncode == 0, built.stderr
-        journal = folder / "out" / "journal" / "teacher.jsonl"
-        lines = journal.read_text().splitlines()
+        # The journal exported, edited by hand and brought back as an older distillc's JSONL journal.
+        legacy = folder / "out" / "journal" / "teacher.jsonl"
+        exported = distillc("journal", "export", str(folder / "out"), "--to", str(legacy))
+        assert exported.returncode == 0, exported.stderr
+        (folder / "out" / "journal" / "teacher.sqlite").unlink()
+        lines = legacy.read_text().splitlines()
+        assert f"{len(lines)} answers written" in exported.stderr
         broken = json.loads(lines[0]) | {"text": None}  # edited by hand: a line of the wrong shape
-        journal.write_text("\n".join([json.dumps(broken), *lines[1:]]) + "\n")
+        legacy.write_text("\n".join([json.dumps(broken), *lines[1:]]) + "\n")
         requests_before = teacher.requests
         rebuilt = distillc(
             "build", str(spec), "--out", str(folder / "out"), "--force", "label", env={"DISTILLC_TEST_KEY": "k"}
@@ -122,16 +127,16 @@ def test_the_package_readme_escapes_what_it_quotes(hostile_build: dict) -> None:
 
 
 def test_a_write_that_fails_gets_e205_and_leaves_no_temporary_files(tiny_model: Path, tmp_path: Path) -> None:
-    """Files past a size limit fail as on a full disk (EFBIG where ENOSPC would be): labeling fits, the
-    training checkpoint does not. The build stops with E205, and a rerun without the limit finishes
-    without asking the teacher again."""
+    """Files past a size limit fail as on a full disk (EFBIG where ENOSPC would be): labeling fits (the
+    journal's write-ahead log grows to about 0.55 MB here), the training checkpoint does not. The build stops
+    with E205, and a rerun without the limit finishes without asking the teacher again."""
     import subprocess
     import sys
 
     from tests.fake_teacher import FakeTeacher
 
     def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.RLIM_INFINITY))
 
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(

@@ -12,11 +12,10 @@ from distillc import api
 from distillc.errors import DistillcError
 from distillc.plan import plan, render
 from distillc.student import models
-from distillc.teacher.budget import spent_usd
-from distillc.teacher.journal import journal_path, read_entries
+from distillc.teacher.journal import journal_path
 from tests.conftest import edit_spec, review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
-from tests.helpers import distillc
+from tests.helpers import distillc, journaled
 
 EXAMPLES = Path(__file__).parent.parent / "specs"
 
@@ -92,7 +91,7 @@ def test_the_budget_holds_across_runs_against_a_teacher_billing_far_over_the_est
             with pytest.raises(DistillcError) as caught:
                 api.build(spec, out=out, until="label")
             errors.append(caught.value)
-            assert spent_usd(read_entries(journal_path(out)).values()) <= 0.35
+            assert sum(e.get("usd", 0.0) for e in journaled(out)) <= 0.35
         assert teacher.requests == 3  # $0.30: one alone, then two; a fourth would cross the cap
         assert [e.code for e in errors] == ["E503"] * 3
         assert "17 of 20 teacher requests were not sent; $0.3000 spent in all" in errors[0].message
@@ -103,7 +102,7 @@ def test_the_budget_holds_across_runs_against_a_teacher_billing_far_over_the_est
         result = api.build(spec, out=out, until="label")
         assert teacher.requests == len(texts)  # only the unsent ones went out
     assert result.stage("label").summary["usd"] == pytest.approx(len(texts) * 0.1, rel=0.05)
-    spent = spent_usd(read_entries(journal_path(out)).values())
+    spent = sum(e.get("usd", 0.0) for e in journaled(out))
     assert spent == pytest.approx(2.0) and spent <= suggested
 
 
@@ -111,8 +110,8 @@ def test_plan_beside_a_running_build_changes_nothing_and_says_a_build_is_running
     tmp_path: Path, tiny_model: Path
 ) -> None:
     """A real build labels through a slow teacher while `plan` runs on the same folder: plan takes no
-    lock, leaves the journal's bytes (a half-written last answer included) and the cache as they were,
-    and says a build holds the folder; the build then finishes with every answer journaled."""
+    lock, reads the answers committed so far without blocking the build's commits, and says a build holds
+    the folder; the build then finishes with every answer journaled."""
     import threading
     import time
 
@@ -131,23 +130,21 @@ def test_plan_beside_a_running_build_changes_nothing_and_says_a_build_is_running
 
         builder = threading.Thread(target=build)
         builder.start()
-        journal = journal_path(out)
         deadline = time.monotonic() + 60
-        while not (journal.exists() and len(read_entries(journal)) >= 2) and time.monotonic() < deadline:
+        while not (journal_path(out).exists() and len(journaled(out)) >= 2) and time.monotonic() < deadline:
             time.sleep(0.05)
-        before = journal.read_bytes()
         result = plan(spec, out=out)
-        assert journal.read_bytes()[: len(before)] == before  # nothing truncated
         assert any("a build is running" in note and "pid" in note for note in result.notes)
-        assert result.teacher is not None and 0 < result.teacher.requests < len(texts)
+        assert result.journaled >= 2 and result.teacher is not None
+        assert result.journaled + result.teacher.requests == len(texts)
         builder.join(timeout=120)
     assert not failures, failures
-    assert len(read_entries(journal)) == len(texts)
+    assert len(journaled(out)) == len(texts)
 
 
 def test_plan_never_truncates_an_answer_a_build_is_writing(tmp_path: Path) -> None:
-    """The journal's last line may be an answer a build is still writing: plan reads around it and
-    leaves it, where opening the journal for writing would cut it off."""
+    """A journal of the older JSONL form, whose last line a build may still be writing: plan reads around
+    it and leaves the file as it is, where migrating it (or opening it for writing) would change it."""
     from distillc.build.lock import build_lock
     from distillc.teacher.journal import journal_path
 
@@ -155,13 +152,13 @@ def test_plan_never_truncates_an_answer_a_build_is_writing(tmp_path: Path) -> No
     spec = tmp_path / "spec.yaml"
     spec.write_text(SMALL)
     out = tmp_path / "out"
-    journal = journal_path(out)
+    journal = journal_path(out).with_name("teacher.jsonl")
     journal.parent.mkdir(parents=True)
     journal.write_bytes(b'{"key": "k1", "text": "yes", "usage": {}}\n{"key": "k2", "te')
     before = journal.read_bytes()
     with build_lock(out):  # as a running build holds it
         result = plan(spec, out=out)
-    assert journal.read_bytes() == before
+    assert journal.read_bytes() == before and not journal_path(out).exists()
     assert any("a build is running" in note for note in result.notes)
     assert not (out / "cache").exists()  # the inputs stage ran in a scratch folder, not in the build's cache
 

@@ -18,6 +18,7 @@ from distillc.build.events import Event
 from distillc.teacher.soft_labels import from_token_logprobs, label_distribution
 from tests.conftest import local_teacher_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
+from tests.helpers import journaled
 
 LABELS = ("positive", "negative")
 
@@ -51,7 +52,7 @@ def test_label_requests_are_constrained_and_soft_labels_come_from_the_journaled_
         assert body["logprobs"] is True and body["top_logprobs"] >= len(LABELS)
     summary = result.stage("label").summary
     assert (summary["labeled"], summary["rejected"], summary["soft_labels"]) == (len(texts), 0, len(texts))
-    journal = rows(tmp_path / "out" / "journal" / "teacher.jsonl")
+    journal = journaled(tmp_path / "out")
     assert all(entry["logprobs"] and entry["text"].startswith('{"label"') for entry in journal)
     for row in rows(result.stage("label").artifact / "labeled.jsonl"):
         expected = probs(row["input"])
@@ -163,7 +164,7 @@ def test_a_local_teacher_journals_every_labels_score_and_rows_carry_their_softma
     texts = review_texts(10)
     spec = local_teacher_spec(tmp_path, tiny_model, texts)
     result = api.build(spec, out=tmp_path / "out", until="label")
-    journal = {e["text"]: e for e in rows(tmp_path / "out" / "journal" / "teacher.jsonl")}
+    journal = {e["text"]: e for e in journaled(tmp_path / "out")}
     labeled = rows(result.stage("label").artifact / "labeled.jsonl")
     assert len(labeled) == len(texts) and result.stage("label").summary["soft_labels"] == len(texts)
     for row in labeled:

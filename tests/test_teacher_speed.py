@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,10 +9,11 @@ import pytest
 from distillc import api
 from tests.conftest import local_teacher_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
+from tests.helpers import journaled
 
 
 def _journal(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "journal" / "teacher.jsonl").read_text().splitlines()]
+    return journaled(out)
 
 
 def test_an_endpoints_latency_and_price_come_from_its_answers(tmp_path: Path, tiny_model: Path) -> None:

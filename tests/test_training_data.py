@@ -12,10 +12,9 @@ from distillc.errors import DistillcError
 from distillc.spec.ir import TaskIR
 from distillc.student.examples import IGNORE, encode
 from distillc.task import task_type
-from distillc.teacher.journal import Journal
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
-from tests.helpers import parity_rows
+from tests.helpers import journaled, parity_rows
 
 
 def split_ids(build: Path, result: api.BuildResult) -> tuple[set[str], set[str]]:
@@ -99,14 +98,12 @@ def test_local_teacher_generates_for_text_tasks(tmp_path: Path, tiny_model: Path
         api.build(spec, out=tmp_path / "out", until="label")
     assert caught.value.code == "E403"
     assert "(first: '': empty answer (after one re-ask))" in caught.value.message
-    journal = Journal(tmp_path / "out" / "journal" / "teacher.jsonl")
-    assert len(journal.entries) == 2 * len(texts)  # each first answer, and its re-ask
-    assert all(e["usage"]["completion_tokens"] == 6 for e in journal.entries.values())
-    journal.close()
+    answers = journaled(tmp_path / "out")
+    assert len(answers) == 2 * len(texts)  # each first answer, and its re-ask
+    assert all(e["usage"]["completion_tokens"] == 6 for e in answers)
     with pytest.raises(DistillcError):
         api.build(spec, out=tmp_path / "out", until="label")
-    lines = (tmp_path / "out" / "journal" / "teacher.jsonl").read_text().splitlines()
-    assert len(lines) == 2 * len(texts)  # no answer was generated (and appended) a second time
+    assert journaled(tmp_path / "out") == answers  # no answer was generated (and journaled) a second time
 
 
 def test_lora_trains_adapters_exports_and_keeps_parity(tmp_path: Path, tiny_model: Path) -> None:

@@ -5,7 +5,6 @@ Answers come from the journal when already paid for; only the missing ones are s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,9 @@ from distillc.spec.ir import SpecIR
 from distillc.task import accept, task_type
 from distillc.task.prompts import label_messages, reask_messages
 from distillc.teacher import client
-from distillc.teacher.budget import refuse_over_estimate, spent_usd
+from distillc.teacher.budget import refuse_over_estimate
 from distillc.teacher.cost import usd
-from distillc.teacher.journal import Journal, journal_path, request_key
+from distillc.teacher.journal import Answers, Journal, journal_path, request_key
 from distillc.teacher.protocol import Request
 from distillc.teacher.soft_labels import label_distribution
 from distillc.teacher.speed import teacher_speed
@@ -34,8 +33,10 @@ def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]
     return requests
 
 
-def unanswered(requests: list[Request], answered: Journal | Mapping[str, Any]) -> list[Request]:
-    return list({key: (key, m) for key, m in requests if answered.get(key) is None}.values())
+def unanswered(requests: list[Request], journal: Answers) -> list[Request]:
+    """The requests the journal has no answer for, each once."""
+    answered = journal.answered(key for key, _ in requests)
+    return list({key: (key, m) for key, m in requests if key not in answered}.values())
 
 
 def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
@@ -49,12 +50,15 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         pending = unanswered(requests, journal)
         if journal.skipped:
             lines = ", ".join(map(str, journal.skipped[:10])) + (" …" if len(journal.skipped) > 10 else "")
-            ctx.log(f"warning: {len(journal.skipped)} journal lines skipped (torn, or not an answer): {lines}")
+            ctx.log(
+                f"warning: {len(journal.skipped)} journal lines skipped while importing teacher.jsonl (torn, or not an "
+                f"answer): {lines}"
+            )
         ctx.log(f"{len(items) - len(pending)} answers from the journal, {len(pending)} to request")
         # A fixed sample of all inputs (by key, not by what is pending) calibrates a local teacher's label
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
         reference = [m for _, m in sorted(requests)[: client.reference_size(teacher)]]
-        refuse_over_estimate(spec, [m for _, m in pending], spent_usd(journal.entries.values()))
+        refuse_over_estimate(spec, [m for _, m in pending], journal.totals().spent_usd)
         asking = client.connect(teacher, spec.task, journal, ctx.emit, ctx.stage, spec.budget.max_usd, reference)
         failures = asking.complete(pending)
         _check(spec, failures, len(pending), len(requests))
@@ -65,7 +69,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
             ctx.log(f"{len(reasks)} invalid answers, {len(pending_reasks)} re-asked")
         failures |= asking.complete(pending_reasks)
         _check(spec, failures, len(pending) + len(pending_reasks), len(requests))
-        answers = dict(journal.entries)
+        answers = journal.get_many([key for key, _ in requests] + [key for key, _ in reasks.values()])
         speed = teacher_speed(asking, requests, answers)
 
     labeled, dead = [], []
@@ -146,8 +150,9 @@ def reask_requests(spec: SpecIR, requests: list[Request], journal: Journal) -> d
     """For each journaled answer that breaks the output contract: the re-ask, by the first request's key."""
     model_id, params = client.identity(spec.teacher, spec.task)
     out = {}
+    first = journal.get_many(key for key, _ in requests)
     for key, messages in requests:
-        entry = journal.get(key)
+        entry = first.get(key)
         if entry is None or key in out:
             continue
         target, reason = accept(spec.task, entry["text"])

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from distillc.errors import DistillcError
 from distillc.spec.ir import SpecIR, TeacherIR
 from distillc.teacher.cost import TokenCounter, estimate, has_price, usd
 from distillc.teacher.protocol import Messages
+
+if TYPE_CHECKING:
+    from distillc.teacher.journal import Totals
 
 
 @dataclass(frozen=True)
@@ -58,16 +60,6 @@ def pricing(teacher: TeacherIR) -> Pricing | None:
     return Pricing(teacher) if has_price(teacher) else None
 
 
-def spent_usd(entries: Iterable[dict[str, Any]]) -> float:
-    return sum(float(e.get("usd", 0.0)) for e in entries)
-
-
-def billing_scale(entries: Iterable[dict[str, Any]]) -> float | None:
-    """The most an answer was billed, as a share of what was reserved for it; None before any answer."""
-    ratios = [float(e["usd"]) / float(e["worst_usd"]) for e in entries if e.get("worst_usd")]
-    return max(ratios) if ratios else None
-
-
 class Budget:
     """Reservations against the cap, shared by every request of one connected teacher."""
 
@@ -83,10 +75,8 @@ class Budget:
         self._lock = threading.Lock()
 
     @classmethod
-    def of_journal(cls, max_usd: float, entries: dict[str, dict[str, Any]]) -> Budget:
-        values = list(entries.values())
-        most = max((float(e.get("usd", 0.0)) for e in values), default=0.0)
-        return cls(max_usd, spent_usd(values), billing_scale(values), most)
+    def of_journal(cls, max_usd: float, journal: Totals) -> Budget:
+        return cls(max_usd, journal.spent_usd, journal.billing_scale, journal.most_usd)
 
     @property
     def limited(self) -> bool:

@@ -139,14 +139,15 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
             m = messages(gen, rng, result.inputs)
             batch.append((request_key(model_id, m, params | {"round_seed": rng.random()}), m))
         result.requests += len(batch)
-        pending = [(k, m) for k, m in batch if journal.get(k) is None]
+        answered = journal.answered(k for k, _ in batch)
+        pending = [(k, m) for k, m in batch if k not in answered]
         result.sent += len(pending)
         failures = asking.complete(pending)
         if failures:
             _stop(failures, len(pending))
+        entries = journal.get_many(k for k, _ in batch)
         for key, _ in batch:
-            entry = journal.get(key)
-            assert entry is not None  # every request of the round was answered
+            entry = entries[key]  # every request of the round was answered
             for name in result.usage:
                 result.usage[name] += int(entry.get("usage", {}).get(name, 0))
             for candidate in parse(entry["text"]):

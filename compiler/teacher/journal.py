@@ -1,25 +1,47 @@
-"""Append-only, fsync'd journal of paid teacher responses, keyed by the hash of the request.
+"""The journal of paid teacher answers: an SQLite database (WAL, synchronous=FULL), keyed by the request's hash.
 
-A response is on disk before it counts, so a crash loses nothing that was paid for: a re-run
-reads the journal and sends only what is missing. A torn last line (crash mid-write) is ignored.
-Each priced answer also records what it cost (`usd`) and the most it was expected to cost
-(`worst_usd`): the budget counts the one and learns from the other (see budget.py).
+An answer is committed before it counts, so a crash loses nothing that was paid for: a re-run looks each
+request up (an index probe) and sends only what is missing. Readers (`plan`, `compare`, the report) open the
+file read-only and never block the writer. Each priced answer also records what it cost (`usd`) and the most
+it was expected to cost (`worst_usd`): the budget counts the one and learns from the other (see budget.py).
+
+A journal of the older JSONL form (`teacher.jsonl`) is imported on first open, in one transaction, then kept
+beside it as `teacher.jsonl.migrated`; `distillc journal export` writes the JSONL form back for grep.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
-import os
+import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import orjson
+
+FILENAME = "teacher.sqlite"
+LEGACY = "teacher.jsonl"  # the journal's form before the database: migrated on first open
+_PROBE = 500  # keys per `IN (...)` lookup: well under SQLite's 32,766 bound parameters
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY,  -- request_key: what the answer depends on
+    usd REAL,              -- what it cost (priced teachers only)
+    worst_usd REAL,        -- the most it was expected to cost
+    entry BLOB NOT NULL    -- the whole journal_entry, JSON
+)
+"""
 
 
 def journal_path(build_dir: Path) -> Path:
     """One journal per build folder: labels and generated inputs alike."""
-    return build_dir / "journal" / "teacher.jsonl"
+    return build_dir / "journal" / FILENAME
 
 
 def request_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
@@ -55,25 +77,6 @@ def journal_entry(
     return entry
 
 
-def read_entries(path: Path, skipped: list[int] | None = None) -> dict[str, dict[str, Any]]:
-    """The journal's answers by key, read without changing the file (`plan` reads it while a build may
-    be appending to it). Lines that are torn or not of an answer's shape (edited by hand, or written by
-    something else) are skipped, their line numbers added to `skipped`: those answers are asked again."""
-    entries: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        with path.open("rb") as f:
-            for number, line in enumerate(f, start=1):
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    entry = None  # torn write from a crash, or one in progress
-                if well_formed(entry):
-                    entries[entry["key"]] = entry
-                elif skipped is not None and line.strip():
-                    skipped.append(number)
-    return entries
-
-
 def well_formed(entry: Any) -> bool:
     """An answer as journal_entry writes it: what every reader of the journal relies on."""
     return (
@@ -84,35 +87,118 @@ def well_formed(entry: Any) -> bool:
     )
 
 
-class Journal:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.skipped: list[int] = []  # lines of the wrong shape, or torn: their answers are asked again
-        self.entries = read_entries(path, self.skipped)
-        self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        drop_torn_tail(path)
-        self._file = path.open("ab")
+@dataclass(frozen=True)
+class Totals:
+    """What the budget needs from every answer so far, summed by the database rather than in Python."""
+
+    answers: int
+    spent_usd: float
+    most_usd: float  # the most one answer cost
+    billing_scale: float | None  # the most an answer was billed, as a share of what was reserved for it
+
+
+class Answers:
+    """The journal's lookups, shared by the writer (Journal) and the read-only view (JournalView)."""
+
+    _db: sqlite3.Connection
+    _lock: threading.Lock
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
+        with self._lock:
+            row = self._db.execute("SELECT entry FROM answers WHERE key = ?", (key,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The journaled answers among `keys`, by key (index probes in batches; memory follows `keys`)."""
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(keys):
+            for (blob,) in self._select("entry", chunk):
+                entry = orjson.loads(blob)
+                found[entry["key"]] = entry
+        return found
+
+    def answered(self, keys: Iterable[str]) -> set[str]:
+        """Which of `keys` have an answer: the index alone, no answer is decoded."""
+        return {key for chunk in _chunks(keys) for (key,) in self._select("key", chunk)}
+
+    def _select(self, column: str, keys: list[str]) -> list[tuple[Any]]:
+        marks = ",".join("?" * len(keys))
+        with self._lock:
+            return self._db.execute(f"SELECT {column} FROM answers WHERE key IN ({marks})", keys).fetchall()
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every answer, in the order they were journaled (read in pages: memory stays flat)."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT rowid, entry FROM answers WHERE rowid > ? ORDER BY rowid LIMIT 1000", (last,)
+                ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]  # the next page starts after this one
+            for _, blob in rows:
+                yield orjson.loads(blob)
+
+    def totals(self) -> Totals:
+        with self._lock:
+            count, spent, most, scale = self._db.execute(
+                "SELECT count(*), total(usd), max(usd), max(CASE WHEN worst_usd > 0 THEN usd / worst_usd END) "
+                "FROM answers"
+            ).fetchone()
+        return Totals(count, float(spent), float(most or 0.0), scale)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM answers").fetchone()[0]
+
+    def export(self, out: IO[bytes]) -> int:
+        """Write every answer as one JSON line (the journal's JSONL form); returns how many."""
+        count = 0
+        for entry in self.entries():
+            out.write(orjson.dumps(entry) + b"\n")
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class Journal(Answers):
+    """The build's writer. Opening it creates the database, or imports an older JSONL journal found beside it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.skipped: list[int] = []  # lines of a migrated JSONL journal that were torn or not an answer
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with disk_errors(path):
+            # One connection shared by the labeling threads and event loop, serialized by the lock.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # the WAL is fsync'd at every commit: power loss included
+            self._db.execute(_SCHEMA)
+            legacy = path.with_name(LEGACY)
+            if legacy.exists():
+                self.skipped = _import_jsonl(self._db, legacy)
+                legacy.rename(legacy.with_name(LEGACY + ".migrated"))
 
     def append(self, entry: dict[str, Any]) -> None:
-        """Write one `journal_entry` and fsync it."""
+        """Commit one `journal_entry`."""
         self.append_many([entry])
 
     def append_many(self, entries: list[dict[str, Any]]) -> None:
-        """Write and fsync; only then are the entries counted as answered."""
-        data = b"".join((json.dumps(e, ensure_ascii=False) + "\n").encode("utf-8") for e in entries)
-        with self._lock:
-            self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            for entry in entries:
-                self.entries[entry["key"]] = entry
-
-    def close(self) -> None:
-        self._file.close()
+        """Commit the entries in one transaction; only then are they counted as answered."""
+        rows = [_row(entry) for entry in entries]
+        with self._lock, disk_errors(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def __enter__(self) -> Journal:
         return self
@@ -121,10 +207,88 @@ class Journal:
         self.close()
 
 
+class JournalView(Answers):
+    """A read-only look at a build folder's journal, safe beside a running build: it writes nothing, and a
+    JSONL journal not yet migrated is read as it is, without being migrated."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.skipped: list[int] = []
+        self._lock = threading.Lock()
+        legacy = path.with_name(LEGACY)
+        if legacy.exists() or not path.exists():  # not migrated yet (or being migrated right now), or none
+            self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self._db.execute(_SCHEMA)
+            if legacy.exists():
+                self.skipped = _import_jsonl(self._db, legacy)
+        else:
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+
+    def __enter__(self) -> JournalView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_WRITE_ERRORS = {"SQLITE_FULL": errno.ENOSPC, "SQLITE_READONLY": errno.EROFS, "SQLITE_CANTOPEN": errno.EACCES}
+
+
+@contextmanager
+def disk_errors(path: Path) -> Iterator[None]:
+    """SQLite's failures to write (a full disk, a read-only folder, a file-size limit) as the OSError every
+    other write raises, so the build reports them alike (E205) and keeps what was committed."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        base = "_".join(getattr(exc, "sqlite_errorname", "").split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+        if base in _WRITE_ERRORS or base == "SQLITE_IOERR":
+            raise OSError(_WRITE_ERRORS.get(base, errno.EIO), f"{exc} (the teacher journal)", str(path)) from exc
+        raise
+
+
+def _row(entry: dict[str, Any]) -> tuple[str, float | None, float | None, bytes]:
+    return (entry["key"], entry.get("usd"), entry.get("worst_usd"), orjson.dumps(entry))
+
+
+def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for key in keys:
+        chunk.append(key)
+        if len(chunk) == _PROBE:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _import_jsonl(db: sqlite3.Connection, legacy: Path) -> list[int]:
+    """Insert a JSONL journal's answers (a later line wins, as it did when the file was read) in one
+    transaction; returns the numbers of lines skipped: torn by a crash, or not of an answer's shape."""
+    skipped: list[int] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        with legacy.open("rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    entry = None  # torn write from a crash, or one in progress
+                if well_formed(entry):
+                    db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)", _row(entry))
+                elif line.strip():
+                    skipped.append(number)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return skipped
+
+
 class GroupCommit:
-    """Appends from many coroutines share one write and one fsync: every append made in one turn of the
-    event loop is flushed together at the end of that turn. Each `append` returns only once its entry is
-    on disk, so durability is that of `Journal.append`; the loop pays one fsync per turn, not per answer.
+    """Appends from many coroutines share one transaction: every append made in one turn of the event loop
+    is committed together at the end of that turn. Each `append` returns only once its entry is committed,
+    so durability is that of `Journal.append`; the loop pays one commit (one fsync) per turn, not per answer.
     """
 
     def __init__(self, journal: Journal) -> None:
@@ -143,7 +307,7 @@ class GroupCommit:
         batch, self._waiting = self._waiting, []
         try:
             self.journal.append_many([entry for entry, _ in batch])
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:
             for _, done in batch:
                 if not done.done():
                     done.set_exception(exc)
@@ -159,7 +323,8 @@ class GroupCommit:
 
 
 def drop_torn_tail(path: Path) -> None:
-    """Cut a last line that a crash left unfinished, so the next append starts on a line of its own."""
+    """Cut a last line that a crash left unfinished, so the next append starts on a line of its own
+    (the batch provider's JSONL state file)."""
     if not path.exists():
         return
     with path.open("r+b") as f:

@@ -106,9 +106,8 @@ class BatchTeacher(PaidTeacher):
                 self.emit(Event("info", self.stage, f"resuming batch {batch_id}"))
                 failures |= await self._finish(endpoint, submitted, batch_id, submitted.files[file_id])
             waiting = submitted.keys_in_open_batches()
-            missing = [
-                (k, m) for k, m in pending if self.journal.get(k) is None and k not in failures and k not in waiting
-            ]
+            answered = self.journal.answered(k for k, _ in pending)
+            missing = [(k, m) for k, m in pending if k not in answered and k not in failures and k not in waiting]
             if self.probing and len(missing) > 1:
                 # How this endpoint bills is unknown: a batch of one shows it before the rest is submitted.
                 self.emit(Event("info", self.stage, "one request goes first, to see how the endpoint bills"))

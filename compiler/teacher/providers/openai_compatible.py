@@ -363,7 +363,7 @@ class OpenAICompatible:
         reference: Sequence[Messages],
     ) -> TeacherClient:
         prices = budget.pricing(teacher)
-        cap = budget.Budget.of_journal(max_usd if prices else 0.0, journal.entries)
+        cap = budget.Budget.of_journal(max_usd if prices else 0.0, journal.totals())
         if teacher.batch:
             from distillc.teacher.providers.batch import BatchTeacher  # it builds on this module's Endpoint
 
