@@ -1,0 +1,191 @@
+"""Exact and near-duplicate detection for texts, in time linear in their number.
+
+Near duplicates are texts whose character 5-gram sets (of the normalized text) have a Jaccard similarity of
+THRESHOLD or more. datasketch computes each text's MinHash signature (PERMUTATIONS values); texts whose
+signatures agree on every row of one of BANDS bands are candidates, and a candidate pair counts when its
+signatures' agreement (the Jaccard estimate) reaches THRESHOLD. Two ways in:
+
+- `NearDuplicateIndex`: texts one at a time, each checked against those kept (generation: thousands).
+- `near_duplicates`: a whole file's signatures at once, banded by sorting numpy columns, so memory is a
+  few arrays of N numbers (input files: millions); signatures and band keys wait on disk meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_WORDS = re.compile(r"\w+")
+SHINGLE = 5
+THRESHOLD = 0.6
+PERMUTATIONS = 128
+BANDS = 32  # of 4 rows: a pair at Jaccard 0.6 shares a band with probability 0.988, at 0.3 with 0.23
+ROWS = PERMUTATIONS // BANDS
+CHUNK = 65_536  # candidate pairs compared at once (2 x 32 MB of signatures)
+MARGIN = 0.15  # a candidate's signature agreement may fall this far below THRESHOLD (3.5 sd at 128 rows)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: mixes a band's two halves into one key
+
+
+def normalize(text: str) -> str:
+    """Case, punctuation and spacing do not make an input new."""
+    return " ".join(_WORDS.findall(text.lower()))
+
+
+def exact_key(text: str) -> bytes:
+    """8 bytes per text instead of the text: what exact deduplication keeps in memory."""
+    return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=8).digest()
+
+
+def shingles(text: str) -> set[bytes]:
+    norm = normalize(text).encode("utf-8")
+    if len(norm) <= SHINGLE:
+        return {norm}
+    return {norm[i : i + SHINGLE] for i in range(len(norm) - SHINGLE + 1)}
+
+
+def jaccard(a: set[bytes], b: set[bytes]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def signatures(texts: list[str]) -> np.ndarray:
+    """(len(texts), PERMUTATIONS) uint32: each text's MinHash signature over its shingles."""
+    from datasketch import MinHash
+
+    if not texts:
+        return np.zeros((0, PERMUTATIONS), dtype=np.uint32)
+    hashes = MinHash.bulk([shingles(t) for t in texts], num_perm=PERMUTATIONS)
+    return np.stack([h.hashvalues for h in hashes]).astype(np.uint32)
+
+
+def band_keys(sigs: np.ndarray) -> np.ndarray:
+    """(n, BANDS) uint64: one key per band, equal for two texts exactly when their band's rows are."""
+    rows = sigs.astype(np.uint64).reshape(len(sigs), BANDS, ROWS)
+    low = rows[:, :, 0] | (rows[:, :, 1] << np.uint64(32))
+    high = rows[:, :, 2] | (rows[:, :, 3] << np.uint64(32))
+    return low ^ (high * _MIX)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The Jaccard estimate of signature pairs: the share of rows where they agree."""
+    return (a == b).mean(axis=-1)
+
+
+class NearDuplicateIndex:
+    """Add texts one by one; each is rejected when it duplicates, or nearly duplicates, one already kept.
+    Candidates come from the bands, as in `near_duplicates`, and are confirmed on their shingles."""
+
+    def __init__(self, threshold: float = THRESHOLD) -> None:
+        self.threshold = threshold
+        self.exact: set[bytes] = set()
+        self.kept: list[tuple[np.ndarray, set[bytes]]] = []
+        self.buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+
+    def check(self, text: str) -> str:
+        """ "" when `text` is new, else "duplicate" or "near-duplicate"."""
+        if exact_key(text) in self.exact:
+            return "duplicate"
+        sig, grams = signatures([text])[0], shingles(text)
+        seen: set[int] = set()
+        for band, key in enumerate(band_keys(sig[None])[0].tolist()):
+            for other in self.buckets.get((band, key), ()):
+                if other in seen:
+                    continue
+                seen.add(other)
+                other_sig, other_grams = self.kept[other]
+                if similarity(sig, other_sig) >= self.threshold - MARGIN and (
+                    jaccard(grams, other_grams) >= self.threshold
+                ):
+                    return "near-duplicate"
+        return ""
+
+    def add(self, text: str) -> None:
+        sig = signatures([text])[0]
+        self.exact.add(exact_key(text))
+        for band, key in enumerate(band_keys(sig[None])[0].tolist()):
+            self.buckets[(band, key)].append(len(self.kept))
+        self.kept.append((sig, shingles(text)))
+
+
+class SignatureFile:
+    """Signatures and band keys of a stream of texts, appended in chunks to two files in `folder`, then
+    read back as memory maps: memory stays flat however many texts there are."""
+
+    def __init__(self, folder: Path) -> None:
+        self.sigs_path, self.keys_path = folder / "signatures.u32", folder / "bands.u64"
+        self._sigs, self._keys = self.sigs_path.open("wb"), self.keys_path.open("wb")
+        self.count = 0
+
+    def add(self, texts: list[str]) -> None:
+        sigs = signatures(texts)
+        self._sigs.write(sigs.tobytes())
+        self._keys.write(band_keys(sigs).tobytes())
+        self.count += len(texts)
+
+    def close(self) -> tuple[np.ndarray, np.ndarray]:
+        self._sigs.close()
+        self._keys.close()
+        if not self.count:
+            return np.zeros((0, PERMUTATIONS), np.uint32), np.zeros((0, BANDS), np.uint64)
+        sigs = np.memmap(self.sigs_path, dtype=np.uint32, mode="r", shape=(self.count, PERMUTATIONS))
+        keys = np.memmap(self.keys_path, dtype=np.uint64, mode="r", shape=(self.count, BANDS))
+        return sigs, keys
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Rows dropped as near duplicates of an earlier row: dropped[i] is a near duplicate of like[i]."""
+
+    dropped: np.ndarray  # row numbers, ascending
+    like: np.ndarray  # for each, the earlier row it resembles
+    similarity: np.ndarray  # their Jaccard similarity
+
+
+def near_duplicates(
+    sigs: np.ndarray, keys: np.ndarray, text: Callable[[int], str], threshold: float = THRESHOLD
+) -> Duplicates:
+    """Every row that nearly duplicates an earlier one. Band by band, rows are sorted by key; within a run of
+    equal keys each row is a candidate against the run's first row and the row just before it. A candidate
+    whose signatures agree on at least `threshold` - MARGIN of their rows is confirmed on its texts (`text`:
+    row -> text), by the exact Jaccard similarity. Memory: a few arrays of n numbers, candidates CHUNK at a time.
+    """
+    n = len(sigs)
+    like = np.full(n, n, dtype=np.int64)  # the earliest row each row was found to resemble (n: none)
+    score = np.zeros(n, dtype=np.float32)
+    for band in range(keys.shape[1] if n else 0):
+        column = np.asarray(keys[:, band])
+        order = np.argsort(column, kind="stable")  # equal keys stay in row order: the earliest comes first
+        ranked = column[order]
+        continues = np.flatnonzero(ranked[1:] == ranked[:-1]) + 1  # sorted positions inside a run
+        if not len(continues):
+            continue
+        starts = np.flatnonzero(np.concatenate(([True], ranked[1:] != ranked[:-1])))
+        run_first = starts[np.searchsorted(starts, continues, side="right") - 1]
+        later = order[continues]
+        for earlier in (order[run_first], order[continues - 1]):
+            for at in range(0, len(later), CHUNK):
+                rows, others = later[at : at + CHUNK], earlier[at : at + CHUNK]
+                new = others < like[rows]  # not yet found like this row, or an earlier one
+                rows, others = rows[new], others[new]
+                close = similarity(np.asarray(sigs[rows]), np.asarray(sigs[others])) >= threshold - MARGIN
+                for row, other in zip(rows[close].tolist(), others[close].tolist(), strict=True):
+                    if other < like[row] and (sim := jaccard(shingles(text(row)), shingles(text(other)))) >= threshold:
+                        like[row], score[row] = other, sim
+    dropped = np.flatnonzero(like < n)
+    return Duplicates(dropped, like[dropped], score[dropped])
+
+
+def distinct_ngram_ratio(texts: Iterable[str], n: int) -> float:
+    """Distinct word n-grams over all word n-grams (distinct-n): higher means more varied wording."""
+    total, distinct = 0, set()
+    for text in texts:
+        words = normalize(text).split()
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        total += len(grams)
+        distinct.update(grams)
+    return round(len(distinct) / total, 4) if total else 0.0
