@@ -80,6 +80,9 @@ def main() -> int:
         if not (variant / "model.onnx").exists():  # freed after the build (distillc.build.evict)
             skipped.append(f"package {variant.name} (freed after the build; build with --keep-weights)")
             continue
+        if not (variant / "generation.json").exists():  # a linear student: it has no tokens to decode
+            skipped.append(f"package {variant.name} (not a language model)")
+            continue
         engines.append((f"package {variant.name}", lambda v=variant: package_engine(v, args.threads)))
     if args.llama_cpp:
         for outtype in ("f32", "q8_0"):

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from distillc.api import default_build_dir, previous_stages
-from distillc.build.artifacts import read_jsonl
 from distillc.build.events import Sink, null_sink
 from distillc.build.lock import lock_holder
 from distillc.build.runner import StageRecord, cached_record, plan_stages, run_stages
 from distillc.graph import STAGES
 from distillc.spec import SpecIR, load_spec
 from distillc.stages import inputs as inputs_stage
-from distillc.stages.label import teacher_requests, unanswered
+from distillc.stages.label import survey
 from distillc.task.prompts import label_messages
 from distillc.teacher.cost import Estimate, TokenCounter, estimate, generation_answer_tokens, usd
 from distillc.teacher.generation import generation_teacher
@@ -91,10 +90,9 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
             return result
         if inputs is None:  # generated inputs, cached: a hit, nothing is sent
             inputs = inputs_record(spec, build_dir, emit)
-        requests = teacher_requests(spec, read_jsonl(inputs.artifact / "inputs.jsonl"))
-        pending = unanswered(requests, journal)
-    result.journaled = len(requests) - len(pending)
-    result.teacher = estimate(spec, counter, [m for _, m in pending])
+        counted = survey(spec, inputs.artifact / "inputs.jsonl", journal, 0, price=True)
+    result.journaled = counted.inputs - counted.pending
+    result.teacher = counted.planned
     return result
 
 

@@ -97,7 +97,9 @@ def spec_data(base_url: str, student: str, min_score: float, epochs: int) -> dic
             ],
             "output": {"type": "label", "labels": ["positive", "negative"]},
         },
-        "inputs": {"source": {"path": "data/reviews.jsonl", "field": "text"}},
+        # review_texts are made from templates, so many are near duplicates of each other: tests of other
+        # things keep them all (tests/test_dedup.py is where near duplicates are dropped).
+        "inputs": {"source": {"path": "data/reviews.jsonl", "field": "text"}, "dedup": "exact"},
         "teacher": {
             "provider": "openai",
             "model": "test-teacher",

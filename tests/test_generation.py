@@ -11,10 +11,10 @@ import pytest
 
 from distillc import api
 from distillc.build.artifacts import read_jsonl
+from distillc.data.dedup import NearDuplicateIndex, distinct_ngram_ratio, normalize
 from distillc.errors import DistillcError
 from distillc.spec import load_spec
 from distillc.spec.ir import cache_view
-from distillc.teacher.dedup import NearDuplicateIndex, distinct_ngram_ratio, normalize
 from distillc.teacher.generation import parse
 from tests.conftest import NEGATIVE, POSITIVE, THINGS, edit_spec, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher

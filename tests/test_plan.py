@@ -174,4 +174,5 @@ def test_every_example_spec_plans_with_its_inputs_shipped(path: Path, tmp_path: 
     result = distillc("plan", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     expected = min(len(rows), spec["inputs"]["source"].get("limit") or len(rows))
-    assert f"teacher: {expected} requests to send" in result.stdout
+    sent = int(re.search(r"teacher: (\d+) requests to send", result.stdout).group(1))
+    assert 0.98 * expected <= sent <= expected  # a few near duplicates may go (inputs.dedup: near)

@@ -11,7 +11,7 @@ from distillc.teacher.protocol import MeasuresLatency, Provider, Request
 from distillc.teacher.providers import PROVIDERS
 from distillc.teacher.providers.local import LocalTeacher
 from distillc.teacher.providers.openai_compatible import EndpointTeacher
-from distillc.teacher.speed import teacher_speed
+from distillc.teacher.speed import TeacherSpeed
 
 
 def test_each_provider_answers_the_protocol_from_its_own_module() -> None:
@@ -44,7 +44,9 @@ def test_latency_is_a_capability_not_a_class() -> None:
 
     requests = [(f"k{i}", [{"role": "user", "content": str(i)}]) for i in range(3)]
     entries = {key: {"seconds": 5.0} for key, _ in requests}
-    speed = teacher_speed(Timed(), requests, entries)
+    speed = TeacherSpeed()
+    speed.add(entries.values())
+    speed = speed.summary(Timed(), requests)
     assert speed["latency_ms"]["p50"] == 20.0 and speed["latency_ms"]["measured"] == "one at a time, after labeling"
     assert speed["parameters"] == 1234 and speed["seconds_per_answer"] == 5.0
 

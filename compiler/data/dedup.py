@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +82,8 @@ class NearDuplicateIndex:
     """Add texts one by one; each is rejected when it duplicates, or nearly duplicates, one already kept.
     Candidates come from the bands, as in `near_duplicates`, and are confirmed on their shingles."""
 
-    def __init__(self, threshold: float = THRESHOLD) -> None:
+    def __init__(self, dedup: str = "near", threshold: float = THRESHOLD) -> None:
+        self.dedup = dedup  # near | exact | off, as inputs.dedup
         self.threshold = threshold
         self.exact: set[bytes] = set()
         self.kept: list[tuple[np.ndarray, set[bytes]]] = []
@@ -88,8 +91,12 @@ class NearDuplicateIndex:
 
     def check(self, text: str) -> str:
         """ "" when `text` is new, else "duplicate" or "near-duplicate"."""
+        if self.dedup == "off":
+            return ""
         if exact_key(text) in self.exact:
             return "duplicate"
+        if self.dedup == "exact":
+            return ""
         sig, grams = signatures([text])[0], shingles(text)
         seen: set[int] = set()
         for band, key in enumerate(band_keys(sig[None])[0].tolist()):
@@ -112,29 +119,55 @@ class NearDuplicateIndex:
         self.kept.append((sig, shingles(text)))
 
 
-class SignatureFile:
-    """Signatures and band keys of a stream of texts, appended in chunks to two files in `folder`, then
-    read back as memory maps: memory stays flat however many texts there are."""
+class TextStore:
+    """Texts appended in chunks to files in `folder`, with (when `signed`) their MinHash signatures and band
+    keys: memory holds 8 bytes of offset per text, however many there are; `arrays` maps the rest."""
 
-    def __init__(self, folder: Path) -> None:
-        self.sigs_path, self.keys_path = folder / "signatures.u32", folder / "bands.u64"
-        self._sigs, self._keys = self.sigs_path.open("wb"), self.keys_path.open("wb")
-        self.count = 0
+    def __init__(self, folder: Path, signed: bool) -> None:
+        self.folder, self.signed = folder, signed
+        self._texts = (folder / "texts.bin").open("w+b")
+        self._sigs = (folder / "signatures.u32").open("wb")
+        self._keys = (folder / "bands.u64").open("wb")
+        self._offsets = array("Q", [0])
 
-    def add(self, texts: list[str]) -> None:
-        sigs = signatures(texts)
-        self._sigs.write(sigs.tobytes())
-        self._keys.write(band_keys(sigs).tobytes())
-        self.count += len(texts)
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
 
-    def close(self) -> tuple[np.ndarray, np.ndarray]:
-        self._sigs.close()
-        self._keys.close()
-        if not self.count:
+    def extend(self, texts: Iterable[str], chunk: int = 10_000) -> int:
+        """Append `texts`; returns how many there were."""
+        added = 0
+        items = iter(texts)
+        while batch := list(islice(items, chunk)):
+            data = [t.encode("utf-8") for t in batch]
+            self._texts.seek(0, 2)
+            self._texts.write(b"".join(data))
+            for item in data:
+                self._offsets.append(self._offsets[-1] + len(item))
+            if self.signed:
+                sigs = signatures(batch)
+                self._sigs.write(sigs.tobytes())
+                self._keys.write(band_keys(sigs).tobytes())
+            added += len(batch)
+        return added
+
+    def text(self, row: int) -> str:
+        self._texts.seek(self._offsets[row])
+        return self._texts.read(self._offsets[row + 1] - self._offsets[row]).decode("utf-8")
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(signatures, band keys) of every text so far, mapped from disk."""
+        self._sigs.flush()
+        self._keys.flush()
+        n = len(self)
+        if not n:
             return np.zeros((0, PERMUTATIONS), np.uint32), np.zeros((0, BANDS), np.uint64)
-        sigs = np.memmap(self.sigs_path, dtype=np.uint32, mode="r", shape=(self.count, PERMUTATIONS))
-        keys = np.memmap(self.keys_path, dtype=np.uint64, mode="r", shape=(self.count, BANDS))
+        sigs = np.memmap(self._sigs.name, dtype=np.uint32, mode="r", shape=(n, PERMUTATIONS))
+        keys = np.memmap(self._keys.name, dtype=np.uint64, mode="r", shape=(n, BANDS))
         return sigs, keys
+
+    def close(self) -> None:
+        for f in (self._texts, self._sigs, self._keys):
+            f.close()
 
 
 @dataclass(frozen=True)
@@ -144,6 +177,9 @@ class Duplicates:
     dropped: np.ndarray  # row numbers, ascending
     like: np.ndarray  # for each, the earlier row it resembles
     similarity: np.ndarray  # their Jaccard similarity
+
+
+NO_DUPLICATES = Duplicates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
 
 
 def near_duplicates(

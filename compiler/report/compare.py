@@ -30,6 +30,7 @@ MEASURES = (
     Measure("data", "inputs read", "inputs.read", "count"),
     Measure("data", "inputs kept", "inputs.kept", "count"),
     Measure("data", "duplicates dropped", "inputs.duplicates", "count"),
+    Measure("data", "near duplicates dropped", "inputs.near_duplicates", "count"),
     Measure("data", "distinct word pairs", "inputs.distinct_2", "ratio"),
     Measure("data", "labeled", "label.labeled", "count"),
     Measure("data", "dead letters", "label.dead_letter", "count"),

@@ -55,6 +55,7 @@ class InputsIR:
     limit: int = 0  # 0 = no limit
     format: str = ""  # jsonl | csv | txt | parquet
     generate: GenerateIR | None = None
+    dedup: str = "near"  # near | exact | off
 
 
 @dataclass(frozen=True)

@@ -509,11 +509,13 @@ def _inputs(raw: RawSpec, spec_dir: Path) -> ir.InputsIR:
             field=source.field or "",
             limit=source.limit or 0,
             format=INPUT_FORMATS[src.suffix.lower()],
+            dedup=raw.inputs.dedup,
         )
     assert generate is not None  # exactly one of the two: checked before resolving
     per_request = generate.per_request
     return ir.InputsIR(
         mode="generate",
+        dedup=raw.inputs.dedup,
         generate=ir.GenerateIR(
             count=generate.count,
             seed=generate.seed,

@@ -97,6 +97,12 @@ class Inputs(Strict):
     generate: Generate | None = Field(
         default=None, description="Have the teacher write inputs from the task's examples (few-shot)."
     )
+    dedup: Literal["near", "exact", "off"] = Field(
+        default="near",
+        description="Drop repeated inputs: 'exact' those equal but for case, punctuation and spacing; 'near' "
+        "also those whose character 5-grams overlap 60% or more with an earlier input's (Jaccard, MinHash); "
+        "'off' keeps every row, as for traffic whose repeats should weigh.",
+    )
 
 
 class Price(Strict):

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from distillc.build.artifacts import write_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
-from distillc.data.sources import input_id, kept_inputs
+from distillc.data.dedup import NO_DUPLICATES, Duplicates, TextStore, near_duplicates
+from distillc.data.diversity import Diversity
+from distillc.data.sources import input_id, read_inputs
 from distillc.errors import DistillcError
-from distillc.teacher.dedup import distinct_ngram_ratio
 from distillc.teacher.journal import Journal, journal_path
 
 
@@ -17,22 +24,46 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if ctx.spec.inputs.mode == "generate":
         return _generate(ctx)
     source = ctx.spec.inputs
-    counts = {"read": 0, "kept": 0, "duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
+    counts = {"read": 0, "kept": 0, "duplicates": 0, "near_duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
     problems: list[str] = []
-    rows = kept_inputs(source, counts, problems)
-    counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", rows)
+    rows = read_inputs(source, counts, problems)
+    with tempfile.TemporaryDirectory(dir=ctx.workdir) as scratch:
+        store = TextStore(Path(scratch), signed=source.dedup == "near")
+        found = kept_after_dedup(store, (row["input"] for row in rows), source.limit, source.dedup == "near")
+        dropped = np.zeros(len(store), dtype=bool)
+        dropped[found.dropped] = True
+        diversity = Diversity()
+
+        def kept() -> Iterator[dict[str, str]]:
+            for row in np.flatnonzero(~dropped).tolist():
+                text = store.text(row)
+                diversity.add(text)
+                yield {"id": input_id(text), "input": text}
+
+        counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", kept())
+        counts["near_duplicates"] = len(found.dropped)
+        examples = [
+            {"input": store.text(row)[:200], "like": store.text(like)[:200], "similarity": round(float(sim), 3)}
+            for row, like, sim in zip(found.dropped[:10], found.like[:10], found.similarity[:10], strict=True)
+        ]
+        store.close()
     ctx.log(f"{counts['kept']} inputs kept of {counts['read']} read", **counts)
-    return {**counts, "problems": problems, **diversity([r["input"] for r in rows])}
+    return {**counts, "dedup": source.dedup, "near_duplicate_examples": examples, "problems": problems} | (
+        diversity.summary()
+    )
 
 
-def diversity(texts: list[str]) -> dict[str, float]:
-    """How varied the inputs are: shares of distinct words and word pairs, and the mean length in words."""
-    words = [len(t.split()) for t in texts]
-    return {
-        "distinct_1": distinct_ngram_ratio(texts, 1),
-        "distinct_2": distinct_ngram_ratio(texts, 2),
-        "mean_words": round(sum(words) / max(1, len(words)), 1),
-    }
+def kept_after_dedup(store: TextStore, texts: Iterator[str], limit: int, near: bool) -> Duplicates:
+    """Read `texts` into `store` until `limit` of them (all, for 0) are left once near duplicates are
+    dropped: each round reads what the last one dropped, and the whole store is checked again."""
+    found = NO_DUPLICATES
+    while store.extend(islice(texts, limit - (len(store) - len(found.dropped)) if limit else None)):
+        if near:
+            sigs, keys = store.arrays()
+            found = near_duplicates(sigs, keys, store.text)
+        if not limit or len(store) - len(found.dropped) >= limit:
+            break
+    return found
 
 
 def _generate(ctx: StageContext) -> dict[str, Any]:

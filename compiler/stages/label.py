@@ -1,14 +1,22 @@
-"""Label every input with the teacher, under the output contract.
+"""Label every input with the teacher, under the output contract, CHUNK inputs at a time.
 
-Answers come from the journal when already paid for; only the missing ones are sent.
+Answers come from the journal when already paid for; only the missing ones are sent. A first pass over the
+inputs counts what is missing (and, with a budget, what it should cost) before anything is sent; the second
+builds each chunk's requests, sends what the journal lacks, and writes the chunk's rows. Memory holds one
+chunk, whatever the number of inputs.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from distillc.build.artifacts import read_jsonl, write_jsonl
+import orjson
+
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.spec.ir import SpecIR
@@ -16,11 +24,13 @@ from distillc.task import accept, task_type
 from distillc.task.prompts import label_messages, reask_messages
 from distillc.teacher import client
 from distillc.teacher.budget import refuse_over_estimate
-from distillc.teacher.cost import usd
+from distillc.teacher.cost import Estimate, Tally, TokenCounter, has_price, usd
 from distillc.teacher.journal import Answers, Journal, journal_path, request_key
-from distillc.teacher.protocol import Request
+from distillc.teacher.protocol import Request, TeacherClient
 from distillc.teacher.soft_labels import label_distribution
-from distillc.teacher.speed import teacher_speed
+from distillc.teacher.speed import LATENCY_PROBES, TeacherSpeed
+
+CHUNK = 20_000  # inputs labeled at a time: their requests and answers are what labeling holds in memory
 
 
 def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]:
@@ -39,111 +49,200 @@ def unanswered(requests: list[Request], journal: Answers) -> list[Request]:
     return list({key: (key, m) for key, m in requests if key not in answered}.values())
 
 
+def input_chunks(path: Path, size: int = CHUNK) -> Iterator[list[dict[str, Any]]]:
+    """The inputs artifact, `size` rows at a time."""
+    chunk: list[dict[str, Any]] = []
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                chunk.append(orjson.loads(line))
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class Survey:
+    """What labeling will do, counted before anything is sent."""
+
+    inputs: int = 0
+    pending: int = 0
+    sample: list[Request] = field(default_factory=list)  # the requests of smallest key: a fixed sample
+    planned: Estimate | None = None  # what sending the pending requests should cost, when it is capped
+
+
+def survey(spec: SpecIR, path: Path, journal: Answers, sample_size: int, price: bool) -> Survey:
+    """One pass over the inputs: how many the journal answers, a fixed sample, and (`price`) what sending
+    the rest should cost."""
+    result = Survey()
+    tally = Tally(spec, TokenCounter(spec.teacher)) if price else None
+    for chunk in input_chunks(path):
+        requests = teacher_requests(spec, chunk)
+        pending = unanswered(requests, journal)
+        result.inputs += len(chunk)
+        result.pending += len(pending)
+        result.sample = heapq.nsmallest(sample_size, result.sample + requests, key=lambda r: r[0])
+        if tally is not None:
+            tally.add(m for _, m in pending)
+    result.planned = tally.estimate() if tally is not None else None
+    return result
+
+
+@dataclass
+class Outcome:
+    """What labeling did, summed over the chunks."""
+
+    labeled: int = 0
+    fixed: int = 0
+    failed: int = 0
+    invalid: int = 0
+    reasked: int = 0
+    sent: int = 0
+    soft: int = 0
+    failed_requests: int = 0  # requests that failed after every retry, re-asks included
+    first_failure: str = ""  # the first request's failure (E402)
+    first_dead: str = ""  # the first input that got no valid answer (E403)
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    distribution: Counter[str] = field(default_factory=Counter)
+    dead_letter: list[dict[str, Any]] = field(default_factory=list)  # the first ten, for the report
+
+
 def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
     spec = ctx.spec
     teacher = spec.teacher
-    choices = task_type(spec.task).choices(spec.task)
-    items = read_jsonl(inputs / "inputs.jsonl")
-    requests = teacher_requests(spec, items)
-
+    path = inputs / "inputs.jsonl"
     with Journal(journal_path(ctx.build_dir)) as journal:
-        pending = unanswered(requests, journal)
         if journal.skipped:
             lines = ", ".join(map(str, journal.skipped[:10])) + (" …" if len(journal.skipped) > 10 else "")
             ctx.log(
-                f"warning: {len(journal.skipped)} journal lines skipped while importing teacher.jsonl (torn, or not an "
-                f"answer): {lines}"
+                f"warning: {len(journal.skipped)} journal lines skipped while importing teacher.jsonl (torn, "
+                f"or not an answer): {lines}"
             )
-        ctx.log(f"{len(items) - len(pending)} answers from the journal, {len(pending)} to request")
         # A fixed sample of all inputs (by key, not by what is pending) calibrates a local teacher's label
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
-        reference = [m for _, m in sorted(requests)[: client.reference_size(teacher)]]
-        refuse_over_estimate(spec, [m for _, m in pending], journal.totals().spent_usd)
+        sample_size = max(client.reference_size(teacher), LATENCY_PROBES)
+        capped = bool(spec.budget.max_usd and has_price(spec.teacher))
+        plan = survey(spec, path, journal, sample_size, price=capped)
+        ctx.log(f"{plan.inputs - plan.pending} answers from the journal, {plan.pending} to request")
+        refuse_over_estimate(spec, plan.planned, journal.totals().spent_usd)
+        reference = [m for _, m in plan.sample[: client.reference_size(teacher)]]
         asking = client.connect(teacher, spec.task, journal, ctx.emit, ctx.stage, spec.budget.max_usd, reference)
-        failures = asking.complete(pending)
-        _check(spec, failures, len(pending), len(requests))
-        # Invalid answers get one more try, with the answer and what is wrong with it in the conversation.
-        reasks = reask_requests(spec, requests, journal)
-        pending_reasks = unanswered(list(reasks.values()), journal)
-        if pending_reasks:
-            ctx.log(f"{len(reasks)} invalid answers, {len(pending_reasks)} re-asked")
-        failures |= asking.complete(pending_reasks)
-        _check(spec, failures, len(pending) + len(pending_reasks), len(requests))
-        answers = journal.get_many([key for key, _ in requests] + [key for key, _ in reasks.values()])
-        speed = teacher_speed(asking, requests, answers)
-
-    labeled, dead = [], []
-    fixed = 0
-    usage = {"prompt_tokens": 0, "completion_tokens": 0}
-    for item, (key, _) in zip(items, requests, strict=True):
-        entry = answers.get(key)
-        if entry is None:  # failed after every retry, within the share the spec tolerates
-            dead.append({**item, "kind": "failed", "reason": failures[key]})
-            continue
-        _add_usage(usage, entry)
-        target, reason = accept(spec.task, entry["text"])
-        if target is None:
-            reask_key = reasks[key][0]
-            second = answers.get(reask_key)
-            if second is None:
-                reason = f"{reason}; re-asking failed: {failures.get(reask_key, 'not sent')}"
-                dead.append({**item, "kind": "invalid", "answer": entry["text"], "reason": reason})
-                continue
-            _add_usage(usage, second)
-            target, reason = accept(spec.task, second["text"])
-            if target is None:
-                dead.append(
-                    {
-                        **item,
-                        "kind": "invalid",
-                        "answer": second["text"],
-                        "first_answer": entry["text"],
-                        "reason": f"{reason} (after one re-ask)",
-                    }
-                )
-                continue
-            fixed += 1
-            entry = second
-        row = {**item, "output": target}
-        if choices and (soft := label_distribution(choices, entry)):
-            row["soft"] = {label: round(p, 6) for label, p in soft.items()}
-        labeled.append(row)
-    write_jsonl(ctx.workdir / "labeled.jsonl", labeled)
-    write_jsonl(ctx.workdir / "dead_letter.jsonl", dead)
-    invalid = [d for d in dead if d["kind"] == "invalid"]
-    if not labeled:
-        first = dead[0]
+        done, speed = Outcome(), TeacherSpeed()
+        with (ctx.workdir / "labeled.jsonl").open("wb") as rows, (ctx.workdir / "dead_letter.jsonl").open("wb") as dead:
+            for chunk in input_chunks(path):
+                _label_chunk(spec, chunk, journal, asking, plan.inputs, done, speed, rows, dead)
+        teacher_speed = speed.summary(asking, plan.sample)
+    if not done.labeled:
         raise DistillcError(
             "E403",
-            f"the teacher gave no valid answer for any of {len(items)} inputs "
-            f"(first: {first.get('answer', '')[:200]!r}: {first['reason']})",
+            f"the teacher gave no valid answer for any of {plan.inputs} inputs (first: {done.first_dead})",
             help="the answers are journaled and will not be paid for again; check the teacher and the task",
         )
-    ctx.log(
-        f"{len(labeled)} labeled ({fixed} after a re-ask), {len(invalid)} invalid, {len(dead) - len(invalid)} failed"
-    )
+    ctx.log(f"{done.labeled} labeled ({done.fixed} after a re-ask), {done.invalid} invalid, {done.failed} failed")
     return {
-        "failed": len(dead) - len(invalid),
-        "rejected": len(invalid),
-        "reasked": len(reasks),
-        "fixed_by_reask": fixed,
-        "dead_letter": [
-            {
-                "input": d["input"][:200],
-                "kind": d["kind"],
-                "reason": d["reason"][:300],
-                "answer": d.get("answer", "")[:200],
-            }
-            for d in dead[:10]
-        ],
-        "usd": round(usd(teacher, usage["prompt_tokens"], usage["completion_tokens"]), 6),
-        "labeled": len(labeled),
-        "soft_labels": sum("soft" in row for row in labeled),
-        "requests_sent": len(pending) + len(pending_reasks),
-        "usage": usage,
-        "distribution": _distribution(labeled) if choices else {},
-        "teacher": speed,
+        "failed": done.failed,
+        "rejected": done.invalid,
+        "reasked": done.reasked,
+        "fixed_by_reask": done.fixed,
+        "dead_letter": done.dead_letter,
+        "usd": round(usd(teacher, done.usage["prompt_tokens"], done.usage["completion_tokens"]), 6),
+        "labeled": done.labeled,
+        "soft_labels": done.soft,
+        "requests_sent": done.sent,
+        "usage": done.usage,
+        "distribution": dict(sorted(done.distribution.items())),
+        "teacher": teacher_speed,
     }
+
+
+def _label_chunk(
+    spec: SpecIR,
+    chunk: list[dict[str, Any]],
+    journal: Journal,
+    asking: TeacherClient,
+    total: int,
+    done: Outcome,
+    speed: TeacherSpeed,
+    rows: IO[bytes],
+    dead: IO[bytes],
+) -> None:
+    """Send what the journal lacks for one chunk (and re-ask its invalid answers once), then write its rows."""
+    choices = task_type(spec.task).choices(spec.task)
+    requests = teacher_requests(spec, chunk)
+    pending = unanswered(requests, journal)
+    failures = asking.complete(pending)
+    _check(spec, done, failures, done.sent + len(pending), total)
+    # Invalid answers get one more try, with the answer and what is wrong with it in the conversation.
+    reasks = reask_requests(spec, requests, journal)
+    pending_reasks = unanswered(list(reasks.values()), journal)
+    more = asking.complete(pending_reasks)
+    _check(spec, done, more, done.sent + len(pending) + len(pending_reasks), total)
+    failures |= more
+    done.reasked += len(reasks)
+    done.sent += len(pending) + len(pending_reasks)
+    answers = journal.get_many([key for key, _ in requests] + [key for key, _ in reasks.values()])
+    speed.add(answers[key] for key, _ in requests if key in answers)
+    for item, (key, _) in zip(chunk, requests, strict=True):
+        row, answered_by = _judge(spec, item, key, answers, reasks, failures, done)
+        if answered_by is None:
+            dead.write(orjson.dumps(row) + b"\n")
+            if len(done.dead_letter) < 10:
+                done.dead_letter.append(
+                    {
+                        "input": row["input"][:200],
+                        "kind": row["kind"],
+                        "reason": row["reason"][:300],
+                        "answer": row.get("answer", "")[:200],
+                    }
+                )
+            continue
+        if choices and (soft := label_distribution(choices, answers[answered_by])):
+            row["soft"] = {label: round(p, 6) for label, p in soft.items()}
+            done.soft += 1
+        rows.write(orjson.dumps(row) + b"\n")
+        done.labeled += 1
+        if choices:
+            done.distribution[row["output"]] += 1
+
+
+def _judge(
+    spec: SpecIR,
+    item: dict[str, Any],
+    key: str,
+    answers: dict[str, dict[str, Any]],
+    reasks: dict[str, Request],
+    failures: dict[str, str],
+    done: Outcome,
+) -> tuple[dict[str, Any], str | None]:
+    """One input's row, and the key of the answer it took; or a dead letter with the reason, and None."""
+    entry = answers.get(key)
+    if entry is None:  # failed after every retry, within the share the spec tolerates
+        done.failed += 1
+        return _dead(done, {**item, "kind": "failed", "reason": failures[key]}), None
+    _add_usage(done.usage, entry)
+    target, reason = accept(spec.task, entry["text"])
+    if target is not None:
+        return {**item, "output": target}, key
+    reask_key = reasks[key][0]
+    second = answers.get(reask_key)
+    if second is None:
+        reason = f"{reason}; re-asking failed: {failures.get(reask_key, 'not sent')}"
+        return _dead(done, {**item, "kind": "invalid", "answer": entry["text"], "reason": reason}), None
+    _add_usage(done.usage, second)
+    target, reason = accept(spec.task, second["text"])
+    if target is None:
+        row = {**item, "kind": "invalid", "answer": second["text"], "first_answer": entry["text"]}
+        return _dead(done, row | {"reason": f"{reason} (after one re-ask)"}), None
+    done.fixed += 1
+    return {**item, "output": target}, reask_key
+
+
+def _dead(done: Outcome, row: dict[str, Any]) -> dict[str, Any]:
+    done.invalid += row["kind"] == "invalid"
+    done.first_dead = done.first_dead or f"{row.get('answer', '')[:200]!r}: {row['reason']}"
+    return row
 
 
 def reask_requests(spec: SpecIR, requests: list[Request], journal: Journal) -> dict[str, Request]:
@@ -162,13 +261,16 @@ def reask_requests(spec: SpecIR, requests: list[Request], journal: Journal) -> d
     return out
 
 
-def _check(spec: SpecIR, failures: dict[str, str], sent: int, total: int) -> None:
-    """Stop when more requests failed than the spec tolerates; what was paid for stays."""
-    if len(failures) > spec.teacher.max_failed_share * total:
-        first = next(iter(failures.values()))
+def _check(spec: SpecIR, done: Outcome, failures: dict[str, str], sent: int, total: int) -> None:
+    """Stop when more requests failed, over every chunk so far, than the spec tolerates; what was paid for
+    stays."""
+    done.failed_requests += len(failures)
+    if failures and not done.first_failure:
+        done.first_failure = next(iter(failures.values()))
+    if done.failed_requests > spec.teacher.max_failed_share * total:
         raise DistillcError(
             "E402",
-            f"{len(failures)} of {sent} teacher requests failed (first: {first}), more than "
+            f"{done.failed_requests} of {sent} teacher requests failed (first: {done.first_failure}), more than "
             f"teacher.max_failed_share {spec.teacher.max_failed_share:g} of {total}",
             help="the answers received are journaled; re-run to send only the missing ones",
         )
@@ -177,13 +279,6 @@ def _check(spec: SpecIR, failures: dict[str, str], sent: int, total: int) -> Non
 def _add_usage(usage: dict[str, int], entry: dict[str, Any]) -> None:
     for name in usage:
         usage[name] += int(entry.get("usage", {}).get(name, 0))
-
-
-def _distribution(rows: list[dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["output"]] = counts.get(row["output"], 0) + 1
-    return dict(sorted(counts.items()))
 
 
 STAGE = Stage(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from distillc.errors import DistillcError
 from distillc.spec.ir import SpecIR, TeacherIR
-from distillc.teacher.cost import TokenCounter, estimate, has_price, usd
+from distillc.teacher.cost import Estimate, TokenCounter, has_price, usd
 from distillc.teacher.protocol import Messages
 
 if TYPE_CHECKING:
@@ -131,11 +131,10 @@ class Budget:
         )
 
 
-def refuse_over_estimate(spec: SpecIR, pending: list[Messages], spent: float) -> None:
-    """E502 before anything is sent, when labeling `pending` is expected to cross the cap."""
-    if not (pending and spec.budget.max_usd and has_price(spec.teacher)):
+def refuse_over_estimate(spec: SpecIR, planned: Estimate | None, spent: float) -> None:
+    """E502 before anything is sent, when labeling what `planned` counts is expected to cross the cap."""
+    if planned is None or not planned.requests:
         return
-    planned = estimate(spec, TokenCounter(spec.teacher), pending)
     if spent + planned.usd > spec.budget.max_usd:
         already = f" after ${spent:.4f} already spent in this build folder" if spent else ""
         raise DistillcError(

@@ -7,6 +7,7 @@ granularity), with OpenAI's per-message chat overhead; without it, 4 characters 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ class TokenCounter:
     def __init__(self, teacher: TeacherIR) -> None:
         self.describe, self._tokenizer = _load_tokenizer(teacher)
         self._chat_template = teacher.provider == "local" and self._tokenizer is not None
+        self._fixed: dict[str, int] = {}  # the messages every request shares (instructions, examples), counted once
 
     def text(self, text: str) -> int:
         if self._tokenizer is None:
@@ -63,7 +65,16 @@ class TokenCounter:
         if self._chat_template:
             # Exactly what the local teacher feeds its model: the rendered template, tokenized as text.
             return self.text(self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        return sum(self.text(m["content"]) + PER_MESSAGE for m in messages) + PER_MESSAGE
+        *shared, own = messages
+        fixed = sum(self._shared(m["content"]) for m in shared)
+        return fixed + self.text(own["content"]) + PER_MESSAGE * (len(messages) + 1)
+
+    def _shared(self, text: str) -> int:
+        if (count := self._fixed.get(text)) is None:
+            if len(self._fixed) > 10_000:  # not so shared after all: keep memory flat
+                self._fixed.clear()
+            count = self._fixed[text] = self.text(text)
+        return count
 
 
 def _load_tokenizer(teacher: TeacherIR) -> tuple[str, Any]:
@@ -91,11 +102,25 @@ def generation_answer_tokens(spec: SpecIR, counter: TokenCounter) -> int:
     return gen.per_request * per_input
 
 
-def estimate(spec: SpecIR, counter: TokenCounter, requests: list[Messages]) -> Estimate:
+def estimate(spec: SpecIR, counter: TokenCounter, requests: Iterable[Messages]) -> Estimate:
     """Tokens and dollars for sending `requests`."""
-    per_answer = answer_tokens(spec, counter)
-    input_tokens = sum(counter.prompt(m) for m in requests)
-    output_tokens = per_answer * len(requests)
-    return Estimate(
-        len(requests), input_tokens, output_tokens, usd(spec.teacher, input_tokens, output_tokens), counter.describe
-    )
+    return Tally(spec, counter).add(requests).estimate()
+
+
+class Tally:
+    """Tokens and dollars of requests counted as they stream past: nothing is kept but the sums."""
+
+    def __init__(self, spec: SpecIR, counter: TokenCounter) -> None:
+        self.spec, self.counter = spec, counter
+        self.requests = self.input_tokens = 0
+
+    def add(self, requests: Iterable[Messages]) -> Tally:
+        for messages in requests:
+            self.requests += 1
+            self.input_tokens += self.counter.prompt(messages)
+        return self
+
+    def estimate(self) -> Estimate:
+        output_tokens = answer_tokens(self.spec, self.counter) * self.requests
+        cost = usd(self.spec.teacher, self.input_tokens, output_tokens)
+        return Estimate(self.requests, self.input_tokens, output_tokens, cost, self.counter.describe)

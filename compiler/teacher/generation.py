@@ -17,12 +17,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from distillc.build.events import Event, Sink
+from distillc.data.dedup import NearDuplicateIndex
+from distillc.data.diversity import diversity_of
 from distillc.errors import DistillcError
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
 from distillc.task.contract import strip_fence
 from distillc.teacher import client
 from distillc.teacher.cost import usd
-from distillc.teacher.dedup import NearDuplicateIndex, distinct_ngram_ratio
 from distillc.teacher.journal import Journal, request_key
 
 MAX_CHARS = 2000
@@ -55,8 +56,7 @@ class Generated:
                 sum(v for k, v in self.rejected.items() if "duplicate" in k or "example" in k) / max(1, self.proposed),
                 4,
             ),
-            "distinct_1": distinct_ngram_ratio(self.inputs, 1),
-            "distinct_2": distinct_ngram_ratio(self.inputs, 2),
+            **diversity_of(self.inputs),
             "usage": self.usage,
             "usd": round(self.usd, 6),
         }
@@ -127,8 +127,8 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
     model_id, params = client.identity(teacher, task)
     asking = client.connect(teacher, task, journal, emit, "inputs", spec.budget.max_usd)
     rng = random.Random(gen.seed)
-    index = NearDuplicateIndex()
-    examples = NearDuplicateIndex()
+    index = NearDuplicateIndex(spec.inputs.dedup)
+    examples = NearDuplicateIndex()  # an input too close to an example teaches nothing new, whatever dedup says
     for example in gen.example_inputs:
         examples.add(example)
     result = Generated()

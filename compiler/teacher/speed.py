@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from statistics import fmean
 from typing import Any
 
@@ -18,19 +19,31 @@ from distillc.teacher.protocol import MeasuresLatency, Request, TeacherClient
 LATENCY_PROBES = 20  # requests a local teacher answers one at a time for its latency
 
 
-def teacher_speed(asking: TeacherClient, requests: Sequence[Request], entries: Mapping[str, Any]) -> dict[str, Any]:
-    answered = [entries[key] for key, _ in requests if key in entries]
-    timed = [e["seconds"] for e in answered if "seconds" in e]
-    parameters = None
-    if isinstance(asking, MeasuresLatency):
-        latency, how = asking.latencies(sorted(requests)[:LATENCY_PROBES]), "one at a time, after labeling"
-        parameters = asking.parameters()
-    else:
-        latency, how = timed, "per request, while labeling"
-    priced = [e["usd"] for e in answered if "usd" in e]
-    return {
-        "latency_ms": percentiles([x * 1000 for x in latency]) | {"measured": how} if latency else None,
-        "seconds_per_answer": round(fmean(timed), 5) if timed else None,
-        "usd_per_answer": round(fmean(priced), 8) if priced else None,
-        "parameters": parameters,  # known for a local teacher only
-    }
+class TeacherSpeed:
+    """The answers' own figures, gathered chunk by chunk while labeling (8 bytes per answer)."""
+
+    def __init__(self) -> None:
+        self.timed = array("d")  # seconds per answer
+        self.priced = array("d")  # dollars per answer
+
+    def add(self, answers: Iterable[dict[str, Any]]) -> None:
+        for entry in answers:
+            if "seconds" in entry:
+                self.timed.append(entry["seconds"])
+            if "usd" in entry:
+                self.priced.append(entry["usd"])
+
+    def summary(self, asking: TeacherClient, probes: Sequence[Request]) -> dict[str, Any]:
+        """`probes`: the requests a teacher that answers here measures its latency on, one at a time."""
+        parameters = None
+        if isinstance(asking, MeasuresLatency):
+            latency, how = asking.latencies(list(probes)[:LATENCY_PROBES]), "one at a time, after labeling"
+            parameters = asking.parameters()
+        else:
+            latency, how = list(self.timed), "per request, while labeling"
+        return {
+            "latency_ms": percentiles([x * 1000 for x in latency]) | {"measured": how} if latency else None,
+            "seconds_per_answer": round(fmean(self.timed), 5) if self.timed else None,
+            "usd_per_answer": round(fmean(self.priced), 8) if self.priced else None,
+            "parameters": parameters,  # known for a local teacher only
+        }
