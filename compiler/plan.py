@@ -90,7 +90,7 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
             return result
         if inputs is None:  # generated inputs, cached: a hit, nothing is sent
             inputs = inputs_record(spec, build_dir, emit)
-        counted = survey(spec, inputs.artifact / "inputs.jsonl", journal, 0, price=True)
+        counted = survey(spec, inputs.artifact / "inputs.jsonl", journal, 0, counter)
     result.journaled = counted.inputs - counted.pending
     result.teacher = counted.planned
     return result

@@ -73,11 +73,11 @@ class Survey:
     planned: Estimate | None = None  # what sending the pending requests should cost, when it is capped
 
 
-def survey(spec: SpecIR, path: Path, journal: Answers, sample_size: int, price: bool) -> Survey:
-    """One pass over the inputs: how many the journal answers, a fixed sample, and (`price`) what sending
-    the rest should cost."""
+def survey(spec: SpecIR, path: Path, journal: Answers, sample_size: int, counter: TokenCounter | None) -> Survey:
+    """One pass over the inputs: how many the journal answers, a fixed sample, and (with a `counter`) what
+    sending the rest should cost."""
     result = Survey()
-    tally = Tally(spec, TokenCounter(spec.teacher)) if price else None
+    tally = Tally(spec, counter) if counter is not None else None
     for chunk in input_chunks(path):
         requests = teacher_requests(spec, chunk)
         pending = unanswered(requests, journal)
@@ -124,7 +124,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         # scores, so an interrupted and resumed run calibrates exactly as an uninterrupted one.
         sample_size = max(client.reference_size(teacher), LATENCY_PROBES)
         capped = bool(spec.budget.max_usd and has_price(spec.teacher))
-        plan = survey(spec, path, journal, sample_size, price=capped)
+        plan = survey(spec, path, journal, sample_size, TokenCounter(teacher) if capped else None)
         ctx.log(f"{plan.inputs - plan.pending} answers from the journal, {plan.pending} to request")
         refuse_over_estimate(spec, plan.planned, journal.totals().spent_usd)
         reference = [m for _, m in plan.sample[: client.reference_size(teacher)]]

@@ -69,6 +69,16 @@ class TokenCounter:
         fixed = sum(self._shared(m["content"]) for m in shared)
         return fixed + self.text(own["content"]) + PER_MESSAGE * (len(messages) + 1)
 
+    def prompts(self, requests: list[Messages]) -> list[int]:
+        """`prompt` of each request, the texts that differ tokenized in one batch (the tokenizer's threads)."""
+        if self._chat_template or self._tokenizer is None or not requests:
+            return [self.prompt(m) for m in requests]
+        own = self._tokenizer([m[-1]["content"] for m in requests], add_special_tokens=False)["input_ids"]
+        return [
+            sum(self._shared(m["content"]) for m in messages[:-1]) + len(ids) + PER_MESSAGE * (len(messages) + 1)
+            for messages, ids in zip(requests, own, strict=True)
+        ]
+
     def _shared(self, text: str) -> int:
         if (count := self._fixed.get(text)) is None:
             if len(self._fixed) > 10_000:  # not so shared after all: keep memory flat
@@ -115,9 +125,9 @@ class Tally:
         self.requests = self.input_tokens = 0
 
     def add(self, requests: Iterable[Messages]) -> Tally:
-        for messages in requests:
-            self.requests += 1
-            self.input_tokens += self.counter.prompt(messages)
+        batch = list(requests)
+        self.requests += len(batch)
+        self.input_tokens += sum(self.counter.prompts(batch))
         return self
 
     def estimate(self) -> Estimate:
