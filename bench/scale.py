@@ -31,6 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*, run from anywhere
 
+from tests.journal_writer import kill_under_load  # noqa: E402
 from tests.planted import edited, sentence  # noqa: E402
 
 LABELS = ("positive", "negative")
@@ -153,21 +154,7 @@ def kills(times: int, root: Path) -> tuple[int, int]:
     acknowledged = -1
     rng = random.Random(1)
     for _ in range(times):
-        writer = subprocess.Popen(
-            [sys.executable, "-m", "tests.journal_writer", str(path)],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=Path(__file__).resolve().parents[1],
-        )
-        assert writer.stdout is not None
-        target = acknowledged + rng.randint(2_000, 20_000)
-        for line in writer.stdout:
-            acknowledged = int(line)
-            if acknowledged >= target:
-                break
-        writer.kill()
-        writer.wait()
-        acknowledged = max([acknowledged, *(int(x) for x in writer.stdout.read().split())])
+        acknowledged = kill_under_load(path, acknowledged, rng, most=20_000)
     with JournalView(path) as journal:
         found = len(journal.answered(f"k{i}" for i in range(acknowledged + 1)))
     return acknowledged + 1, found

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from distillc.teacher.journal import Journal, JournalView, journal_entry, journa
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
 from tests.helpers import distillc, journaled
+from tests.journal_writer import kill_under_load
 
 
 def test_every_acknowledged_answer_survives_kill_9_mid_commit(tmp_path: Path) -> None:
@@ -31,18 +31,7 @@ def test_every_acknowledged_answer_survives_kill_9_mid_commit(tmp_path: Path) ->
     rng = random.Random(7)
     acknowledged = -1
     for _ in range(5):
-        command = [sys.executable, "-m", "tests.journal_writer", str(path)]
-        writer = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
-        assert writer.stdout is not None
-        target = acknowledged + rng.randint(200, 2_000)
-        for line in writer.stdout:
-            acknowledged = int(line)
-            if acknowledged >= target:
-                break
-        time.sleep(rng.uniform(0, 0.02))  # mid-commit, between commits, anywhere
-        os.kill(writer.pid, signal.SIGKILL)
-        writer.wait()
-        acknowledged = max([acknowledged, *(int(line) for line in writer.stdout.read().split())])
+        acknowledged = kill_under_load(path, acknowledged, rng, most=2_000)
         with JournalView(path) as journal:
             found = journal.answered(f"k{i}" for i in range(acknowledged + 1))
             assert len(found) == acknowledged + 1, f"{acknowledged + 1 - len(found)} acknowledged answers lost"
