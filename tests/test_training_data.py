@@ -119,3 +119,15 @@ def test_lora_trains_adapters_exports_and_keeps_parity(tmp_path: Path, tiny_mode
     assert export["layers"] == 2
     parity = parity_rows(result.build_dir)
     assert len(parity) == export["parity_checked"] > 0 and all(r["torch"] == r["onnx"] for r in parity)
+
+
+def test_a_tiny_data_set_still_gets_both_sides_and_three_rows_get_e303(tmp_path: Path, tiny_model: Path) -> None:
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(tmp_path / "a", base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(5))
+        edit_spec(spec, {"evaluation.holdout": 0.01})  # by hash, all five would train
+        train, holdout = split_ids(tmp_path, api.build(spec, out=tmp_path / "a" / "out", until="split"))
+        assert len(holdout) == 1 and len(train) == 4 and not train & holdout
+        spec = write_spec(tmp_path / "b", base_url=teacher.base_url, student=str(tiny_model), inputs=review_texts(3))
+        with pytest.raises(DistillcError) as caught:
+            api.build(spec, out=tmp_path / "b" / "out", until="split")
+    assert caught.value.code == "E303" and "only 3 labeled examples" in caught.value.message

@@ -7,6 +7,7 @@ held-out scores stay comparable as data grows. The held-out share is therefore c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +18,36 @@ from distillc.errors import DistillcError
 
 
 def run(ctx: StageContext, label: Path) -> dict[str, Any]:
-    rows = read_jsonl(label / "labeled.jsonl")
-    if len(rows) < 4:
+    """One pass, row by row: memory holds no rows, whatever their number."""
+    share = ctx.spec.evaluation.holdout
+    counts = {"train": 0, "holdout": 0}
+    with (
+        (label / "labeled.jsonl").open(encoding="utf-8") as rows,
+        (ctx.workdir / "train.jsonl").open("w", encoding="utf-8") as train,
+        (ctx.workdir / "holdout.jsonl").open("w", encoding="utf-8") as holdout,
+    ):
+        for line in rows:
+            if line.strip():
+                side = "holdout" if unit_hash(json.loads(line)["id"]) < share else "train"
+                (holdout if side == "holdout" else train).write(line if line.endswith("\n") else line + "\n")
+                counts[side] += 1
+    total = counts["train"] + counts["holdout"]
+    if total < 4:
         raise DistillcError(
             "E303",
-            f"only {len(rows)} labeled examples: too few to train and evaluate",
+            f"only {total} labeled examples: too few to train and evaluate",
             help="add inputs, or raise inputs.generate.count",
         )
-    share = ctx.spec.evaluation.holdout
-    holdout = [r for r in rows if unit_hash(r["id"]) < share]
-    train = [r for r in rows if unit_hash(r["id"]) >= share]
-    if not holdout or not train:  # tiny data sets: move the extreme item so both sides exist
-        ranked = sorted(rows, key=lambda r: unit_hash(r["id"]))
-        holdout, train = ranked[:1], ranked[1:]
-    write_jsonl(ctx.workdir / "train.jsonl", train)
-    write_jsonl(ctx.workdir / "holdout.jsonl", holdout)
-    return {"train": len(train), "holdout": len(holdout)}
+    if not counts["holdout"] or not counts["train"]:  # a tiny data set: move the extreme item so both sides exist
+        ranked = sorted(read_jsonl(label / "labeled.jsonl"), key=lambda r: unit_hash(r["id"]))
+        counts = {"train": write_jsonl(ctx.workdir / "train.jsonl", ranked[1:])}
+        counts["holdout"] = write_jsonl(ctx.workdir / "holdout.jsonl", ranked[:1])
+    return counts
 
 
 STAGE = Stage(
     name="split",
-    version=2,
+    version=3,  # 3: rows are copied as labeling wrote them, in one streaming pass
     reads=("evaluation.holdout",),
     needs=("label",),
     produces=("train.jsonl", "holdout.jsonl"),
