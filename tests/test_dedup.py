@@ -129,3 +129,17 @@ def test_near_is_the_default_and_the_generation_index_follows_the_mode(tmp_path:
         index = NearDuplicateIndex(mode)
         index.add(text)
         assert (index.check(text.upper()), index.check(close)) == expected, mode
+
+
+def test_signatures_from_worker_processes_come_back_in_order(tmp_path: Path) -> None:
+    """Past the first chunk, texts are signed in other processes: the store holds what signing them here
+    gives, row for row."""
+    from distillc.data.dedup import TextStore
+
+    texts, _ = planted(450, 50, seed=12)
+    store = TextStore(tmp_path, signed=True)
+    assert store.extend(texts, chunk=64) == 500
+    sigs, keys = store.arrays()
+    assert np.array_equal(sigs, signatures(texts)) and np.array_equal(keys, band_keys(signatures(texts)))
+    assert [store.text(i) for i in (0, 77, 499)] == [texts[0], texts[77], texts[499]]
+    store.close()

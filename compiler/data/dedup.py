@@ -13,11 +13,14 @@ signatures' agreement (the Jaccard estimate) reaches THRESHOLD. Two ways in:
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import re
 import zlib
 from array import array
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -31,6 +34,7 @@ PERMUTATIONS = 128
 BANDS = 32  # of 4 rows: a pair at Jaccard 0.6 shares a band with probability 0.988, at 0.3 with 0.23
 ROWS = PERMUTATIONS // BANDS
 CHUNK = 65_536  # candidate pairs compared at once (2 x 32 MB of signatures)
+WORKERS = min(os.cpu_count() or 1, 8)  # processes signing texts, past the first chunk
 MARGIN = 0.15  # a candidate's signature agreement may fall this far below THRESHOLD (3.5 sd at 128 rows)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: mixes a band's two halves into one key
 
@@ -132,13 +136,16 @@ class TextStore:
         self._sigs = (folder / "signatures.u32").open("wb")
         self._keys = (folder / "bands.u64").open("wb")
         self._offsets = array("Q", [0])
+        self._pool: ProcessPoolExecutor | None = None
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
     def extend(self, texts: Iterable[str], chunk: int = 10_000) -> int:
-        """Append `texts`; returns how many there were."""
+        """Append `texts`; returns how many there were. From the second chunk on, signatures are computed in
+        worker processes (one per CPU) while this one reads on, and written back in order."""
         added = 0
+        signing: deque[Future[np.ndarray]] = deque()
         items = iter(texts)
         while batch := list(islice(items, chunk)):
             data = [t.encode("utf-8") for t in batch]
@@ -146,12 +153,27 @@ class TextStore:
             self._texts.write(b"".join(data))
             for item in data:
                 self._offsets.append(self._offsets[-1] + len(item))
-            if self.signed:
-                sigs = signatures(batch)
-                self._sigs.write(sigs.tobytes())
-                self._keys.write(band_keys(sigs).tobytes())
+            if self.signed and (added or signing) and (pool := self._workers()) is not None:
+                signing.append(pool.submit(signatures, batch))
+                while len(signing) > 2 * WORKERS:  # chunks in flight: memory stays bounded
+                    self._write(signing.popleft().result())
+            elif self.signed:
+                self._write(signatures(batch))
             added += len(batch)
+        while signing:
+            self._write(signing.popleft().result())
         return added
+
+    def _workers(self) -> ProcessPoolExecutor | None:
+        if self._pool is None and WORKERS > 1:
+            # spawn, not fork: the build's process may hold threads (HTTP, tokenizers) a fork would copy
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=context)
+        return self._pool
+
+    def _write(self, sigs: np.ndarray) -> None:
+        self._sigs.write(sigs.tobytes())
+        self._keys.write(band_keys(sigs).tobytes())
 
     def text(self, row: int) -> str:
         self._texts.seek(self._offsets[row])
@@ -169,6 +191,8 @@ class TextStore:
         return sigs, keys
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
         for f in (self._texts, self._sigs, self._keys):
             f.close()
 
