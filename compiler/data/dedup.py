@@ -13,13 +13,14 @@ signatures' agreement (the Jaccard estimate) reaches THRESHOLD. Two ways in:
 from __future__ import annotations
 
 import hashlib
+import mmap
 import multiprocessing
 import os
 import re
 import zlib
 from array import array
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -73,11 +74,12 @@ def signatures(texts: list[str]) -> np.ndarray:
 
 
 def band_keys(sigs: np.ndarray) -> np.ndarray:
-    """(n, BANDS) uint64: one key per band, equal for two texts exactly when their band's rows are."""
+    """(BANDS, n) uint64, band by band: one key per band and text, equal for two texts exactly when their
+    band's rows are."""
     rows = sigs.astype(np.uint64).reshape(len(sigs), BANDS, ROWS)
     low = rows[:, :, 0] | (rows[:, :, 1] << np.uint64(32))
     high = rows[:, :, 2] | (rows[:, :, 3] << np.uint64(32))
-    return low ^ (high * _MIX)
+    return np.ascontiguousarray((low ^ (high * _MIX)).T)
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -106,7 +108,7 @@ class NearDuplicateIndex:
             return ""
         sig, grams = signatures([text])[0], shingles(text)
         seen: set[int] = set()
-        for band, key in enumerate(band_keys(sig[None])[0].tolist()):
+        for band, key in enumerate(band_keys(sig[None])[:, 0].tolist()):
             for other in self.buckets.get((band, key), ()):
                 if other in seen:
                     continue
@@ -121,7 +123,7 @@ class NearDuplicateIndex:
     def add(self, text: str) -> None:
         sig = signatures([text])[0]
         self.exact.add(exact_key(text))
-        for band, key in enumerate(band_keys(sig[None])[0].tolist()):
+        for band, key in enumerate(band_keys(sig[None])[:, 0].tolist()):
             self.buckets[(band, key)].append(len(self.kept))
         self.kept.append((sig, shingles(text)))
 
@@ -133,8 +135,9 @@ class TextStore:
     def __init__(self, folder: Path, signed: bool) -> None:
         self.folder, self.signed = folder, signed
         self._texts = (folder / "texts.bin").open("w+b")
-        self._sigs = (folder / "signatures.u32").open("wb")
-        self._keys = (folder / "bands.u64").open("wb")
+        self._sigs = (folder / "signatures.u32").open("w+b")  # read back through mmap
+        self._bands = [(folder / f"band{b}.u64").open("wb") for b in range(BANDS)]  # a band is read whole
+        self._map: mmap.mmap | None = None
         self._offsets = array("Q", [0])
         self._pool: ProcessPoolExecutor | None = None
 
@@ -173,27 +176,35 @@ class TextStore:
 
     def _write(self, sigs: np.ndarray) -> None:
         self._sigs.write(sigs.tobytes())
-        self._keys.write(band_keys(sigs).tobytes())
+        for band, keys in zip(self._bands, band_keys(sigs), strict=True):
+            band.write(keys.tobytes())
 
     def text(self, row: int) -> str:
         self._texts.seek(self._offsets[row])
         return self._texts.read(self._offsets[row + 1] - self._offsets[row]).decode("utf-8")
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """(signatures, band keys) of every text so far, mapped from disk."""
-        self._sigs.flush()
-        self._keys.flush()
+    def arrays(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(signatures, band keys band by band) of every text so far, mapped from disk."""
+        for f in (self._sigs, *self._bands):
+            f.flush()
         n = len(self)
         if not n:
-            return np.zeros((0, PERMUTATIONS), np.uint32), np.zeros((0, BANDS), np.uint64)
-        sigs = np.memmap(self._sigs.name, dtype=np.uint32, mode="r", shape=(n, PERMUTATIONS))
-        keys = np.memmap(self._keys.name, dtype=np.uint64, mode="r", shape=(n, BANDS))
-        return sigs, keys
+            return np.zeros((0, PERMUTATIONS), np.uint32), [np.zeros(0, np.uint64)] * BANDS
+        # A new map for the grown file; the last one closes once no array reads it any more.
+        self._map = mmap.mmap(self._sigs.fileno(), 0, access=mmap.ACCESS_READ)
+        sigs = np.frombuffer(self._map, dtype=np.uint32, count=n * PERMUTATIONS).reshape(n, PERMUTATIONS)
+        bands = [np.memmap(f.name, dtype=np.uint64, mode="r", shape=(n,)) for f in self._bands]
+        return sigs, bands
+
+    def release(self) -> None:
+        """Drop the signature pages read so far from this process's memory (they stay in the page cache)."""
+        if self._map is not None:
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
-        for f in (self._texts, self._sigs, self._keys):
+        for f in (self._texts, self._sigs, *self._bands):
             f.close()
 
 
@@ -210,18 +221,23 @@ NO_DUPLICATES = Duplicates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zero
 
 
 def near_duplicates(
-    sigs: np.ndarray, keys: np.ndarray, text: Callable[[int], str], threshold: float = THRESHOLD
+    sigs: np.ndarray,
+    bands: Sequence[np.ndarray],
+    text: Callable[[int], str],
+    threshold: float = THRESHOLD,
+    release: Callable[[], None] = lambda: None,
 ) -> Duplicates:
     """Every row that nearly duplicates an earlier one. Band by band, rows are sorted by key; within a run of
     equal keys each row is a candidate against the run's first row and the row just before it. A candidate
     whose signatures agree on at least `threshold` - MARGIN of their rows is confirmed on its texts (`text`:
-    row -> text), by the exact Jaccard similarity. Memory: a few arrays of n numbers, candidates CHUNK at a time.
+    row -> text), by the exact Jaccard similarity. Memory: a few arrays of n numbers, candidates CHUNK at a time;
+    `release` is called after each band (a store drops the signature pages it mapped).
     """
     n = len(sigs)
     like = np.full(n, n, dtype=np.int64)  # the earliest row each row was found to resemble (n: none)
     score = np.zeros(n, dtype=np.float32)
-    for band in range(keys.shape[1] if n else 0):
-        column = np.asarray(keys[:, band])
+    for band in range(len(bands) if n else 0):
+        column = np.asarray(bands[band])
         order = np.argsort(column, kind="stable")  # equal keys stay in row order: the earliest comes first
         ranked = column[order]
         continues = np.flatnonzero(ranked[1:] == ranked[:-1]) + 1  # sorted positions inside a run
@@ -239,6 +255,7 @@ def near_duplicates(
                 for row, other in zip(rows[close].tolist(), others[close].tolist(), strict=True):
                     if other < like[row] and (sim := jaccard(shingles(text(row)), shingles(text(other)))) >= threshold:
                         like[row], score[row] = other, sim
+        release()
     dropped = np.flatnonzero(like < n)
     return Duplicates(dropped, like[dropped], score[dropped])
 

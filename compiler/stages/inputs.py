@@ -59,8 +59,8 @@ def kept_after_dedup(store: TextStore, texts: Iterator[str], limit: int, near: b
     found = NO_DUPLICATES
     while store.extend(islice(texts, limit - (len(store) - len(found.dropped)) if limit else None)):
         if near:
-            sigs, keys = store.arrays()
-            found = near_duplicates(sigs, keys, store.text)
+            sigs, bands = store.arrays()
+            found = near_duplicates(sigs, bands, store.text, release=store.release)
         if not limit or len(store) - len(found.dropped) >= limit:
             break
     return found
