@@ -175,14 +175,15 @@ def _label_chunk(
     failures = asking.complete(pending)
     _check(spec, done, failures, done.sent + len(pending), total)
     # Invalid answers get one more try, with the answer and what is wrong with it in the conversation.
-    reasks = reask_requests(spec, requests, journal)
+    answers = journal.get_many(key for key, _ in requests)  # the first answers, read once
+    reasks = reask_requests(spec, requests, answers)
     pending_reasks = unanswered(list(reasks.values()), journal)
     more = asking.complete(pending_reasks)
     _check(spec, done, more, done.sent + len(pending) + len(pending_reasks), total)
     failures |= more
     done.reasked += len(reasks)
     done.sent += len(pending) + len(pending_reasks)
-    answers = journal.get_many([key for key, _ in requests] + [key for key, _ in reasks.values()])
+    answers |= journal.get_many(key for key, _ in reasks.values())
     speed.add(answers[key] for key, _ in requests if key in answers)
     for item, (key, _) in zip(chunk, requests, strict=True):
         row, answered_by = _judge(spec, item, key, answers, reasks, failures, done)
@@ -245,11 +246,11 @@ def _dead(done: Outcome, row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def reask_requests(spec: SpecIR, requests: list[Request], journal: Journal) -> dict[str, Request]:
-    """For each journaled answer that breaks the output contract: the re-ask, by the first request's key."""
+def reask_requests(spec: SpecIR, requests: list[Request], first: dict[str, dict[str, Any]]) -> dict[str, Request]:
+    """For each answer in `first` (by key) that breaks the output contract: the re-ask, by the first request's
+    key."""
     model_id, params = client.identity(spec.teacher, spec.task)
     out = {}
-    first = journal.get_many(key for key, _ in requests)
     for key, messages in requests:
         entry = first.get(key)
         if entry is None or key in out:
