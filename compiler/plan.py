@@ -15,7 +15,7 @@ import atexit
 import random
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from distillc.spec import SpecIR, load_spec
 from distillc.stages import inputs as inputs_stage
 from distillc.stages.label import survey
 from distillc.task.prompts import label_messages
-from distillc.teacher.cost import Estimate, TokenCounter, estimate, generation_answer_tokens, usd
+from distillc.teacher.cost import Estimate, Tally, TokenCounter, answer_tokens, generation_answer_tokens, usd
 from distillc.teacher.generation import generation_teacher
 from distillc.teacher.generation import messages as generation_messages
 from distillc.teacher.journal import JournalView, journal_path
@@ -64,11 +64,11 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
     spec = load_spec(spec_path)
     build_dir = Path(out) if out else default_build_dir(spec)
     previous = previous_stages(build_dir)
-    inputs = None
+    inputs, notes = None, []
     if spec.inputs.mode == "source":  # reading the source file is free: price the real requests
-        inputs = inputs_record(spec, build_dir, emit)
+        inputs, notes = inputs_record(spec, build_dir, emit)
     rows = plan_stages(STAGES, spec, build_dir, previous, known={"inputs": inputs} if inputs else None)
-    result = Plan(spec, build_dir, rows)
+    result = Plan(spec, build_dir, rows, notes=notes)
     if (holder := lock_holder(build_dir)) is not None:
         result.notes.append(
             f"a build is running in {build_dir}" + (f" (pid {holder})" if holder else "")
@@ -89,43 +89,52 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
             )
             return result
         if inputs is None:  # generated inputs, cached: a hit, nothing is sent
-            inputs = inputs_record(spec, build_dir, emit)
+            inputs, _ = inputs_record(spec, build_dir, emit)
         counted = survey(spec, inputs.artifact / "inputs.jsonl", journal, 0, counter)
     result.journaled = counted.inputs - counted.pending
     result.teacher = counted.planned
     return result
 
 
-def inputs_record(spec: SpecIR, build_dir: Path, emit: Sink) -> StageRecord:
-    """The inputs stage's record: the build's cached artifact when there is one, else the stage run in a
-    scratch folder, so the build's cache (which a running build may be writing) is never touched."""
+def inputs_record(spec: SpecIR, build_dir: Path, emit: Sink) -> tuple[StageRecord, list[str]]:
+    """The inputs stage's record, and notes on how it differs from the build's: the build's cached artifact
+    when there is one, else the stage run in a scratch folder, so the build's cache (which a running build
+    may be writing) is never touched. There only exact duplicates are dropped: finding near duplicates costs
+    about as much as the rest of a plan, and dropping them can only lower the price, so it is an upper bound."""
     if cached := cached_record(inputs_stage.STAGE, spec, build_dir):
-        return cached
+        return cached, []
+    notes = []
+    if spec.inputs.dedup == "near":
+        spec = replace(spec, inputs=replace(spec.inputs, dedup="exact"))
+        notes.append("inputs: near duplicates not yet dropped, so the build may send fewer requests than these")
     scratch = Path(tempfile.mkdtemp(prefix="distillc-plan-"))
     atexit.register(shutil.rmtree, scratch, True)
     [record] = run_stages(STAGES, spec, scratch, emit, None, until="inputs")
-    return record
+    return record, notes
 
 
 def _generation_estimate(spec: SpecIR, counter: TokenCounter) -> Estimate:
-    """Requests to write `count` inputs (if none were rejected), then to label them."""
+    """Requests to write `count` inputs (if none were rejected), then to label them: the task's examples in
+    turn stand in for the inputs not yet written."""
     gen = spec.inputs.generate
     assert gen is not None
     rng = random.Random(gen.seed)
     n_requests = min(gen.max_requests, -(-gen.count // gen.per_request))
-    writing = [generation_messages(gen, rng, []) for _ in range(n_requests)]
-    writing_input = sum(counter.prompt(m) for m in writing)
+    writing = Tally(spec, counter).add(generation_messages(gen, rng, []) for _ in range(n_requests))
+    writing_input, sampled, margin = writing.input_tokens()
     writing_output = n_requests * generation_answer_tokens(spec, counter)
-    examples = [e.input for e in spec.task.examples]
-    labeling = [label_messages(spec.task, examples[i % len(examples)]) for i in range(gen.count)]
-    label_estimate = estimate(spec, counter, labeling)
-    writing_usd = usd(generation_teacher(spec), writing_input, writing_output)
+    per_example = counter.prompts([label_messages(spec.task, e.input) for e in spec.task.examples])
+    rounds, rest = divmod(gen.count, len(per_example))
+    label_input = rounds * sum(per_example) + sum(per_example[:rest])
+    label_output = gen.count * answer_tokens(spec, counter)
     return Estimate(
-        n_requests + label_estimate.requests,
-        writing_input + label_estimate.input_tokens,
-        writing_output + label_estimate.output_tokens,
-        writing_usd + label_estimate.usd,
+        n_requests + gen.count,
+        writing_input + label_input,
+        writing_output + label_output,
+        usd(generation_teacher(spec), writing_input, writing_output) + usd(spec.teacher, label_input, label_output),
         counter.describe,
+        sampled,
+        margin,
     )
 
 
@@ -143,7 +152,11 @@ def render(p: Plan) -> str:
             f"teacher: {t.requests} requests to send to {teacher.model}"
             + (f" ({p.journaled} already answered in the journal)" if p.journaled else "")
         )
-        lines.append(f"tokens:  ~{t.input_tokens:,} input + ~{t.output_tokens:,} output (counted with {t.tokenizer})")
+        counted = f"counted with {t.tokenizer}"
+        if t.sampled:
+            share = t.input_margin / max(t.input_tokens, 1)
+            counted += f" on {t.sampled:,} of {t.requests:,} requests, ±{share:.1%} at 95%"
+        lines.append(f"tokens:  ~{t.input_tokens:,} input + ~{t.output_tokens:,} output ({counted})")
         if teacher.price_input_per_1m or teacher.price_output_per_1m:
             lines.append(
                 f"cost:    ~${t.usd:.4f} at ${teacher.price_input_per_1m:g} / ${teacher.price_output_per_1m:g}"

@@ -11,7 +11,8 @@ import pytest
 
 from distillc import api
 from distillc.build.artifacts import read_jsonl
-from distillc.data.dedup import NearDuplicateIndex, distinct_ngram_ratio, normalize
+from distillc.data.dedup import NearDuplicateIndex
+from distillc.data.normalize import distinct_ngram_ratio, normalize
 from distillc.errors import DistillcError
 from distillc.spec import load_spec
 from distillc.spec.ir import cache_view

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from distillc import api
 from distillc.errors import DistillcError
 from distillc.plan import plan, render
 from distillc.student import models
+from distillc.teacher import cost
 from distillc.teacher.journal import journal_path
 from tests.conftest import edit_spec, review_texts, sentiment, set_teacher, write_spec
 from tests.fake_teacher import FakeTeacher
@@ -57,6 +59,31 @@ def test_plan_matches_a_hand_count(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "teacher: 3 requests to send to m" in text
     assert "tokens:  ~120 input + ~6 output" in text
     assert "label     to run  not built before" in text
+
+
+def test_plan_prices_many_requests_from_a_sample_within_its_margin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(models, "EMBEDDED", {"smollm2-135m-instruct": ("no_such_module", "x.gguf")})
+    monkeypatch.setattr(cost, "SAMPLE", 200)
+    rng = random.Random(7)
+    words = [f"{w}{i}" for i, w in enumerate(["ok", "fine", "never", "absolutely", "maybe"] * 40)]
+    texts = {" ".join(rng.choices(words, k=rng.randint(1, 30))) for _ in range(2_000)}
+    texts.add("yes please, send the parcel over to my new address by friday")
+    texts.add("yes please, send the parcel over to my new address by monday")  # near duplicates: both priced
+    (tmp_path / "inputs.txt").write_text("\n".join(texts) + "\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SMALL)
+    result = plan(spec, out=tmp_path / "out")
+    assert result.teacher is not None
+    exact = sum(34 + max(1, round(len(t) / 4)) + 3 for t in texts)  # the hand count of the test above
+    assert result.teacher.requests == len(texts)
+    assert result.teacher.sampled == 200
+    assert 0 < result.teacher.input_margin < 0.05 * exact
+    assert abs(result.teacher.input_tokens - exact) <= result.teacher.input_margin
+    text = render(result)
+    assert f"on 200 of {len(texts):,} requests, ±" in text
+    assert "near duplicates not yet dropped" in text
 
 
 def test_plan_and_build_refuse_over_budget_before_sending(tmp_path: Path, tiny_model: Path) -> None:

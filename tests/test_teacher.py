@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,18 @@ def test_request_key_depends_on_model_messages_and_params() -> None:
     assert base != request_key("m2", messages, {"temperature": 0})
     assert base != request_key("m", messages, {"temperature": 1})
     assert base != request_key("m", [{"role": "user", "content": "hi!"}], {"temperature": 0})
+
+
+def test_request_key_is_that_of_journals_written_before() -> None:
+    """Keys are the SHA-256 of json.dumps's canonical form: journals paid for earlier still answer."""
+    texts = ['quote " back\\slash', "tab\tnew\nline\x00\x1f\x7f", "é 中文 🙂 \u2028 \ufeff", ""]
+    messages = [{"role": "system", "content": "Classify."}] + [{"role": "user", "content": t} for t in texts]
+    params = {"temperature": 1e-05, "top_p": 0.7, "max_tokens": 4, "logprobs": True, "seed": None, "big": 2**70}
+    everything = {"model": "m", "messages": messages, "params": params}
+    canonical = json.dumps(everything, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert request_key("m", messages, params) == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate is refused, as it always was
+        request_key("m", [{"role": "user", "content": "\ud800"}], params)
 
 
 @pytest.mark.parametrize(

@@ -12,15 +12,13 @@ signatures' agreement (the Jaccard estimate) reaches THRESHOLD. Two ways in:
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import multiprocessing
 import os
-import re
 import zlib
 from array import array
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -28,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-_WORDS = re.compile(r"\w+")
+from distillc.data.normalize import exact_key, normalize
+
 SHINGLE = 5
 THRESHOLD = 0.6
 PERMUTATIONS = 128
@@ -38,16 +37,6 @@ CHUNK = 65_536  # candidate pairs compared at once (2 x 32 MB of signatures)
 WORKERS = min(os.cpu_count() or 1, 8)  # processes signing texts, past the first chunk
 MARGIN = 0.15  # a candidate's signature agreement may fall this far below THRESHOLD (3.5 sd at 128 rows)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: mixes a band's two halves into one key
-
-
-def normalize(text: str) -> str:
-    """Case, punctuation and spacing do not make an input new."""
-    return " ".join(_WORDS.findall(text.lower()))
-
-
-def exact_key(text: str) -> bytes:
-    """8 bytes per text instead of the text: what exact deduplication keeps in memory."""
-    return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=8).digest()
 
 
 def shingles(text: str) -> set[bytes]:
@@ -260,12 +249,14 @@ def near_duplicates(
     return Duplicates(dropped, like[dropped], score[dropped])
 
 
-def distinct_ngram_ratio(texts: Iterable[str], n: int) -> float:
-    """Distinct word n-grams over all word n-grams (distinct-n): higher means more varied wording."""
-    total, distinct = 0, set()
-    for text in texts:
-        words = normalize(text).split()
-        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-        total += len(grams)
-        distinct.update(grams)
-    return round(len(distinct) / total, 4) if total else 0.0
+def kept_after_dedup(store: TextStore, texts: Iterator[str], limit: int, near: bool) -> Duplicates:
+    """Read `texts` into `store` until `limit` of them (all, for 0) are left once near duplicates are
+    dropped: each round reads what the last one dropped, and the whole store is checked again."""
+    found = NO_DUPLICATES
+    while store.extend(islice(texts, limit - (len(store) - len(found.dropped)) if limit else None)):
+        if near:
+            sigs, bands = store.arrays()
+            found = near_duplicates(sigs, bands, store.text, release=store.release)
+        if not limit or len(store) - len(found.dropped) >= limit:
+            break
+    return found

@@ -6,7 +6,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from distillc.data.dedup import distinct_ngram_ratio
+from distillc.data.normalize import distinct_ngram_ratio
 
 SAMPLE = 10_000  # texts distinct-n is measured on: its cost stays flat, and the report states the size
 

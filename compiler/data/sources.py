@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distillc.data.dedup import exact_key
+from distillc.data.normalize import exact_key
 from distillc.spec.ir import InputsIR
 
 MAX_CHARS = 20_000

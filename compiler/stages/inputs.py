@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from distillc.build.artifacts import write_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
-from distillc.data.dedup import NO_DUPLICATES, Duplicates, TextStore, near_duplicates
-from distillc.data.diversity import Diversity
 from distillc.data.sources import input_id, read_inputs
 from distillc.errors import DistillcError
 from distillc.teacher.journal import Journal, journal_path
@@ -23,6 +18,16 @@ from distillc.teacher.journal import Journal, journal_path
 def run(ctx: StageContext) -> dict[str, Any]:
     if ctx.spec.inputs.mode == "generate":
         return _generate(ctx)
+    return _read_source(ctx)
+
+
+def _read_source(ctx: StageContext) -> dict[str, Any]:
+    # Imported here: `plan` and `validate` import this module for its Stage, and must not load numpy.
+    import numpy as np
+
+    from distillc.data.dedup import TextStore, kept_after_dedup
+    from distillc.data.diversity import Diversity
+
     source = ctx.spec.inputs
     counts = {"read": 0, "kept": 0, "duplicates": 0, "near_duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
     problems: list[str] = []
@@ -51,19 +56,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {**counts, "dedup": source.dedup, "near_duplicate_examples": examples, "problems": problems} | (
         diversity.summary()
     )
-
-
-def kept_after_dedup(store: TextStore, texts: Iterator[str], limit: int, near: bool) -> Duplicates:
-    """Read `texts` into `store` until `limit` of them (all, for 0) are left once near duplicates are
-    dropped: each round reads what the last one dropped, and the whole store is checked again."""
-    found = NO_DUPLICATES
-    while store.extend(islice(texts, limit - (len(store) - len(found.dropped)) if limit else None)):
-        if near:
-            sigs, bands = store.arrays()
-            found = near_duplicates(sigs, bands, store.text, release=store.release)
-        if not limit or len(store) - len(found.dropped) >= limit:
-            break
-    return found
 
 
 def _generate(ctx: StageContext) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from distillc.task.prompts import label_messages, reask_messages
 from distillc.teacher import client
 from distillc.teacher.budget import refuse_over_estimate
 from distillc.teacher.cost import Estimate, Tally, TokenCounter, has_price, usd
-from distillc.teacher.journal import Answers, Journal, journal_path, request_key
+from distillc.teacher.journal import Answers, Journal, journal_path, request_key, request_keys
 from distillc.teacher.protocol import Request, TeacherClient
 from distillc.teacher.soft_labels import label_distribution
 from distillc.teacher.speed import LATENCY_PROBES, TeacherSpeed
@@ -35,11 +35,11 @@ CHUNK = 20_000  # inputs labeled at a time: their requests and answers are what 
 
 def teacher_requests(spec: SpecIR, items: list[dict[str, Any]]) -> list[Request]:
     """One chat request per input, keyed by what the answer depends on (model, messages, parameters)."""
-    model_id, params = client.identity(spec.teacher, spec.task)
+    key = request_keys(*client.identity(spec.teacher, spec.task))
     requests = []
     for item in items:
         messages = label_messages(spec.task, item["input"])
-        requests.append((request_key(model_id, messages, params), messages))
+        requests.append((key(messages), messages))
     return requests
 
 

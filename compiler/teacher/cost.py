@@ -7,6 +7,9 @@ granularity), with OpenAI's per-message chat overhead; without it, 4 characters 
 
 from __future__ import annotations
 
+import math
+import random
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +18,7 @@ from distillc.errors import DistillcError
 from distillc.spec.ir import SpecIR, TeacherIR
 from distillc.teacher.protocol import Messages
 
+SAMPLE = 20_000  # requests tokenized to price a plan; more are priced from their mean, with its margin
 PER_MESSAGE = 3  # OpenAI chat format: tokens around each message, and the same again to prime the reply
 
 
@@ -37,6 +41,8 @@ class Estimate:
     output_tokens: int
     usd: float
     tokenizer: str  # what counted the tokens
+    sampled: int = 0  # requests whose prompts were tokenized, when not all were (the rest are extrapolated)
+    input_margin: int = 0  # the 95% margin of input_tokens that sampling leaves
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +51,8 @@ class Estimate:
             "output_tokens": self.output_tokens,
             "usd": round(self.usd, 6),
             "tokenizer": self.tokenizer,
+            "sampled": self.sampled or self.requests,
+            "input_margin": self.input_margin,
         }
 
 
@@ -112,25 +120,38 @@ def generation_answer_tokens(spec: SpecIR, counter: TokenCounter) -> int:
     return gen.per_request * per_input
 
 
-def estimate(spec: SpecIR, counter: TokenCounter, requests: Iterable[Messages]) -> Estimate:
-    """Tokens and dollars for sending `requests`."""
-    return Tally(spec, counter).add(requests).estimate()
-
-
 class Tally:
-    """Tokens and dollars of requests counted as they stream past: nothing is kept but the sums."""
+    """Tokens and dollars of requests counted as they stream past. Up to SAMPLE requests are kept (a uniform
+    random sample, fixed by its seed) and tokenized at the end: with more, the input tokens are their mean
+    times the count, so pricing costs the same at ten million requests as at twenty thousand."""
 
     def __init__(self, spec: SpecIR, counter: TokenCounter) -> None:
-        self.spec, self.counter = spec, counter
-        self.requests = self.input_tokens = 0
+        self.spec, self.counter, self.size = spec, counter, SAMPLE
+        self.requests = 0
+        self._sample: list[Messages] = []
+        self._rng = random.Random(0)
 
     def add(self, requests: Iterable[Messages]) -> Tally:
-        batch = list(requests)
-        self.requests += len(batch)
-        self.input_tokens += sum(self.counter.prompts(batch))
+        for messages in requests:  # reservoir sampling: each request is kept with probability size / requests
+            self.requests += 1
+            if len(self._sample) < self.size:
+                self._sample.append(messages)
+            elif (slot := self._rng.randrange(self.requests)) < self.size:
+                self._sample[slot] = messages
         return self
 
+    def input_tokens(self) -> tuple[int, int, int]:
+        """(input tokens, requests tokenized when not all were, the 95% margin that sampling leaves)."""
+        counts = self.counter.prompts(self._sample)
+        n, total = len(counts), self.requests
+        if total <= n or n < 2:
+            return sum(counts), 0, 0
+        mean = sum(counts) / n  # extrapolated, with its margin (a finite population's)
+        margin = 1.96 * statistics.stdev(counts) / math.sqrt(n) * math.sqrt(1 - n / total) * total
+        return round(mean * total), n, round(margin)
+
     def estimate(self) -> Estimate:
+        input_tokens, sampled, margin = self.input_tokens()
         output_tokens = answer_tokens(self.spec, self.counter) * self.requests
-        cost = usd(self.spec.teacher, self.input_tokens, output_tokens)
-        return Estimate(self.requests, self.input_tokens, output_tokens, cost, self.counter.describe)
+        cost = usd(self.spec.teacher, input_tokens, output_tokens)
+        return Estimate(self.requests, input_tokens, output_tokens, cost, self.counter.describe, sampled, margin)

@@ -14,10 +14,9 @@ import json
 import random
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distillc.build.events import Event, Sink
-from distillc.data.dedup import NearDuplicateIndex
 from distillc.data.diversity import diversity_of
 from distillc.errors import DistillcError
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
@@ -25,6 +24,9 @@ from distillc.task.contract import strip_fence
 from distillc.teacher import client
 from distillc.teacher.cost import usd
 from distillc.teacher.journal import Journal, request_key
+
+if TYPE_CHECKING:
+    from distillc.data.dedup import NearDuplicateIndex
 
 MAX_CHARS = 2000
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
@@ -127,6 +129,8 @@ def generate(spec: SpecIR, journal: Journal, emit: Sink) -> Generated:
     model_id, params = client.identity(teacher, task)
     asking = client.connect(teacher, task, journal, emit, "inputs", spec.budget.max_usd)
     rng = random.Random(gen.seed)
+    from distillc.data.dedup import NearDuplicateIndex  # numpy: not for `plan`, which imports this module
+
     index = NearDuplicateIndex(spec.inputs.dedup)
     examples = NearDuplicateIndex()  # an input too close to an example teaches nothing new, whatever dedup says
     for example in gen.example_inputs:
