@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,7 +13,9 @@ from distillc import api
 from distillc.build.artifacts import read_jsonl
 from distillc.errors import DistillcError
 from distillc.spec.ir import TaskIR
-from distillc.student.examples import IGNORE, encode
+from distillc.student.examples import IGNORE, Example, ExampleStore, encode, fit_length, with_soft_label
+from distillc.student.prompt import answer_ids
+from distillc.student.train_job import dev_rows
 from distillc.task import task_type
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
@@ -131,3 +136,56 @@ def test_a_tiny_data_set_still_gets_both_sides_and_three_rows_get_e303(tmp_path:
         with pytest.raises(DistillcError) as caught:
             api.build(spec, out=tmp_path / "b" / "out", until="split")
     assert caught.value.code == "E303" and "only 3 labeled examples" in caught.value.message
+
+
+def test_training_rows_stream_into_a_file_and_read_back_as_the_in_memory_examples(tmp_path: Path) -> None:
+    """The example store gives exactly what cutting and soft-labeling each row in memory gives, while what it
+    keeps in memory per row is a few bytes, not the row's tokens."""
+    tokenizer = WordTokenizer()
+    sequences = {label: answer_ids(tokenizer, label) for label in ("aa b", "aa ccc", "dddd")}
+    rng = random.Random(3)
+    rows = []
+    for i in range(300):
+        output = rng.choice(list(sequences))
+        row = {"id": str(i), "input": " ".join("w" * rng.randint(1, 9) for _ in range(rng.randint(0, 12)))}
+        row["output"] = output
+        if i % 3:
+            row["soft"] = {"aa b": 0.6, "aa ccc": 0.3, "dddd": 0.1}
+        rows.append(row)
+
+    def encoded(row: dict[str, Any]) -> Example:
+        return encode(tokenizer, tokenizer(row["input"])["input_ids"], row["output"])
+
+    store = ExampleStore(tmp_path)
+    dev = dev_rows(rows, 0.1, store, encoded)
+    assert 0 < len(dev) < 60 and len(store) + len(dev) == len(rows)
+    train_rows = [r for r in rows if r not in dev]
+    assert list(store.needed) == [encoded(r).needed for r in train_rows]
+    store.fitted(8, sequences)
+    expected = [with_soft_label(fit_length(encoded(r), 8), sequences, r) for r in train_rows]
+    assert list(store) == expected
+    assert store[-1] == expected[-1] and store[5:9] == expected[5:9]
+    assert sum(e.truncated for e in store) > 0 and sum(bool(e.branches) for e in store) > 0
+    store.close()
+
+    (tmp_path / "many").mkdir()
+    many = ExampleStore(tmp_path / "many")
+    example = encoded({"input": "w " * 60, "output": "dddd"})
+    tracemalloc.start()
+    for _ in range(20_000):
+        many.add(example, {"output": "dddd", "soft": {"dddd": 0.9, "aa b": 0.1}})
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # 20 bytes a row of offsets and length (and the arrays' spare room): a row's tokens and targets, 512 bytes,
+    # and its soft label went to files.
+    assert held < 20_000 * 32
+    assert many.fitted(0, {})[19_999] == example
+    many.close()
+
+
+def test_rows_that_all_fall_to_the_dev_slice_all_train_instead(tmp_path: Path) -> None:
+    store = ExampleStore(tmp_path)
+    rows = [{"id": str(i), "input": "w", "output": "a"} for i in range(3)]
+    assert dev_rows(rows, 1.0, store, lambda r: encode(WordTokenizer(), [1], r["output"])) == []
+    assert len(store) == 3
+    store.close()

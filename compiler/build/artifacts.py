@@ -6,9 +6,11 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from distillc_runtime.integrity import sha256
 
@@ -27,6 +29,14 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON-lines file one at a time: memory holds one row, whatever the file's size."""
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                yield orjson.loads(line)
 
 
 def write_json(path: Path, data: dict[str, Any], schema_version: int = SCHEMA_VERSION) -> None:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import math
+import mmap
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO, overload
+
+import orjson
 
 from distillc.errors import DistillcError
 from distillc.student.distill import Branch, branches
@@ -50,7 +56,7 @@ def fit_length(example: Example, max_len: int) -> Example:
     return replace(example, ids=prompt + answer, labels=[IGNORE] * len(prompt) + answer, truncated=True)
 
 
-def derived_length(needed: list[int], model_limit: int | None) -> dict[str, Any]:
+def derived_length(needed: Sequence[int], model_limit: int | None) -> dict[str, Any]:
     """student.max_seq_len from the data: the training rows' lengths (prompt and answer, in tokens) up to
     LENGTH_PERCENTILE, rounded up to a multiple of LENGTH_STEP, within the model's positions."""
     ordered = sorted(needed) or [LENGTH_STEP]
@@ -93,3 +99,76 @@ def with_soft_label(example: Example, sequences: dict[str, list[int]], row: dict
     start = next(i for i, label in enumerate(example.labels) if label != IGNORE)
     found = [b for b in branches(sequences, row["output"], row["soft"], start) if b.position < len(example.ids)]
     return replace(example, branches=found)
+
+
+class ExampleStore(Sequence[Example]):
+    """Training examples kept in files rather than in memory: each row's tokens and loss targets as int32, and
+    its soft label as JSON, read back through memory maps. In memory per row: 20 bytes of offsets and length.
+    Rows are stored whole; `fitted` gives them cut to a length, with their soft labels' branch points, as
+    each is read."""
+
+    def __init__(self, folder: Path) -> None:
+        self._paths = (folder / "examples.bin", folder / "soft.jsonl")
+        self._files: list[BinaryIO] | None = [path.open("wb") for path in self._paths]
+        self._starts = array("q", [0])  # in int32 units: row i is [starts[i], starts[i + 1]), ids then labels
+        self._soft_starts = array("q", [0])  # in bytes: row i's output and the teacher's distribution, or nothing
+        self.needed = array("i")  # each row's tokens, uncut
+        self._maps: list[mmap.mmap | None] = [None, None]
+        self._max_len = 0
+        self._sequences: dict[str, list[int]] = {}
+
+    def add(self, example: Example, row: dict[str, Any]) -> None:
+        assert self._files is not None, "the store is read-only once fitted"
+        tokens, soft = self._files
+        tokens.write(array("i", example.ids).tobytes() + array("i", example.labels).tobytes())
+        self._starts.append(self._starts[-1] + 2 * len(example.ids))
+        label = orjson.dumps([row["output"], row["soft"]]) if row.get("soft") else b""
+        soft.write(label)
+        self._soft_starts.append(self._soft_starts[-1] + len(label))
+        self.needed.append(example.needed)
+
+    def fitted(self, max_len: int, sequences: dict[str, list[int]]) -> ExampleStore:
+        """Read-only from now on: rows cut to `max_len` (fit_length; 0 for whole), soft labels over `sequences`."""
+        if self._files is not None:
+            for i, (file, path) in enumerate(zip(self._files, self._paths, strict=True)):
+                file.close()
+                if path.stat().st_size:
+                    with path.open("rb") as f:
+                        self._maps[i] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._files = None
+        self._max_len, self._sequences = max_len, sequences
+        return self
+
+    def __len__(self) -> int:
+        return len(self.needed)
+
+    @overload
+    def __getitem__(self, index: int) -> Example: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Example]: ...
+    def __getitem__(self, index: int | slice) -> Example | list[Example]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        assert self._files is None, "call fitted() before reading"
+        index %= len(self)
+        tokens, soft = self._maps
+        start, end = self._starts[index], self._starts[index + 1]
+        values = array("i", tokens[start * 4 : end * 4] if tokens else b"")
+        half = len(values) // 2
+        example = Example(values[:half].tolist(), values[half:].tolist(), False, needed=self.needed[index])
+        if self._max_len:
+            example = fit_length(example, self._max_len)
+        label = soft[self._soft_starts[index] : self._soft_starts[index + 1]] if soft else b""
+        if label and self._sequences:
+            output, distribution = orjson.loads(label)
+            example = with_soft_label(example, self._sequences, {"output": output, "soft": distribution})
+        return example
+
+    def close(self) -> None:
+        for file in self._files or []:
+            file.close()
+        for map_ in self._maps:
+            if map_ is not None:
+                map_.close()

@@ -15,15 +15,25 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from distillc.build.artifacts import read_jsonl
+from distillc.build.artifacts import iter_jsonl
 from distillc.data.split import unit_hash
 from distillc.errors import DistillcError
 from distillc.spec.ir import LoraIR, StudentIR
-from distillc.student.examples import derived_length, encode, fit_length, truncation, with_soft_label
+from distillc.student.examples import (
+    Example,
+    ExampleStore,
+    derived_length,
+    encode,
+    fit_length,
+    truncation,
+    with_soft_label,
+)
 from distillc.student.models import load_causal_lm
 from distillc.student.prompt import answer_ids, eos_ids, prompt_ids, prompt_template, save_prompt
 from distillc.student.trainable import add_lora, prune_layers
@@ -57,13 +67,21 @@ class TrainJob:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def dev_rows(rows: list[dict[str, Any]], share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, dev): the dev slice by a hash of each input, as the held-out split is, but salted apart."""
-    if share <= 0:
-        return rows, []
-    dev = [r for r in rows if unit_hash(f"dev:{r['id']}") < share]
-    train = [r for r in rows if unit_hash(f"dev:{r['id']}") >= share]
-    return (train, dev) if dev and train else (rows, [])
+def dev_rows(rows: Iterable[dict[str, Any]], share: float, train: ExampleStore, encoded: Any) -> list[dict[str, Any]]:
+    """Each row to `train` (as `encoded(row)`), or to the dev slice returned: by a hash of each input, as the
+    held-out split is, but salted apart. Rows stream past: only the dev slice is kept in memory. Without
+    both sides, every row trains and there is no dev slice."""
+    dev = []
+    for row in rows:
+        if share > 0 and unit_hash(f"dev:{row['id']}") < share:
+            dev.append(row)
+        else:
+            train.add(encoded(row), row)
+    if not len(train):  # every row fell to dev: they all train, in their order, with no dev slice
+        for row in dev:
+            train.add(encoded(row), row)
+        return []
+    return dev
 
 
 def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
@@ -89,25 +107,20 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
     template = {"prompt_prefix": prefix, "prompt_suffix": suffix}
     sequences = {label: answer_ids(tokenizer, label) for label in job.labels}
 
-    def examples(rows: list[dict[str, Any]]) -> list[Any]:
-        return [encode(tokenizer, prompt_ids(tokenizer, template, r["input"]), r["output"]) for r in rows]
+    def encoded(row: dict[str, Any]) -> Example:
+        return encode(tokenizer, prompt_ids(tokenizer, template, row["input"]), row["output"])
 
-    def fitted(whole: list[Any], rows: list[dict[str, Any]], max_len: int) -> list[Any]:
-        cut = (fit_length(e, max_len) for e in whole)
-        if not (schedule.soft_label_weight and sequences):
-            return list(cut)
-        return [with_soft_label(e, sequences, r) for e, r in zip(cut, rows, strict=True)]
-
-    train_rows, dev_set = dev_rows(read_jsonl(Path(job.train_path)), job.dev_share)
-    whole = examples(train_rows)
+    soft = sequences if schedule.soft_label_weight else {}
+    # The training rows are tokenized as they are read, into a file: memory holds the dev slice only.
+    scratch = tempfile.TemporaryDirectory(prefix="distillc-train-")
+    whole = ExampleStore(Path(scratch.name))
+    dev_set = dev_rows(iter_jsonl(Path(job.train_path)), job.dev_share, whole, encoded)
     positions = getattr(model.config, "max_position_embeddings", None)
-    length = (
-        {"tokens": job.max_seq_len, "from": "spec"}
-        if job.max_seq_len
-        else derived_length([e.needed for e in whole], positions)
-    )
-    train = fitted(whole, train_rows, length["tokens"])
-    dev = fitted(examples(dev_set), dev_set, length["tokens"])
+    length = {"tokens": job.max_seq_len, "from": "spec"} if job.max_seq_len else derived_length(whole.needed, positions)
+    train = whole.fitted(length["tokens"], soft)
+    dev = [fit_length(encoded(r), length["tokens"]) for r in dev_set]
+    if soft:
+        dev = [with_soft_label(e, soft, r) for e, r in zip(dev, dev_set, strict=True)]
     cut = truncation(train, length["tokens"])  # E314 before any training when too many rows do not fit
     checkpoints = Path(job.checkpoints) if job.checkpoints else None
     progress = fit(model, train, dev, schedule, tokenizer.pad_token_id, checkpoints, log, teacher)
@@ -134,6 +147,8 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
         "layers": {"kept": kept, "of": total_layers},
         "tokens_per_second": round(progress.tokens / progress.seconds, 1) if progress.seconds else 0.0,
     }
+    whole.close()
+    scratch.cleanup()
     if _is_main():
         if job.lora is not None:
             model = model.merge_and_unload()  # a plain model again: exported and served like a full fine-tune
