@@ -6,7 +6,8 @@ For each N it writes N inputs of 5-60 words (5% exact repeats once normalized, 5
 duplicates), serves an instant OpenAI-compatible teacher on 127.0.0.1 in a process of its own, and runs, each
 in a fresh `distillc` process whose peak RSS is read from wait4(): `plan` on a fresh folder; `build --until
 inputs`; `build --until label` (every request sent); the same with `--force label` (every answer from the
-journal); `build --until split`. It prints each stage's seconds and peak MB, the growth exponent between
+journal); `build --until split`; and training data preparation as training does it (every training row
+tokenized into the example store and read back, the embedded student's tokenizer). It prints each stage's seconds and peak MB, the growth exponent between
 sizes (log of the ratio of seconds, or MB, over log of the ratio of N: 1.0 is linear), labeling's requests
 per second, and the journal's bytes per answer on disk. `--million` adds N = 1,000,000. `--kills` kills a
 process committing answers to a journal with SIGKILL that many times and counts answers acknowledged and
@@ -35,6 +36,7 @@ from tests.journal_writer import kill_under_load  # noqa: E402
 from tests.planted import edited, sentence  # noqa: E402
 
 LABELS = ("positive", "negative")
+INSTRUCTIONS = "Classify the sentiment of the review."
 
 
 def write_inputs(path: Path, n: int, seed: int = 0) -> None:
@@ -75,7 +77,7 @@ def write_spec(folder: Path, base_url: str, concurrency: int) -> Path:
     spec = {
         "name": "scale",
         "task": {
-            "instructions": "Classify the sentiment of the review.",
+            "instructions": INSTRUCTIONS,
             "examples": [{"input": "lovely", "output": "positive"}, {"input": "awful", "output": "negative"}],
             "output": {"type": "label", "labels": list(LABELS)},
         },
@@ -94,13 +96,33 @@ def write_spec(folder: Path, base_url: str, concurrency: int) -> Path:
     return path
 
 
+def prepare(train: Path) -> None:
+    """Training data preparation as training does it (train_job.training_examples), with the embedded
+    student's tokenizer: every row tokenized into the example store, the length derived, each row read back."""
+    import tempfile
+
+    from distillc.student.models import load_tokenizer
+    from distillc.student.prompt import answer_ids, prompt_template
+    from distillc.student.train_job import TrainJob, training_examples
+
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    prefix, suffix = prompt_template(tokenizer, INSTRUCTIONS)
+    job = TrainJob("", None, [], 0, 0.05, {}, INSTRUCTIONS, list(LABELS), str(train), "", "")
+    soft = {label: answer_ids(tokenizer, label) for label in LABELS}
+    with tempfile.TemporaryDirectory() as folder:
+        template = {"prompt_prefix": prefix, "prompt_suffix": suffix}
+        examples, dev, length, cut = training_examples(job, tokenizer, template, soft, 8192, Path(folder))
+        print(f"{len(examples)} rows, {len(dev)} dev, {length['tokens']} tokens, {cut['rows']} cut", file=sys.stderr)
+        examples.close()
+
+
 def measured(args: list[str]) -> tuple[float, float, str]:
-    """(seconds, peak RSS MB, stderr) of one `distillc` command in a fresh process."""
+    """(seconds, peak RSS MB, stderr) of one `distillc` command (or, `args` starting with "--prepare", of
+    `prepare`) in a fresh process."""
     env = {**os.environ, "DISTILLC_SCALE_KEY": "local", "TOKENIZERS_PARALLELISM": "false"}
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "distillc", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
+    command = [__file__, *args] if args[0] == "--prepare" else ["-m", "distillc", *args]
+    process = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     assert process.stderr is not None
     err = process.stderr.read().decode(errors="replace")
     _, status, usage = os.wait4(process.pid, 0)
@@ -122,9 +144,14 @@ def one_size(n: int, root: Path, base_url: str, concurrency: int) -> dict[str, A
         "label, first run": ["build", spec, "--out", out, "--until", "label"],
         "label, every answer journaled": ["build", spec, "--out", out, "--until", "label", "--force", "label"],
         "split": ["build", spec, "--out", out, "--until", "split"],
+        "training data": ["--prepare", str(folder / "train.jsonl")],
     }
     row: dict[str, Any] = {"n": n}
     for name, args in stages.items():
+        if name == "training data":  # the split's training rows (its newest artifact), under a fixed name
+            split = max((folder / "out" / "cache" / "split").glob("*/train.jsonl"), key=lambda p: p.stat().st_mtime)
+            (folder / "train.jsonl").unlink(missing_ok=True)
+            (folder / "train.jsonl").symlink_to(split)
         seconds, mb, _ = measured(args)
         row[name] = {"s": round(seconds, 1), "mb": round(mb)}
         print(f"  N={n:,} {name}: {seconds:.1f} s, {mb:,.0f} MB", flush=True)
@@ -167,7 +194,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("/tmp/distillc-scale"))
     parser.add_argument("--kills", type=int, default=0)
+    parser.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)  # the training data stage, in its process
     args = parser.parse_args()
+    if args.prepare:
+        prepare(args.prepare)
+        return 0
     sizes = sorted(set(args.sizes + ([1_000_000] if args.million else [])))
     ready: Any = multiprocessing.Queue()
     teacher = multiprocessing.Process(target=serve, args=(ready,), daemon=True)

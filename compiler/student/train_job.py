@@ -84,6 +84,37 @@ def dev_rows(rows: Iterable[dict[str, Any]], share: float, train: ExampleStore, 
     return dev
 
 
+def training_examples(
+    job: TrainJob,
+    tokenizer: Any,
+    template: dict[str, str],
+    soft: dict[str, list[int]],
+    positions: int | None,
+    folder: Path,
+) -> tuple[ExampleStore, list[Example], dict[str, Any], dict[str, int]]:
+    """(train, dev, length, cut): the job's rows tokenized as they are read, the training ones into a file
+    in `folder` (memory holds the dev slice only); cut to student.max_seq_len, or to the length derived
+    from the rows; with soft labels over `soft` (each label's tokens; empty for none). E314 when too many
+    rows would be cut."""
+
+    def encoded(row: dict[str, Any]) -> Example:
+        return encode(tokenizer, prompt_ids(tokenizer, template, row["input"]), row["output"])
+
+    whole = ExampleStore(folder)
+    dev_set = dev_rows(iter_jsonl(Path(job.train_path)), job.dev_share, whole, encoded)
+    length = {"tokens": job.max_seq_len, "from": "spec"} if job.max_seq_len else derived_length(whole.needed, positions)
+    train = whole.fitted(length["tokens"], soft)
+    dev = [fit_length(encoded(r), length["tokens"]) for r in dev_set]
+    if soft:
+        dev = [with_soft_label(e, soft, r) for e, r in zip(dev, dev_set, strict=True)]
+    try:
+        cut = truncation(train, length["tokens"])  # before any training
+    except DistillcError:
+        train.close()
+        raise
+    return train, dev, length, cut
+
+
 def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
     import torch
 
@@ -107,21 +138,10 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
     template = {"prompt_prefix": prefix, "prompt_suffix": suffix}
     sequences = {label: answer_ids(tokenizer, label) for label in job.labels}
 
-    def encoded(row: dict[str, Any]) -> Example:
-        return encode(tokenizer, prompt_ids(tokenizer, template, row["input"]), row["output"])
-
     soft = sequences if schedule.soft_label_weight else {}
-    # The training rows are tokenized as they are read, into a file: memory holds the dev slice only.
     scratch = tempfile.TemporaryDirectory(prefix="distillc-train-")
-    whole = ExampleStore(Path(scratch.name))
-    dev_set = dev_rows(iter_jsonl(Path(job.train_path)), job.dev_share, whole, encoded)
     positions = getattr(model.config, "max_position_embeddings", None)
-    length = {"tokens": job.max_seq_len, "from": "spec"} if job.max_seq_len else derived_length(whole.needed, positions)
-    train = whole.fitted(length["tokens"], soft)
-    dev = [fit_length(encoded(r), length["tokens"]) for r in dev_set]
-    if soft:
-        dev = [with_soft_label(e, soft, r) for e, r in zip(dev, dev_set, strict=True)]
-    cut = truncation(train, length["tokens"])  # E314 before any training when too many rows do not fit
+    train, dev, length, cut = training_examples(job, tokenizer, template, soft, positions, Path(scratch.name))
     checkpoints = Path(job.checkpoints) if job.checkpoints else None
     progress = fit(model, train, dev, schedule, tokenizer.pad_token_id, checkpoints, log, teacher)
 
@@ -147,7 +167,7 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
         "layers": {"kept": kept, "of": total_layers},
         "tokens_per_second": round(progress.tokens / progress.seconds, 1) if progress.seconds else 0.0,
     }
-    whole.close()
+    train.close()
     scratch.cleanup()
     if _is_main():
         if job.lora is not None:
