@@ -4,14 +4,14 @@
 
 For each N it writes N inputs of 5-60 words (5% exact repeats once normalized, 5% edited copies: near
 duplicates), serves an instant OpenAI-compatible teacher on 127.0.0.1 in a process of its own, and runs, each
-in a fresh `distillc` process whose peak RSS is read from wait4(): `plan` on a fresh folder; `build --until
-inputs`; `build --until label` (every request sent); the same with `--force label` (every answer from the
-journal); `build --until split`; and training data preparation as training does it (every training row
-tokenized into the example store and read back, the embedded student's tokenizer). It prints each stage's seconds and peak MB, the growth exponent between
-sizes (log of the ratio of seconds, or MB, over log of the ratio of N: 1.0 is linear), labeling's requests
-per second, and the journal's bytes per answer on disk. `--million` adds N = 1,000,000. `--kills` kills a
-process committing answers to a journal with SIGKILL that many times and counts answers acknowledged and
-found. Nothing leaves 127.0.0.1.
+in a fresh process whose peak RSS is read from wait4(): `plan` on a fresh folder; `build --until inputs`;
+`build --until label` (every request sent); the same with `--force label` (every answer from the journal);
+`build --until split`; and training data preparation as training does it (every training row tokenized
+into the example store and read back, with the embedded student's tokenizer). It prints each stage's
+seconds and peak MB, the growth exponent between sizes (log of the ratio of seconds, or MB, over log of the
+ratio of N: 1.0 is linear), labeling's requests per second, and the journal's bytes per answer on disk.
+`--million` adds N = 1,000,000. `--kills` kills a process committing answers to a journal with SIGKILL that
+many times and counts answers acknowledged and found. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
