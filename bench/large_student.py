@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*, run from anywhere
+
+from tests.peak_memory import run_with_peak  # noqa: E402
 
 # Qwen2.5's published configs (config.json of Qwen/Qwen2.5-0.5B-Instruct and -1.5B-Instruct).
 SHAPES = {
@@ -64,20 +66,11 @@ def make_model(size: str, folder: Path) -> Path:
 
 def measured(step: str, code: str) -> dict[str, object]:
     """Run `code` in a fresh Python process; its seconds and the peak RSS of it and its children."""
-    # A fresh wrapper per step: RUSAGE_CHILDREN is the largest of the processes it waited for (the step, and
-    # what the step waited for), so each step's peak is its own.
-    wrapper = (
-        "import resource, subprocess, sys; done = subprocess.run([sys.executable, '-c', sys.argv[1]]); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)"
-    )
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", wrapper, code], capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
+    done, seconds, peak_mb = run_with_peak([sys.executable, "-c", code], capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
-    peak_kb = int(lines[-1]) if lines and lines[-1].isdigit() else 0
-    result = {"step": step, "seconds": round(seconds, 1), "peak_rss_gib": round(peak_kb / 2**20, 2)}
-    if lines[:-1]:
-        result["output"] = lines[-2][:300]
+    result = {"step": step, "seconds": round(seconds, 1), "peak_rss_gib": round(peak_mb / 1024, 2)}
+    if lines:
+        result["output"] = lines[-1][:300]
     if done.returncode != 0:
         result["error"] = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
     print(json.dumps(result), flush=True)

@@ -4,7 +4,7 @@
 
 For each N it writes N inputs of 5-60 words (5% exact repeats once normalized, 5% edited copies: near
 duplicates), serves an instant OpenAI-compatible teacher on 127.0.0.1 in a process of its own, and runs, each
-in a fresh process whose peak RSS is read from wait4(): `plan` on a fresh folder; `build --until inputs`;
+in a fresh process whose own peak RSS is read (tests/peak_memory.py): `plan` on a fresh folder; `build --until inputs`;
 `build --until label` (every request sent); the same with `--force label` (every answer from the journal);
 `build --until split`; and training data preparation as training does it (every training row tokenized
 into the example store and read back, with the embedded student's tokenizer). It prints each stage's
@@ -33,6 +33,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*, run from anywhere
 
 from tests.journal_writer import kill_under_load  # noqa: E402
+from tests.peak_memory import run_with_peak  # noqa: E402
 from tests.planted import edited, sentence  # noqa: E402
 
 LABELS = ("positive", "negative")
@@ -120,16 +121,14 @@ def measured(args: list[str]) -> tuple[float, float, str]:
     """(seconds, peak RSS MB, stderr) of one `distillc` command (or, `args` starting with "--prepare", of
     `prepare`) in a fresh process."""
     env = {**os.environ, "DISTILLC_SCALE_KEY": "local", "TOKENIZERS_PARALLELISM": "false"}
-    started = time.perf_counter()
     command = [__file__, *args] if args[0] == "--prepare" else ["-m", "distillc", *args]
-    process = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    assert process.stderr is not None
-    err = process.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    done, seconds, peak_mb = run_with_peak(
+        [sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    err = done.stderr.decode(errors="replace")
+    if done.returncode != 0:
         raise SystemExit(f"distillc {' '.join(args)} failed:\n{err[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, err
+    return seconds, peak_mb, err
 
 
 def one_size(n: int, root: Path, base_url: str, concurrency: int) -> dict[str, Any]:
