@@ -20,7 +20,6 @@ import shutil
 import statistics
 import sys
 import time
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from distillc.build.artifacts import read_jsonl, write_jsonl
-from distillc.data.sources import kept_inputs
+from distillc.data.sources import Reading, kept_inputs
 from distillc.quality.metrics import gated
 from distillc.spec.load import load_spec
 from distillc.stages.prune import PROBE_ROWS, answer, recovery_job, unseen_inputs
@@ -43,7 +42,7 @@ from distillc.student.trainable import layers_to_keep
 
 def labeled_inputs(spec: Any) -> list[dict[str, str]]:
     """The inputs the inputs stage keeps (the first `limit`): those the teacher labeled."""
-    return kept_inputs(spec.inputs, defaultdict(int), [])
+    return kept_inputs(spec.inputs, Reading())
 
 
 def score(spec: Any, holdout: list[dict[str, Any]], answers: list[dict[str, Any]]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class Plan:
     stages: list[tuple[str, str, str]]  # (stage, "cached" | "to run", why)
     teacher: Estimate | None = None  # None when labeling is cached
     journaled: int = 0  # answers already paid for, not sent again
+    imported: int = 0  # inputs answered by the answers imported with them: never sent
     notes: list[str] = field(default_factory=list)
     spent_usd: float = 0.0  # paid already, by every run in this build folder; the budget covers it too
 
@@ -55,6 +56,7 @@ class Plan:
             "stages": [{"name": n, "status": s, "reason": r} for n, s, r in self.stages],
             "teacher": self.teacher.as_dict() if self.teacher else None,
             "journaled": self.journaled,
+            "imported": self.imported,
             "budget_usd": self.spec.budget.max_usd or None,
             "over_budget": self.over_budget,
         }
@@ -91,7 +93,8 @@ def plan(spec_path: str | Path, out: str | Path | None = None, emit: Sink = null
         if inputs is None:  # generated inputs, cached: a hit, nothing is sent
             inputs, _ = inputs_record(spec, build_dir, emit)
         counted = survey(spec, inputs.artifact / "inputs.jsonl", journal, 0, counter)
-    result.journaled = counted.inputs - counted.pending
+    result.imported = counted.imported
+    result.journaled = counted.inputs - counted.imported - counted.pending
     result.teacher = counted.planned
     return result
 
@@ -148,9 +151,10 @@ def render(p: Plan) -> str:
     if t is None:
         lines.append("teacher: labels cached, nothing to send")
     else:
+        had = [f"{p.imported} answered by the answers imported with them"] if p.imported else []
+        had += [f"{p.journaled} already answered in the journal"] if p.journaled else []
         lines.append(
-            f"teacher: {t.requests} requests to send to {teacher.model}"
-            + (f" ({p.journaled} already answered in the journal)" if p.journaled else "")
+            f"teacher: {t.requests} requests to send to {teacher.model}" + (f" ({'; '.join(had)})" if had else "")
         )
         counted = f"counted with {t.tokenizer}"
         if t.sampled:

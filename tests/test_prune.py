@@ -143,12 +143,13 @@ def test_recovery_moves_the_cut_model_towards_the_trained_student(tmp_path: Path
 
 
 def test_extra_inputs_are_the_sources_rows_the_teacher_never_saw(tmp_path: Path) -> None:
-    from distillc.spec.ir import InputsIR
+    from distillc.spec.ir import InputsIR, SourceIR
     from distillc.stages.prune import unseen_inputs
 
     rows = ["alpha", "Beta", "gamma", "beta", "", "delta", "epsilon"]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
-    source = InputsIR(mode="source", path=str(tmp_path / "in.jsonl"), field="text", limit=2, format="jsonl")
+    file = tmp_path / "in.jsonl"
+    source = InputsIR(mode="source", sources=(SourceIR(str(file), "", "jsonl", "text", limit=2),))
     known = [{"input": "alpha"}, {"input": "beta"}]  # what the teacher labeled (case aside, "Beta")
     assert [r["input"] for r in unseen_inputs(source, known, 10)] == ["gamma", "delta", "epsilon"]
     assert [r["input"] for r in unseen_inputs(source, known, 2)] == ["gamma", "delta"]

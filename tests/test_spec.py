@@ -34,8 +34,8 @@ def test_valid_spec_resolves_defaults_and_absolute_paths(tmp_path: Path) -> None
     assert spec.teacher.api_key_env == "OPENAI_API_KEY"
     assert spec.evaluation.holdout == 0.15
     assert spec.task.labels == ("billing", "bug", "other")
-    assert Path(spec.inputs.path) == (tmp_path / "inputs.txt").resolve()
-    assert spec.inputs.format == "txt"
+    assert Path(spec.inputs.sources[0].path) == (tmp_path / "inputs.txt").resolve()
+    assert spec.inputs.sources[0].format == "txt"
 
 
 def test_every_quantized_variant_is_tried_by_default_as_the_readme_says(tmp_path: Path) -> None:
@@ -51,8 +51,9 @@ def test_cache_view_leaves_out_fields_that_cannot_change_outputs(tmp_path: Path)
     spec = load_spec(write(tmp_path, VALID))
     assert "max_concurrency" not in cache_view(spec.teacher)
     assert "api_key_env" not in cache_view(spec.teacher)
-    assert "path" not in cache_view(spec.inputs)
-    assert cache_view(spec.inputs)["sha256"]
+    [source] = cache_view(spec.inputs)["sources"]
+    assert "path" not in source and "output_path" not in source
+    assert source["sha256"]
 
 
 def test_unknown_key_points_at_the_key_and_suggests_the_fix(tmp_path: Path) -> None:

@@ -47,13 +47,31 @@ class GenerateIR:
 
 
 @dataclass(frozen=True)
-class InputsIR:
-    mode: str  # source | generate
+class SourceIR:
     path: str = nokey("")
-    sha256: str = ""  # content of the source file: what matters, not where it lives
+    sha256: str = ""  # content of the source file (of a folder: its files'): what matters, not where it lives
+    format: str = ""  # jsonl | csv | txt | parquet (bare inputs) | openai_chat | openai_batch | chat_log | pairs
     field: str = ""
     limit: int = 0  # 0 = no limit
-    format: str = ""  # jsonl | csv | txt | parquet
+    answer_field: str = ""  # pairs
+    extract: str = ""  # message formats: a regex whose group `input` is the bare input
+    output_path: str = nokey("")  # openai_batch: the output file
+    output_sha256: str = ""
+    reask_invalid: bool = False
+
+    @property
+    def answered(self) -> bool:
+        """Whether the source carries answers already given (an import), not bare inputs."""
+        return self.format not in BARE_FORMATS
+
+
+BARE_FORMATS = ("jsonl", "csv", "txt", "parquet")
+
+
+@dataclass(frozen=True)
+class InputsIR:
+    mode: str  # source | generate
+    sources: tuple[SourceIR, ...] = ()  # answered sources first
     generate: GenerateIR | None = None
     dedup: str = "near"  # near | exact | off
 

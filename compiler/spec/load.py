@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 import typing
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from distillc.redact import key_like
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, SpecError, sort_key
-from distillc.spec.raw import Budget, Evaluation, Export, Inputs, Lora, RawSpec, Student, Task, Teacher
+from distillc.spec.raw import Budget, Evaluation, Export, Inputs, Lora, RawSpec, Source, Student, Task, Teacher
 from distillc.spec.source import SourceMap, load_yaml
 from distillc.task import TYPES, task_type
 from distillc_runtime.integrity import sha256 as file_sha256
@@ -255,49 +256,149 @@ def _check_task(task: Task, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]
 
 
 def _check_inputs(inputs: Inputs, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
-    if (inputs.source is None) == (inputs.generate is None):
-        both = inputs.source is not None
+    given = [name for name in ("source", "sources", "generate") if getattr(inputs, name) is not None]
+    if len(given) != 1:
         return [
             Diagnostic(
                 "E122",
-                "inputs needs exactly one of 'source' and 'generate'" + (", not both" if both else ""),
+                "inputs needs exactly one of 'source', 'sources' and 'generate'"
+                + (f", not {' and '.join(given)}" if given else ""),
                 *smap.key_span(("inputs",)),
                 help="source: {path: data.jsonl, field: text}  or  generate: {count: 500}",
             )
         ]
-    if inputs.source is None:
-        return []
+    if inputs.source is not None:
+        return _check_source(inputs.source, ("inputs", "source"), smap, spec_dir)
+    return [
+        d
+        for n, source in enumerate(inputs.sources or [])
+        for d in _check_source(source, ("inputs", "sources", n), smap, spec_dir)
+    ]
+
+
+# What each format needs beside `path`, and what only some formats use.
+NEEDS_FIELD = {"jsonl", "csv", "parquet", "pairs"}
+MESSAGE_FORMATS = {"openai_chat", "openai_batch", "chat_log"}
+
+
+def _check_source(source: Source, at: tuple[str | int, ...], smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
     out: list[Diagnostic] = []
-    source = inputs.source
     src_path = spec_dir / source.path
-    suffix = src_path.suffix.lower()
-    if suffix not in INPUT_FORMATS:
+    fmt = source_format(source)
+    if fmt is None:
         out.append(
             Diagnostic(
                 "E114",
-                f"unsupported input file type '{suffix or source.path}'",
-                *smap.value_span(("inputs", "source", "path")),
-                help="use one of: " + ", ".join(INPUT_FORMATS),
+                f"unsupported input file type '{src_path.suffix.lower() or source.path}'",
+                *smap.value_span((*at, "path")),
+                help="use one of: " + ", ".join(INPUT_FORMATS) + ", or name the file's `format`",
             )
         )
-    elif not src_path.is_file():
+    elif not (src_path.is_file() or (fmt == "chat_log" and src_path.is_dir())):
         out.append(
             Diagnostic(
                 "E112",
                 f"input file not found: {src_path}",
-                *smap.value_span(("inputs", "source", "path")),
+                *smap.value_span((*at, "path")),
                 help="paths in a spec are relative to the spec file",
             )
         )
-    if suffix in {".jsonl", ".csv", ".parquet"} and not source.field:
+    if fmt in NEEDS_FIELD and not source.field:
         out.append(
             Diagnostic(
                 "E115",
-                f"'{suffix}' inputs need 'field': the key or column holding the input",
-                *smap.key_span(("inputs", "source")),
+                f"'{fmt}' inputs need 'field': the key or column holding the input",
+                *smap.key_span(at),
             )
         )
+    if fmt == "pairs" and src_path.suffix.lower() not in {".jsonl", ".csv", ".parquet"}:
+        out.append(
+            Diagnostic(
+                "E114",
+                f"'pairs' are read from .jsonl, .csv or .parquet, not '{src_path.suffix or source.path}'",
+                *smap.value_span((*at, "path")),
+            )
+        )
+    if fmt == "pairs" and not source.answer_field:
+        out.append(
+            Diagnostic(
+                "E115", "'pairs' inputs need 'answer_field': the key or column holding the answer", *smap.key_span(at)
+            )
+        )
+    if fmt == "openai_batch":
+        if not source.output:
+            out.append(
+                Diagnostic(
+                    "E115",
+                    "'openai_batch' inputs need 'output': the Batch API's output file, joined by custom_id",
+                    *smap.key_span(at),
+                )
+            )
+        elif not (spec_dir / source.output).is_file():
+            out.append(
+                Diagnostic(
+                    "E112",
+                    f"input file not found: {spec_dir / source.output}",
+                    *smap.value_span((*at, "output")),
+                    help="paths in a spec are relative to the spec file",
+                )
+            )
+    unused = {
+        "answer_field": fmt != "pairs",
+        "output": fmt != "openai_batch",
+        "extract": fmt not in MESSAGE_FORMATS,
+        "field": fmt in MESSAGE_FORMATS or fmt == "txt",
+        "reask_invalid": fmt in BARE,
+    }
+    for name, not_used in unused.items():
+        if fmt is not None and not_used and getattr(source, name) not in (None, False):
+            out.append(
+                Diagnostic(
+                    "E127",
+                    f"'{name}' is not used by format '{fmt}'",
+                    *smap.key_span((*at, name)),
+                    help="remove it, or name the format that uses it",
+                )
+            )
+    if source.extract is not None:
+        try:
+            pattern = re.compile(source.extract)
+        except re.error as exc:
+            out.append(
+                Diagnostic("E128", f"extract is not a regular expression: {exc}", *smap.value_span((*at, "extract")))
+            )
+        else:
+            if "input" not in pattern.groupindex:
+                out.append(
+                    Diagnostic(
+                        "E128",
+                        "extract has no group named 'input'",
+                        *smap.value_span((*at, "extract")),
+                        help="name the part that is the bare input: 'Ticket:\\n(?P<input>.*)'",
+                    )
+                )
     return out
+
+
+BARE = set(INPUT_FORMATS.values())
+
+
+def source_format(source: Source) -> str | None:
+    """The format a source is read in: named, or (bare inputs) from the file's extension."""
+    return source.format or INPUT_FORMATS.get(Path(source.path).suffix.lower())
+
+
+def source_files(path: Path) -> list[Path]:
+    """The files a source reads: the file itself, or a folder's .jsonl files (chat_log captures) in name order."""
+    return sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+
+
+def source_sha256(path: Path) -> str:
+    """What a source holds, whatever it is called: a file's sha256, or one over a folder's names and files'."""
+    if not path.is_dir():
+        return file_sha256(path)
+    listing = "".join(f"{p.name}\t{file_sha256(p)}\n" for p in source_files(path))
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
 
 
 def _check_student(student: Student, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
@@ -499,18 +600,12 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
 
 
 def _inputs(raw: RawSpec, spec_dir: Path) -> ir.InputsIR:
-    source, generate = raw.inputs.source, raw.inputs.generate
-    if source is not None:
-        src = (spec_dir / source.path).resolve()
-        return ir.InputsIR(
-            mode="source",
-            path=str(src),
-            sha256=file_sha256(src),
-            field=source.field or "",
-            limit=source.limit or 0,
-            format=INPUT_FORMATS[src.suffix.lower()],
-            dedup=raw.inputs.dedup,
-        )
+    generate = raw.inputs.generate
+    given = [raw.inputs.source] if raw.inputs.source is not None else raw.inputs.sources
+    if given:
+        sources = [_source(source, spec_dir) for source in given]
+        answered_first = sorted(sources, key=lambda s: not s.answered)  # stable: the spec's order otherwise
+        return ir.InputsIR(mode="source", sources=tuple(answered_first), dedup=raw.inputs.dedup)
     assert generate is not None  # exactly one of the two: checked before resolving
     per_request = generate.per_request
     return ir.InputsIR(
@@ -529,6 +624,23 @@ def _inputs(raw: RawSpec, spec_dir: Path) -> ir.InputsIR:
             instructions=raw.task.instructions.strip(),
             example_inputs=tuple(e.input for e in raw.task.examples),
         ),
+    )
+
+
+def _source(source: Source, spec_dir: Path) -> ir.SourceIR:
+    src = (spec_dir / source.path).resolve()
+    output = (spec_dir / source.output).resolve() if source.output else None
+    return ir.SourceIR(
+        path=str(src),
+        sha256=source_sha256(src),
+        format=source_format(source) or "",
+        field=source.field or "",
+        limit=source.limit or 0,
+        answer_field=source.answer_field or "",
+        extract=source.extract or "",
+        output_path=str(output or ""),
+        output_sha256=file_sha256(output) if output else "",
+        reask_invalid=source.reask_invalid,
     )
 
 

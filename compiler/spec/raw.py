@@ -66,10 +66,38 @@ class Task(Strict):
 
 class Source(Strict):
     path: str = Field(
-        min_length=1, description="Inputs file (.jsonl, .csv, .txt, .parquet), relative to the spec file."
+        min_length=1,
+        description="Inputs file (.jsonl, .csv, .txt, .parquet), relative to the spec file; for format chat_log "
+        "a file or a folder of .jsonl captures.",
+    )
+    format: Literal["jsonl", "csv", "txt", "parquet", "openai_chat", "openai_batch", "chat_log", "pairs"] | None = (
+        Field(
+            default=None,
+            description="How to read the file; default from its extension (bare inputs). Answers already paid "
+            "for are imported, never asked again, from: 'openai_chat' (OpenAI chat fine-tuning JSONL, the last "
+            "assistant turn is the answer), 'openai_batch' (a Batch API input file joined with `output` by "
+            "custom_id), 'chat_log' (request/response records as logging gateways and `distillc capture` write "
+            "them), 'pairs' (.jsonl, .csv or .parquet with `field` and `answer_field`).",
+        )
     )
     field: str | None = Field(
         default=None, description="Key (.jsonl) or column (.csv, .parquet) holding the input text."
+    )
+    answer_field: str | None = Field(
+        default=None, description="format pairs: the key or column holding the answer already given."
+    )
+    output: str | None = Field(
+        default=None, description="format openai_batch: the Batch API's output file, relative to the spec file."
+    )
+    extract: str | None = Field(
+        default=None,
+        description="Message formats: a regular expression whose group named `input` is cut from the last user "
+        "message, so that a production prompt template yields the bare input, e.g. 'Ticket:\\n(?P<input>.*)'.",
+    )
+    reask_invalid: bool = Field(
+        default=False,
+        description="Ask the teacher for inputs whose imported answer breaks the task's output contract "
+        "(otherwise they are dead-lettered).",
     )
     limit: int | None = Field(default=None, ge=1, le=10**9, description="Use at most this many inputs.")
 
@@ -94,6 +122,13 @@ class Generate(Strict):
 
 class Inputs(Strict):
     source: Source | None = Field(default=None, description="Read inputs from a file (an existing system's export).")
+    sources: list[Source] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Several files, e.g. an import of answered traffic and bare inputs; exact repeats across "
+        "them count once, and answered sources are read first so that an input they answer is never asked.",
+    )
     generate: Generate | None = Field(
         default=None, description="Have the teacher write inputs from the task's examples (few-shot)."
     )

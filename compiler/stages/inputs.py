@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from distillc.build.artifacts import write_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
-from distillc.data.sources import input_id, read_inputs
+from distillc.data.sources import Reading, input_id, read_inputs
 from distillc.errors import DistillcError
 from distillc.teacher.journal import Journal, journal_path
 
@@ -28,23 +30,41 @@ def _read_source(ctx: StageContext) -> dict[str, Any]:
     from distillc.data.dedup import TextStore, kept_after_dedup
     from distillc.data.diversity import Diversity
 
-    source = ctx.spec.inputs
-    counts = {"read": 0, "kept": 0, "duplicates": 0, "near_duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
-    problems: list[str] = []
-    rows = read_inputs(source, counts, problems)
-    with tempfile.TemporaryDirectory(dir=ctx.workdir) as scratch:
-        store = TextStore(Path(scratch), signed=source.dedup == "near")
-        found = kept_after_dedup(store, (row["input"] for row in rows), source.limit, source.dedup == "near")
+    inputs = ctx.spec.inputs
+    reading = Reading()
+    several = len(inputs.sources) > 1  # then each source stops at its own limit as it is read
+    limit = 0 if several else inputs.sources[0].limit
+    rows = read_inputs(inputs, reading, ctx.spec.task.instructions, limit_each=several)
+    with (
+        tempfile.TemporaryDirectory(dir=ctx.workdir) as scratch,
+        (Path(scratch) / "extras.jsonl").open("w+b") as extras,
+    ):
+
+        def texts() -> Iterator[str]:  # what a row carries beside its text (an imported answer) waits on disk
+            for row in rows:
+                extra = {k: v for k, v in row.items() if k not in ("id", "input")}
+                extras.write(orjson.dumps(extra) + b"\n")
+                yield row["input"]
+
+        store = TextStore(Path(scratch), signed=inputs.dedup == "near")
+        found = kept_after_dedup(store, texts(), limit, inputs.dedup == "near")
         dropped = np.zeros(len(store), dtype=bool)
         dropped[found.dropped] = True
         diversity = Diversity()
+        extras.seek(0)
 
-        def kept() -> Iterator[dict[str, str]]:
-            for row in np.flatnonzero(~dropped).tolist():
-                text = store.text(row)
-                diversity.add(text)
-                yield {"id": input_id(text), "input": text}
+        def kept() -> Iterator[dict[str, Any]]:
+            for row, extra in enumerate(extras):
+                if row >= len(store):
+                    break
+                if not dropped[row]:
+                    text, carried = store.text(row), orjson.loads(extra)
+                    diversity.add(text)
+                    counts["imported"] += "answer" in carried
+                    yield {"id": input_id(text), "input": text, **carried}
 
+        counts = reading.counts
+        counts["imported"] = 0  # counted again: of the inputs kept
         counts["kept"] = write_jsonl(ctx.workdir / "inputs.jsonl", kept())
         counts["near_duplicates"] = len(found.dropped)
         examples = [
@@ -53,9 +73,23 @@ def _read_source(ctx: StageContext) -> dict[str, Any]:
         ]
         store.close()
     ctx.log(f"{counts['kept']} inputs kept of {counts['read']} read", **counts)
-    return {**counts, "dedup": source.dedup, "near_duplicate_examples": examples, "problems": problems} | (
-        diversity.summary()
-    )
+    if reading.other_systems:
+        ctx.emit(
+            Event(
+                "warning",
+                ctx.stage,
+                f"{reading.other_systems} imported inputs were answered under a system prompt unlike "
+                f"task.instructions; the student is taught with the instructions. First such system prompt: "
+                f"{reading.system[:500]!r}; task.instructions: {ctx.spec.task.instructions[:500]!r}",
+            )
+        )
+    return {
+        **counts,
+        "dedup": inputs.dedup,
+        "near_duplicate_examples": examples,
+        "problems": reading.problems,
+        "other_system_prompts": reading.other_systems,
+    } | diversity.summary()
 
 
 def _generate(ctx: StageContext) -> dict[str, Any]:
@@ -88,7 +122,7 @@ def _generate(ctx: StageContext) -> dict[str, Any]:
 
 STAGE = Stage(
     name="inputs",
-    version=3,  # 3: what generating cost is counted from the journal, not from a file of the artifact
+    version=4,  # 4: rows carry the answers imported with them (answer, from)
     # task, teacher and budget: generated inputs are the teacher's answers to prompts made from the task's
     # examples, within the budget.
     reads=("inputs", "task", "teacher", "budget"),

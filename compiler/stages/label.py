@@ -25,7 +25,7 @@ from distillc.task.prompts import label_messages, reask_messages
 from distillc.teacher import client
 from distillc.teacher.budget import refuse_over_estimate
 from distillc.teacher.cost import Estimate, Tally, TokenCounter, has_price, usd
-from distillc.teacher.journal import Answers, Journal, journal_path, request_key, request_keys
+from distillc.teacher.journal import Answers, Journal, imported_entry, journal_path, request_key, request_keys
 from distillc.teacher.protocol import Request, TeacherClient
 from distillc.teacher.soft_labels import label_distribution
 from distillc.teacher.speed import LATENCY_PROBES, TeacherSpeed
@@ -68,6 +68,7 @@ class Survey:
     """What labeling will do, counted before anything is sent."""
 
     inputs: int = 0
+    imported: int = 0  # inputs whose imported answer settles them (used, or dead-lettered): never asked
     pending: int = 0
     sample: list[Request] = field(default_factory=list)  # the requests of smallest key: a fixed sample
     planned: Estimate | None = None  # what sending the pending requests should cost, when it is capped
@@ -79,9 +80,11 @@ def survey(spec: SpecIR, path: Path, journal: Answers, sample_size: int, counter
     result = Survey()
     tally = Tally(spec, counter) if counter is not None else None
     for chunk in input_chunks(path):
-        requests = teacher_requests(spec, chunk)
+        asked = to_ask(spec, chunk)
+        requests = teacher_requests(spec, asked)
         pending = unanswered(requests, journal)
         result.inputs += len(chunk)
+        result.imported += len(chunk) - len(asked)
         result.pending += len(pending)
         result.sample = heapq.nsmallest(sample_size, result.sample + requests, key=lambda r: r[0])
         if tally is not None:
@@ -101,6 +104,10 @@ class Outcome:
     reasked: int = 0
     sent: int = 0
     soft: int = 0
+    imported: int = 0  # inputs labeled by an answer imported with them
+    imported_invalid: int = 0  # imported answers that broke the output contract: dead-lettered
+    imported_reasked: int = 0  # ... and asked of the teacher instead (reask_invalid)
+    imports_journaled: int = 0  # imported answers new to the journal in this run
     failed_requests: int = 0  # requests that failed after every retry, re-asks included
     first_failure: str = ""  # the first request's failure (E402)
     first_dead: str = ""  # the first input that got no valid answer (E403)
@@ -125,7 +132,10 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         sample_size = max(client.reference_size(teacher), LATENCY_PROBES)
         capped = bool(spec.budget.max_usd and has_price(spec.teacher))
         plan = survey(spec, path, journal, sample_size, TokenCounter(teacher) if capped else None)
-        ctx.log(f"{plan.inputs - plan.pending} answers from the journal, {plan.pending} to request")
+        ctx.log(
+            f"{plan.imported} answers imported, {plan.inputs - plan.imported - plan.pending} from the journal, "
+            f"{plan.pending} to request"
+        )
         refuse_over_estimate(spec, plan.planned, journal.totals().spent_usd)
         reference = [m for _, m in plan.sample[: client.reference_size(teacher)]]
         asking = client.connect(teacher, spec.task, journal, ctx.emit, ctx.stage, spec.budget.max_usd, reference)
@@ -140,7 +150,10 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
             f"the teacher gave no valid answer for any of {plan.inputs} inputs (first: {done.first_dead})",
             help="the answers are journaled and will not be paid for again; check the teacher and the task",
         )
-    ctx.log(f"{done.labeled} labeled ({done.fixed} after a re-ask), {done.invalid} invalid, {done.failed} failed")
+    ctx.log(
+        f"{done.labeled} labeled ({done.imported} by imported answers, {done.fixed} after a re-ask), "
+        f"{done.invalid} invalid, {done.failed} failed"
+    )
     return {
         "failed": done.failed,
         "rejected": done.invalid,
@@ -149,6 +162,12 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         "dead_letter": done.dead_letter,
         "usd": round(usd(teacher, done.usage["prompt_tokens"], done.usage["completion_tokens"]), 6),
         "labeled": done.labeled,
+        "imported": {
+            "labeled": done.imported,
+            "invalid": done.imported_invalid,
+            "asked_instead": done.imported_reasked,
+            "new_to_journal": done.imports_journaled,
+        },
         "soft_labels": done.soft,
         "requests_sent": done.sent,
         "usage": done.usage,
@@ -168,9 +187,12 @@ def _label_chunk(
     rows: IO[bytes],
     dead: IO[bytes],
 ) -> None:
-    """Send what the journal lacks for one chunk (and re-ask its invalid answers once), then write its rows."""
+    """Send what the journal lacks for one chunk (and re-ask its invalid answers once), then write its rows in
+    the chunk's order; imported answers are judged by the same contract and never sent."""
     choices = task_type(spec.task).choices(spec.task)
-    requests = teacher_requests(spec, chunk)
+    settled = _settle_imports(spec, chunk, journal, done)
+    asked = [item for n, item in enumerate(chunk) if n not in settled]
+    requests = teacher_requests(spec, asked)
     pending = unanswered(requests, journal)
     failures = asking.complete(pending)
     _check(spec, done, failures, done.sent + len(pending), total)
@@ -185,8 +207,13 @@ def _label_chunk(
     done.sent += len(pending) + len(pending_reasks)
     answers |= journal.get_many(key for key, _ in reasks.values())
     speed.add(answers[key] for key, _ in requests if key in answers)
-    for item, (key, _) in zip(chunk, requests, strict=True):
-        row, answered_by = _judge(spec, item, key, answers, reasks, failures, done)
+    teacher_rows = iter(zip(asked, requests, strict=True))
+    for n in range(len(chunk)):
+        if n in settled:
+            row, answered_by = settled[n]
+        else:
+            item, (key, _) = next(teacher_rows)
+            row, answered_by = _judge(spec, item, key, answers, reasks, failures, done)
         if answered_by is None:
             dead.write(orjson.dumps(row) + b"\n")
             if len(done.dead_letter) < 10:
@@ -199,13 +226,51 @@ def _label_chunk(
                     }
                 )
             continue
-        if choices and (soft := label_distribution(choices, answers[answered_by])):
+        if choices and answered_by in answers and (soft := label_distribution(choices, answers[answered_by])):
             row["soft"] = {label: round(p, 6) for label, p in soft.items()}
             done.soft += 1
         rows.write(orjson.dumps(row) + b"\n")
         done.labeled += 1
         if choices:
             done.distribution[row["output"]] += 1
+
+
+def to_ask(spec: SpecIR, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The inputs the teacher is asked about: those without an imported answer, and those whose imported
+    answer breaks the output contract when their source says `reask_invalid`."""
+    return [
+        item
+        for item in chunk
+        if "answer" not in item or (item.get("reask_invalid") and accept(spec.task, item["answer"])[0] is None)
+    ]
+
+
+def _settle_imports(
+    spec: SpecIR, chunk: list[dict[str, Any]], journal: Journal, done: Outcome
+) -> dict[int, tuple[dict[str, Any], str | None]]:
+    """Journal the chunk's imported answers (with where they came from) and judge them by the task's contract:
+    by position in the chunk, the row of each that settles its input (a label, or a dead letter and None).
+    An invalid answer whose source says `reask_invalid` settles nothing: its input is asked."""
+    if entries := [imported_entry(item) for item in chunk if "answer" in item]:
+        done.imports_journaled += journal.add_imported(entries)
+    settled: dict[int, tuple[dict[str, Any], str | None]] = {}
+    for n, item in enumerate(chunk):
+        if "answer" not in item:
+            continue
+        bare = {"id": item["id"], "input": item["input"]}
+        target, reason = accept(spec.task, item["answer"])
+        if target is not None:
+            done.imported += 1
+            settled[n] = ({**bare, "output": target}, "import")
+        elif not item.get("reask_invalid"):
+            done.imported_invalid += 1
+            where = f"{item['from']['file']}:{item['from']['line']}"
+            row = {**bare, "kind": "invalid", "answer": item["answer"], "reason": f"imported ({where}): {reason}"}
+            settled[n] = (_dead(done, row), None)
+        else:
+            done.imported_reasked += 1
+            item.pop("answer")  # asked as any other input
+    return settled
 
 
 def _judge(
@@ -284,7 +349,7 @@ def _add_usage(usage: dict[str, int], entry: dict[str, Any]) -> None:
 
 STAGE = Stage(
     name="label",
-    version=3,  # 3: label rows carry the teacher's distribution over the labels ("soft") when it gave one
+    version=4,  # 4: answers imported with the inputs label them (or are dead-lettered), never asked
     reads=("task", "teacher", "budget"),
     needs=("inputs",),
     produces=("labeled.jsonl", "dead_letter.jsonl"),

@@ -21,7 +21,7 @@ from distillc.artifacts.prune import CANDIDATES, Candidate, candidate_dir, candi
 from distillc.build.artifacts import read_jsonl, write_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
-from distillc.data.sources import read_inputs
+from distillc.data.sources import Reading, read_inputs
 from distillc.spec.ir import InputsIR, SpecIR
 from distillc.student.models import load_causal_lm
 from distillc.student.prompt import load_prompt, prompt_ids
@@ -93,15 +93,14 @@ def student_answers(
 
 
 def unseen_inputs(source: InputsIR, known: list[dict[str, Any]], wanted: int) -> list[dict[str, str]]:
-    """Up to `wanted` inputs of the source file that are not among `known` (the teacher-labeled ones)."""
+    """Up to `wanted` inputs of the source files that are not among `known` (the teacher-labeled ones)."""
     seen = {r["input"].lower() for r in known}
-    counts = {"read": 0, "duplicates": 0, "empty": 0, "too_long": 0, "invalid": 0}
     fresh: list[dict[str, str]] = []
-    for row in read_inputs(source, counts, []):
+    for row in read_inputs(source, Reading()):
         if len(fresh) >= wanted:
             break
         if row["input"].lower() not in seen:
-            fresh.append(row)
+            fresh.append({"id": row["id"], "input": row["input"]})
     return fresh
 
 

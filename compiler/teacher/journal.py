@@ -94,6 +94,16 @@ def journal_entry(
     return entry
 
 
+def imported_entry(item: dict[str, Any]) -> dict[str, Any]:
+    """An answer the user already had (an input row's `answer`), as journaled: keyed by the input and the
+    answer, never by a teacher's request, so it is neither mistaken for a teacher's answer nor lost when the
+    teacher changes; `imported` says where it came from (file, sha256, line). It cost nothing here."""
+    canonical = orjson.dumps({"answer": item["answer"], "imported": item["input"]}, option=orjson.OPT_SORT_KEYS)
+    key = hashlib.sha256(canonical).hexdigest()
+    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    return {**journal_entry(key, item["answer"], usage), "imported": item["from"]}
+
+
 def well_formed(entry: Any) -> bool:
     """An answer as journal_entry writes it: what every reader of the journal relies on."""
     return (
@@ -206,16 +216,28 @@ class Journal(Answers):
 
     def append_many(self, entries: list[dict[str, Any]]) -> None:
         """Commit the entries in one transaction; only then are they counted as answered."""
+        self._commit("INSERT OR REPLACE", entries)
+
+    def add_imported(self, entries: list[dict[str, Any]]) -> int:
+        """Commit answers imported from the user's files (`imported_entry`) that the journal lacks; one already
+        there stays as first imported, so importing the same file again writes nothing. Returns how many
+        were new."""
+        return self._commit("INSERT OR IGNORE", entries)
+
+    def _commit(self, insert: str, entries: list[dict[str, Any]]) -> int:
         rows = [_row(entry) for entry in entries]
         with self._lock, disk_errors(self.path):
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)", rows)
+                before = self._db.total_changes
+                self._db.executemany(f"{insert} INTO answers VALUES (?, ?, ?, ?)", rows)
+                added = self._db.total_changes - before
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+        return added
 
     def __enter__(self) -> Journal:
         return self

@@ -36,7 +36,7 @@ class TeacherSpeed:
     def summary(self, asking: TeacherClient, probes: Sequence[Request]) -> dict[str, Any]:
         """`probes`: the requests a teacher that answers here measures its latency on, one at a time."""
         parameters = None
-        if isinstance(asking, MeasuresLatency):
+        if isinstance(asking, MeasuresLatency) and probes:  # none when every input came with its answer
             latency, how = asking.latencies(list(probes)[:LATENCY_PROBES]), "one at a time, after labeling"
             parameters = asking.parameters()
         else:
