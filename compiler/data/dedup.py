@@ -216,15 +216,64 @@ def near_duplicates(
     threshold: float = THRESHOLD,
     release: Callable[[], None] = lambda: None,
 ) -> Duplicates:
-    """Every row that nearly duplicates an earlier one. Band by band, rows are sorted by key; within a run of
-    equal keys each row is a candidate against the run's first row and the row just before it. A candidate
-    whose signatures agree on at least `threshold` - MARGIN of their rows is confirmed on its texts (`text`:
-    row -> text), by the exact Jaccard similarity. Memory: a few arrays of n numbers, candidates CHUNK at a time;
-    `release` is called after each band (a store drops the signature pages it mapped).
-    """
+    """Every row that nearly duplicates an earlier one (candidates as `_close_pairs` finds them), confirmed on
+    its texts (`text`: row -> text) by the exact Jaccard similarity. Memory: a few arrays of n numbers."""
     n = len(sigs)
     like = np.full(n, n, dtype=np.int64)  # the earliest row each row was found to resemble (n: none)
     score = np.zeros(n, dtype=np.float32)
+    wanted = lambda rows, others: others < like[rows]  # noqa: E731 - not yet found like this row, or an earlier one
+    for rows, others in _close_pairs(sigs, bands, threshold, wanted, release):
+        for row, other in zip(rows, others, strict=True):
+            if other < like[row] and (sim := jaccard(shingles(text(row)), shingles(text(other)))) >= threshold:
+                like[row], score[row] = other, sim
+    dropped = np.flatnonzero(like < n)
+    return Duplicates(dropped, like[dropped], score[dropped])
+
+
+def near_groups(
+    sigs: np.ndarray,
+    bands: Sequence[np.ndarray],
+    text: Callable[[int], str],
+    threshold: float = THRESHOLD,
+    release: Callable[[], None] = lambda: None,
+) -> np.ndarray:
+    """For each row, the first row of its group: the rows joined to it by near-duplicate pairs, directly or
+    through other rows (union-find over the confirmed pairs). Memory: a few arrays of n numbers."""
+    parent = np.arange(len(sigs), dtype=np.int64)
+
+    def root(row: int) -> int:
+        while parent[row] != row:
+            parent[row] = parent[parent[row]]  # path halving
+            row = int(parent[row])
+        return row
+
+    def roots(rows: np.ndarray) -> np.ndarray:
+        found = parent[rows]
+        while not np.array_equal(ahead := parent[found], found):
+            found = ahead
+        return found
+
+    wanted = lambda rows, others: roots(rows) != roots(others)  # noqa: E731 - pairs already joined are skipped
+    for rows, others in _close_pairs(sigs, bands, threshold, wanted, release):
+        for row, other in zip(rows, others, strict=True):
+            a, b = root(row), root(other)
+            if a != b and jaccard(shingles(text(row)), shingles(text(other))) >= threshold:
+                parent[max(a, b)] = min(a, b)  # the first row of a group is its root
+    return roots(np.arange(len(sigs), dtype=np.int64))
+
+
+def _close_pairs(
+    sigs: np.ndarray,
+    bands: Sequence[np.ndarray],
+    threshold: float,
+    wanted: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    release: Callable[[], None],
+) -> Iterator[tuple[list[int], list[int]]]:
+    """(rows, earlier rows) of candidate pairs, CHUNK at a time. Band by band, rows are sorted by key; within a
+    run of equal keys each row is a candidate against the run's first row and the row just before it. Of the
+    pairs `wanted` keeps, those whose signatures agree on at least `threshold` - MARGIN of their rows are
+    yielded. `release` is called after each band (a store drops the signature pages it mapped)."""
+    n = len(sigs)
     for band in range(len(bands) if n else 0):
         column = np.asarray(bands[band])
         order = np.argsort(column, kind="stable")  # equal keys stay in row order: the earliest comes first
@@ -238,15 +287,11 @@ def near_duplicates(
         for earlier in (order[run_first], order[continues - 1]):
             for at in range(0, len(later), CHUNK):
                 rows, others = later[at : at + CHUNK], earlier[at : at + CHUNK]
-                new = others < like[rows]  # not yet found like this row, or an earlier one
-                rows, others = rows[new], others[new]
+                keep = wanted(rows, others)
+                rows, others = rows[keep], others[keep]
                 close = similarity(np.asarray(sigs[rows]), np.asarray(sigs[others])) >= threshold - MARGIN
-                for row, other in zip(rows[close].tolist(), others[close].tolist(), strict=True):
-                    if other < like[row] and (sim := jaccard(shingles(text(row)), shingles(text(other)))) >= threshold:
-                        like[row], score[row] = other, sim
+                yield rows[close].tolist(), others[close].tolist()
         release()
-    dropped = np.flatnonzero(like < n)
-    return Duplicates(dropped, like[dropped], score[dropped])
 
 
 def kept_after_dedup(store: TextStore, texts: Iterator[str], limit: int, near: bool) -> Duplicates:

@@ -1,36 +1,79 @@
-"""Split labeled data into train and held-out sets by a hash of each input.
+"""Split labeled data into train and held-out sets by near-duplicate group, then by a hash.
 
-Each input's side depends on its own hash alone, so adding inputs never moves an existing one across:
-held-out scores stay comparable as data grows. The held-out share is therefore close to, not exactly,
+Near duplicates (distillc.data.dedup: character 5-gram Jaccard of THRESHOLD or more, found by MinHash) are
+grouped, directly or through each other, and a group's side follows from the hash of its first input's id:
+every member falls on the same side, so no held-out input has a near-copy in training to make the gate look
+better than the student is (production traffic is full of them: one template, another order number). An
+input with no near duplicate keeps the side of its own hash, so adding inputs moves few existing ones
+across, and held-out scores stay comparable as data grows. The held-out share is close to, not exactly,
 `evaluation.holdout`.
 """
 
 from __future__ import annotations
 
-import json
+import tempfile
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distillc.build.artifacts import read_jsonl, write_jsonl
+from distillc.build.artifacts import iter_jsonl, read_jsonl, write_jsonl
 from distillc.build.runner import Stage, StageContext
 from distillc.data.split import unit_hash
 from distillc.errors import DistillcError
 
+SHOWN = 5  # texts of the largest group in the report
+
 
 def run(ctx: StageContext, label: Path) -> dict[str, Any]:
-    """One pass, row by row: memory holds no rows, whatever their number."""
+    """Two passes over the rows: the first groups them (memory: about 24 bytes a row), the second writes them."""
+    import numpy as np
+
+    from distillc.data.dedup import TextStore, near_groups
+
     share = ctx.spec.evaluation.holdout
+    labeled = label / "labeled.jsonl"
+    hashes = array("d")
+    with tempfile.TemporaryDirectory(dir=ctx.workdir) as scratch:
+        store = TextStore(Path(scratch), signed=True)
+
+        def texts() -> Iterator[str]:
+            for row in iter_jsonl(labeled):
+                hashes.append(unit_hash(row["id"]))
+                yield row["input"]
+
+        store.extend(texts())
+        sigs, bands = store.arrays()
+        group = near_groups(sigs, bands, store.text, release=store.release)
+        own = np.frombuffer(hashes, dtype=np.float64) < share  # the side each row's own hash gives it
+        held_out = own[group]
+        sizes = np.bincount(group, minlength=len(group))
+        largest = int(sizes.argmax()) if len(group) else 0
+        grouping = {
+            "groups": int((sizes > 1).sum()),
+            "grouped_inputs": int(sizes[sizes > 1].sum()),
+            "largest_group": int(sizes[largest]) if len(group) else 0,
+            "largest_group_examples": [store.text(r)[:200] for r in np.flatnonzero(group == largest)[:SHOWN]]
+            if len(group) and sizes[largest] > 1
+            else [],
+            # held-out inputs with a near-copy on the training side: split by each input's own hash, and now
+            "leaked_by_own_hash": _leaked(own, group),
+            "leaked": _leaked(held_out, group),
+        }
+        store.close()
     counts = {"train": 0, "holdout": 0}
     with (
-        (label / "labeled.jsonl").open(encoding="utf-8") as rows,
-        (ctx.workdir / "train.jsonl").open("w", encoding="utf-8") as train,
-        (ctx.workdir / "holdout.jsonl").open("w", encoding="utf-8") as holdout,
+        labeled.open("rb") as rows,
+        (ctx.workdir / "train.jsonl").open("wb") as train,
+        (ctx.workdir / "holdout.jsonl").open("wb") as holdout,
     ):
+        n = 0
         for line in rows:
             if line.strip():
-                side = "holdout" if unit_hash(json.loads(line)["id"]) < share else "train"
-                (holdout if side == "holdout" else train).write(line if line.endswith("\n") else line + "\n")
+                side = "holdout" if held_out[n] else "train"
+                (holdout if side == "holdout" else train).write(line if line.endswith(b"\n") else line + b"\n")
                 counts[side] += 1
+                n += 1
     total = counts["train"] + counts["holdout"]
     if total < 4:
         raise DistillcError(
@@ -39,15 +82,29 @@ def run(ctx: StageContext, label: Path) -> dict[str, Any]:
             help="add inputs, or raise inputs.generate.count",
         )
     if not counts["holdout"] or not counts["train"]:  # a tiny data set: move the extreme item so both sides exist
-        ranked = sorted(read_jsonl(label / "labeled.jsonl"), key=lambda r: unit_hash(r["id"]))
+        ranked = sorted(read_jsonl(labeled), key=lambda r: unit_hash(r["id"]))
         counts = {"train": write_jsonl(ctx.workdir / "train.jsonl", ranked[1:])}
         counts["holdout"] = write_jsonl(ctx.workdir / "holdout.jsonl", ranked[:1])
-    return counts
+    if grouping["groups"]:
+        ctx.log(
+            f"{grouping['grouped_inputs']} inputs in {grouping['groups']} near-duplicate groups (largest "
+            f"{grouping['largest_group']}), each on one side; split by each input's own hash, "
+            f"{grouping['leaked_by_own_hash']} held-out inputs would have had a near-copy in training"
+        )
+    return counts | grouping
+
+
+def _leaked(held_out: Any, group: Any) -> int:
+    """Held-out rows whose group has a row on the training side."""
+    import numpy as np
+
+    training = np.bincount(group, weights=~held_out, minlength=len(group))
+    return int((held_out & (training[group] > 0)).sum())
 
 
 STAGE = Stage(
     name="split",
-    version=3,  # 3: rows are copied as labeling wrote them, in one streaming pass
+    version=4,  # 4: near duplicates are grouped, and a group falls on one side
     reads=("evaluation.holdout",),
     needs=("label",),
     produces=("train.jsonl", "holdout.jsonl"),
