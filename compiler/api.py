@@ -18,6 +18,7 @@ from distillc.build.lock import build_lock
 from distillc.build.runner import StageRecord, run_stages
 from distillc.errors import DistillcError, GateFailed
 from distillc.graph import STAGES
+from distillc.quality.answers import degenerate
 from distillc.quality.gates import gated_score
 from distillc.redact import redact
 from distillc.report.headline import headline
@@ -62,18 +63,26 @@ def build(
     force: tuple[str, ...] = (),
     emit: Sink = null_sink,
     keep_weights: bool = False,
+    strict: bool = False,
 ) -> BuildResult:
     """Build the spec at `spec_path` into `out` (build/<name>). `keep_weights`: keep the trained weights and
     the export variants that did not ship (distillc.build.evict frees them once the package is in place),
-    making again those an earlier build freed."""
+    making again those an earlier build freed. `strict`: answers not worth training on (distillc.quality.
+    answers) stop the build before training, rather than warn."""
     spec = load_spec(spec_path)
     build_dir = Path(out) if out else default_build_dir(spec)
     with build_lock(build_dir):
-        return _build(spec, build_dir, until, force, emit, keep_weights)
+        return _build(spec, build_dir, until, force, emit, keep_weights, strict)
 
 
 def _build(
-    spec: SpecIR, build_dir: Path, until: str | None, force: tuple[str, ...], emit: Sink, keep_weights: bool
+    spec: SpecIR,
+    build_dir: Path,
+    until: str | None,
+    force: tuple[str, ...],
+    emit: Sink,
+    keep_weights: bool,
+    strict: bool = False,
 ) -> BuildResult:
     previous = previous_stages(build_dir)
     result = BuildResult(spec, build_dir, keep_weights=keep_weights)
@@ -83,6 +92,8 @@ def _build(
         for record in run_stages(STAGES, spec, build_dir, emit, previous, until, force, restore=keep_weights):
             result.stages.append(record)
             _write_manifest(result, started, "running")
+            if record.name == "label":  # judged on every build, the stage's artifact cached or not
+                _judge_answers(spec, record.summary.get("answers", {}), emit, strict)
         if result.stages[-1].name == "package":
             result.package_dir = _materialize_package(result.stage("package").artifact / "package", build_dir, emit)
             if not keep_weights:
@@ -97,6 +108,21 @@ def _build(
         _write_html(build_dir, emit)
         _write_manifest(result, started, status)
     return result
+
+
+def _judge_answers(spec: SpecIR, answers: dict[str, Any], emit: Sink, strict: bool) -> None:
+    """Warn, or with `strict` stop before training, when one answer is most of a text or JSON task's."""
+    why = degenerate(spec.task.output_type, answers, spec.evaluation.max_answer_share)
+    if why is None:
+        return
+    if strict:
+        raise DistillcError(
+            "E304",
+            f"the labeled answers are not worth training on: {why}",
+            help="check the teacher (or the imported answers); raise evaluation.max_answer_share if this is "
+            "the task; the answers are journaled",
+        )
+    emit(Event("warning", "label", why))
 
 
 def _free_unneeded(result: BuildResult, emit: Sink) -> None:

@@ -185,15 +185,22 @@ def schema() -> None:
     is_flag=True,
     help="Keep the trained weights and the export variants that did not ship (freed once the package is in place).",
 )
+@click.option("--strict", is_flag=True, help="Stop, rather than warn, when the labeled answers are degenerate.")
 def build(
-    spec: Path, out: Path | None, until: str | None, force: tuple[str, ...], log_format: str, keep_weights: bool
+    spec: Path,
+    out: Path | None,
+    until: str | None,
+    force: tuple[str, ...],
+    log_format: str,
+    keep_weights: bool,
+    strict: bool,
 ) -> None:
     """Build SPEC: inputs, label, split, train, prune, evaluate, export, verify, gate, package."""
     from distillc import api
 
     try:
         result = api.build(
-            spec, out=out, until=until, force=force, emit=sink_for(log_format), keep_weights=keep_weights
+            spec, out=out, until=until, force=force, emit=sink_for(log_format), keep_weights=keep_weights, strict=strict
         )
     except DistillcError as error:
         _fail(error, log_format)

@@ -65,6 +65,7 @@ CODES: dict[str, Code] = {
     "E301": Code("model not found", "the student or local teacher model (embedded or GGUF) is not there", "install it as the help says, or fix the path"),
     "E302": Code("tokenizer unreadable", "the model's tokenizer cannot be loaded", "check the model folder"),
     "E303": Code("too few examples", "too few labeled inputs to train and evaluate", "add inputs, or raise inputs.generate.count"),
+    "E304": Code("degenerate answers", "with --strict: one answer covers more than evaluation.max_answer_share of a text or JSON task's labeled inputs", "check the teacher or the imported answers; raise the share if the task is so"),
     "E310": Code("export parity", "the exported graph answers differently from the PyTorch student", "report it with the build's logs"),
     "E311": Code("export failed", "the ONNX export of the student failed", "read the exporter's log named in the help"),
     "E312": Code("quantization failed", "a quantized variant could not be written", "remove the variant from export.quantization"),

@@ -139,6 +139,7 @@ class EvaluationIR:
     metric: str  # accuracy | macro_f1 | exact_match | chrf | rouge_l ("auto" resolved by output type)
     min_score: float  # a gate: changing it re-runs the gate stage (and the package), nothing before
     gate: str  # point | lower_bound: what must reach min_score, the score or its 95% interval's lower bound
+    max_answer_share: float = 0.5  # text and JSON tasks: the most common answer's share that warns (--strict: fails)
 
 
 @dataclass(frozen=True)

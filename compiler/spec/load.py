@@ -574,6 +574,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             else raw.evaluation.metric,
             min_score=raw.evaluation.min_score,
             gate=raw.evaluation.gate,
+            max_answer_share=raw.evaluation.max_answer_share,
         ),
         export=ir.ExportIR(
             quantization=tuple(raw.export.quantization),

@@ -292,6 +292,13 @@ class Evaluation(Strict):
         description="What must reach min_score: the score itself (point), or the lower bound of its 95% "
         "bootstrap interval over the held-out inputs (lower_bound: passing means passing with confidence).",
     )
+    max_answer_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Text and JSON tasks: the most common labeled answer may cover at most this share of the "
+        "inputs; more (a teacher that answers 'unknown' to most) warns, and fails `distillc build --strict`.",
+    )
 
 
 class LatencyBudget(Strict):

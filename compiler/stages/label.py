@@ -19,6 +19,7 @@ import orjson
 
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
+from distillc.quality.answers import AnswerTally
 from distillc.spec.ir import SpecIR
 from distillc.task import accept, task_type
 from distillc.task.prompts import label_messages, reask_messages
@@ -113,6 +114,7 @@ class Outcome:
     first_dead: str = ""  # the first input that got no valid answer (E403)
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
     distribution: Counter[str] = field(default_factory=Counter)
+    answers: AnswerTally = field(default_factory=AnswerTally)  # is one answer most of them? (before training)
     dead_letter: list[dict[str, Any]] = field(default_factory=list)  # the first ten, for the report
 
 
@@ -172,6 +174,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
         "requests_sent": done.sent,
         "usage": done.usage,
         "distribution": dict(sorted(done.distribution.items())),
+        "answers": done.answers.summary(),
         "teacher": teacher_speed,
     }
 
@@ -231,6 +234,7 @@ def _label_chunk(
             done.soft += 1
         rows.write(orjson.dumps(row) + b"\n")
         done.labeled += 1
+        done.answers.add(row["output"] if isinstance(row["output"], str) else orjson.dumps(row["output"]).decode())
         if choices:
             done.distribution[row["output"]] += 1
 
