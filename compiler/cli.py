@@ -237,13 +237,25 @@ def build(
         low, high = evaluation["interval"]
         click.echo(
             f"{evaluation['metric']}: {evaluation['score']:.3f}, 95% interval [{low:.3f}, {high:.3f}], on "
-            f"{evaluation['n']} held-out inputs (min_score {evaluation['min_score']}, gate: {evaluation['gate']})"
+            f"{evaluation['n']} held-out inputs against "
+            + ("their human labels" if evaluation.get("reference") == "gold" else "the teacher's answers")
+            + f" (min_score {evaluation['min_score']}, gate: {evaluation['gate']})"
         )
         baselines = evaluation["baselines"]
         majority, base = baselines["majority"], baselines["few_shot_base"]
         click.echo(f"baseline, the majority answer {majority['answer']!r} for all: {majority['value']:.3f}")
         low, high = base["interval"]
         click.echo(f"baseline, the untrained base shown the examples: {base['value']:.3f} [{low:.3f}, {high:.3f}]")
+        if gold := evaluation.get("gold"):
+            said = ", ".join(
+                f"{name.replace('_', ' ')} {gold[name]['value']:.3f}"
+                for name in ("student", "teacher", "majority", "few_shot_base")
+            )
+            gap = gold["gap_to_teacher"]
+            click.echo(
+                f"against {gold['n']} human labels ({gold['metric']}): {said}; student - teacher "
+                f"{gap['value']:+.3f} [{gap['interval'][0]:+.3f}, {gap['interval'][1]:+.3f}]"
+            )
         for warning in evaluation["warnings"]:
             click.echo(f"warning: {warning}")
     if "verify" in result.report:

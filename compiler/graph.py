@@ -22,7 +22,8 @@ STAGES = (
     linear.STAGE,
     train.STAGE,
     prune.STAGE,
-    dataclasses.replace(evaluate.STAGE, checks=(gates.min_score,)),  # E501: no export for a student below the bar
+    # E501, E507: no export for a student below the bar, or surely further below the teacher than allowed
+    dataclasses.replace(evaluate.STAGE, checks=(gates.min_score, gates.gap_to_teacher)),
     export.STAGE,
     verify.STAGE,
     gate.STAGE,

@@ -110,17 +110,31 @@ def test_openai_batch_input_and_output_are_joined_by_custom_id(tmp_path: Path) -
     write_lines(tmp_path / "data" / "batch_in.jsonl", requests)
 
     def output(n: int, status: int = 200, answer: str = "negative") -> dict[str, Any]:
-        body = {"id": f"chatcmpl-{n}", "object": "chat.completion", "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
-        ]}  # fmt: skip
-        return {"id": f"batch_req_{n}", "custom_id": f"req-{n}", "response": {"status_code": status,
-                "request_id": f"r{n}", "body": body}, "error": None}  # fmt: skip
+        body = {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        }
+        return {
+            "id": f"batch_req_{n}",
+            "custom_id": f"req-{n}",
+            "response": {"status_code": status, "request_id": f"r{n}", "body": body},
+            "error": None,
+        }
 
-    failed = {"id": "batch_req_3", "custom_id": "req-3", "response": None,
-              "error": {"code": "server_error", "message": "failed"}}  # fmt: skip
+    failed = {
+        "id": "batch_req_3",
+        "custom_id": "req-3",
+        "response": None,
+        "error": {"code": "server_error", "message": "failed"},
+    }
     write_lines(tmp_path / "data" / "batch_out.jsonl", [output(5), output(0), output(2, status=500), failed, output(1)])
-    source = {"path": "data/batch_in.jsonl", "format": "openai_batch", "output": "data/batch_out.jsonl",
-              "extract": EXTRACT}  # fmt: skip
+    source = {
+        "path": "data/batch_in.jsonl",
+        "format": "openai_batch",
+        "output": "data/batch_out.jsonl",
+        "extract": EXTRACT,
+    }
     with FakeTeacher(sentiment) as teacher:
         out = tmp_path / "out"
         api.build(import_spec(tmp_path, teacher.base_url, source), out=out, until="label")
@@ -148,11 +162,20 @@ def test_chat_log_captures_in_a_folder_and_litellm_logs_are_read(tmp_path: Path)
     ]
     write_lines(tmp_path / "data" / "logs" / "capture-001.jsonl", captures)
     litellm = [
-        {"model": "m", "messages": chat(texts[2], None)["messages"], "response": completion("positive"),
-         "status": "success"},
-        {"model": "m", "messages": chat(texts[3], None)["messages"], "response": None, "status": "failure",
-         "error_str": "timeout"},
-    ]  # fmt: skip
+        {
+            "model": "m",
+            "messages": chat(texts[2], None)["messages"],
+            "response": completion("positive"),
+            "status": "success",
+        },
+        {
+            "model": "m",
+            "messages": chat(texts[3], None)["messages"],
+            "response": None,
+            "status": "failure",
+            "error_str": "timeout",
+        },
+    ]
     write_lines(tmp_path / "data" / "logs" / "litellm.jsonl", litellm)
     (tmp_path / "data" / "logs" / "notes.txt").write_text("not a capture\n")
     source = {"path": "data/logs", "format": "chat_log", "extract": EXTRACT}
@@ -176,8 +199,10 @@ def test_pairs_from_jsonl_csv_and_parquet(tmp_path: Path) -> None:
     pq.write_table(pa.table({"q": texts[6:], "a": answers[6:]}), tmp_path / "data" / "pairs.parquet")
     with FakeTeacher(sentiment) as teacher:
         spec = write_spec(tmp_path, base_url=teacher.base_url, student="unused", inputs=[])
-        sources = [{"path": f"data/pairs.{ext}", "format": "pairs", "field": "q", "answer_field": "a"}
-                   for ext in ("jsonl", "csv", "parquet")]  # fmt: skip
+        sources = [
+            {"path": f"data/pairs.{ext}", "format": "pairs", "field": "q", "answer_field": "a"}
+            for ext in ("jsonl", "csv", "parquet")
+        ]
         edit_spec(spec, {"inputs.source": None, "inputs.sources": sources})
         out = tmp_path / "out"
         api.build(spec, out=out, until="label")
@@ -206,8 +231,9 @@ def test_an_invalid_imported_answer_is_dead_lettered_or_asked_with_reask_invalid
         edit_spec(spec, {"inputs.sources": [source | {"reask_invalid": True}]})
         api.build(spec, out=out, until="label")
         assert teacher.requests == 2  # only the two invalid ones
-    assert labeled(out) == {t: "negative" if n == 0 else ("positive" if n == 2 else sentiment(t))
-                            for n, t in enumerate(texts)}  # fmt: skip
+    assert labeled(out) == {
+        t: "negative" if n == 0 else ("positive" if n == 2 else sentiment(t)) for n, t in enumerate(texts)
+    }
 
 
 def test_a_differing_system_prompt_warns_with_both_texts(tmp_path: Path) -> None:
@@ -217,8 +243,9 @@ def test_a_differing_system_prompt_warns_with_both_texts(tmp_path: Path) -> None
     source = {"path": "data/ft.jsonl", "format": "openai_chat", "extract": EXTRACT}
     events: list[Event] = []
     with FakeTeacher(sentiment) as teacher:
-        api.build(import_spec(tmp_path, teacher.base_url, source), out=tmp_path / "out", until="inputs",
-                  emit=events.append)  # fmt: skip
+        api.build(
+            import_spec(tmp_path, teacher.base_url, source), out=tmp_path / "out", until="inputs", emit=events.append
+        )
     [warning] = [e for e in events if e.kind == "warning" and "system prompt" in e.message]
     assert "3 imported inputs" in warning.message
     assert "You are SupportBot" in warning.message and INSTRUCTIONS in warning.message

@@ -30,10 +30,12 @@ class Row:
     answer: str | None = None
     system: str | None = None
     problem: str = ""
+    gold: Any = None  # a human label, where the row has one
 
 
-def message_rows(path: Path, fmt: str, extract: str, output: Path | None = None) -> Iterator[Row]:
-    """The rows of one file of a message format (`openai_chat`, `openai_batch` or `chat_log`)."""
+def message_rows(path: Path, fmt: str, extract: str, output: Path | None = None, gold_field: str = "") -> Iterator[Row]:
+    """The rows of one file of a message format (`openai_chat`, `openai_batch` or `chat_log`); `gold_field`
+    names a key of the record beside the messages holding a human label."""
     pattern = re.compile(extract, re.DOTALL) if extract else None
     answers = batch_answers(output) if fmt == "openai_batch" and output is not None else {}
     for line, record, problem in _json_lines(path):
@@ -49,10 +51,12 @@ def message_rows(path: Path, fmt: str, extract: str, output: Path | None = None)
                 row.answer = answers.get(str(record.get("custom_id")))
         else:
             row = _logged_call(line, record)
+        if gold_field:
+            row.gold = record.get(gold_field)
         if pattern is not None and not row.problem:
             found = pattern.search(row.text)
             if found is None or found.group("input") is None:
-                row = Row(line, problem=f"extract did not match the user message {row.text[:80]!r}")
+                row.problem = f"extract did not match the user message {row.text[:80]!r}"
             else:
                 row.text = found.group("input")
         yield row

@@ -16,13 +16,13 @@ from typing import Any
 
 from distillc.data.imports import Row, message_rows
 from distillc.data.normalize import exact_key
-from distillc.spec.ir import InputsIR, SourceIR
+from distillc.spec.ir import GoldIR, InputsIR, SourceIR
 from distillc.spec.load import source_files
 from distillc_runtime.integrity import sha256 as file_sha256
 
 MAX_CHARS = 20_000
 REPORTED_PROBLEMS = 20
-COUNTS = ("read", "kept", "duplicates", "near_duplicates", "empty", "too_long", "invalid", "imported")
+COUNTS = ("read", "kept", "duplicates", "near_duplicates", "empty", "too_long", "invalid", "imported", "gold")
 
 
 def input_id(text: str) -> str:
@@ -57,6 +57,7 @@ def read_inputs(
     answer carries it (`answer`) and where it came from (`from`: file, sha256, line). With `limit_each`, a
     source stops at its `limit`. Memory: 8 bytes of hash per distinct input, in a set."""
     seen: set[bytes] = set()
+    golds = gold_labels(inputs.gold) if inputs.gold is not None else {}
     same_system = " ".join(instructions.split())
     for source in inputs.sources:
         taken = 0
@@ -79,6 +80,10 @@ def read_inputs(
                     reading.other_systems += 1
                     reading.system = reading.system or row.system
                 item: dict[str, Any] = {"id": input_id(text), "input": text}
+                gold = _answer(row.gold) if row.gold is not None else golds.get(exact_key(text)) if golds else None
+                if gold is not None:
+                    reading.counts["gold"] += 1
+                    item["gold"] = gold
                 if row.answer is not None:
                     reading.counts["imported"] += 1
                     item["answer"] = row.answer
@@ -98,11 +103,11 @@ def _source_rows(source: SourceIR) -> Iterator[tuple[Path, str, Row]]:
     for file in source_files(path):
         sha = source.sha256 if file == path else file_sha256(file)
         if source.format in ("openai_chat", "openai_batch", "chat_log"):
-            rows = message_rows(file, source.format, source.extract, output)
+            rows = message_rows(file, source.format, source.extract, output, source.gold_field)
         elif source.format == "pairs":
-            rows = _rows(file, _table_kind(file), (source.field, source.answer_field))
+            rows = _rows(file, _table_kind(file), source.field, source.answer_field, source.gold_field)
         else:
-            rows = _rows(file, source.format, (source.field,))
+            rows = _rows(file, source.format, source.field, "", source.gold_field)
         for row in rows:
             yield file, sha, row
 
@@ -111,13 +116,25 @@ def _table_kind(path: Path) -> str:
     return {".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower(), "jsonl")
 
 
-def _rows(path: Path, fmt: str, fields: tuple[str, ...]) -> Iterator[Row]:
-    """One Row per row of a table: its input from `fields[0]` and, with a second field, its answer."""
+def _rows(path: Path, fmt: str, field: str, answer_field: str = "", gold_field: str = "") -> Iterator[Row]:
+    """One Row per row of a table: its input, and its answer and human label where those fields are named."""
+    fields = (field, *(name for name in (answer_field, gold_field) if name))
     for line, values, problem in _values(path, fmt, fields):
         if problem:
             yield Row(line, problem=problem)
-        else:
-            yield Row(line, values[0], _answer(values[1]) if len(values) > 1 else None)
+            continue
+        named = dict(zip(fields, values, strict=True))
+        answer = _answer(named[answer_field]) if answer_field else None
+        yield Row(line, named[field], answer, gold=named[gold_field] if gold_field else None)
+
+
+def gold_labels(gold: GoldIR) -> dict[bytes, str]:
+    """A gold file's human labels by input (its exact key: equal but for case, punctuation and spacing)."""
+    labels = {}
+    for _, values, problem in _values(Path(gold.path), gold.format, (gold.field, gold.gold_field)):
+        if not problem and values[0] is not None and (label := _answer(values[1])) is not None:
+            labels[exact_key(" ".join(str(values[0]).split()))] = label
+    return labels
 
 
 def _answer(value: Any) -> str | None:

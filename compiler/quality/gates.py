@@ -43,6 +43,34 @@ def min_score(spec: SpecIR, summary: dict[str, Any], build_dir: Path) -> None:
     )
 
 
+def gap_to_teacher(spec: SpecIR, summary: dict[str, Any], build_dir: Path) -> None:
+    """E507 when `evaluation.max_gap_to_teacher` is set and the student's score against the human labels is not
+    surely within it of the teacher's (the lower bound of their paired difference's 95% interval); E508 when
+    no held-out input has a human label to tell."""
+    gap = spec.evaluation.max_gap_to_teacher
+    if gap < 0:
+        return
+    gold = summary.get("gold")
+    if not gold:
+        raise GateFailed(
+            "E508",
+            "evaluation.max_gap_to_teacher needs held-out inputs with human labels, and none has one",
+            help="give more inputs a gold label, or raise evaluation.holdout",
+        )
+    measured = gold["gap_to_teacher"]
+    low = measured["interval"][0]
+    if low + gap >= -TOLERANCE:
+        return
+    raise GateFailed(
+        "E507",
+        f"the student may score {-low:.3f} below the teacher against {gold['n']} human labels (student "
+        f"{gold['student']['value']:.3f}, teacher {gold['teacher']['value']:.3f}; gap {measured['value']:+.3f}, "
+        f"95% interval [{low:+.3f}, {measured['interval'][1]:+.3f}]), more than evaluation.max_gap_to_teacher {gap}",
+        help=f"see {build_dir / 'report.json'}; more inputs, more epochs or a larger student may help; more gold "
+        "labels narrow the interval",
+    )
+
+
 def choose_variant(spec: SpecIR, verify: dict[str, Any]) -> dict[str, Any]:
     """The variant to ship, or GateFailed naming what each variant missed."""
     minimum = spec.evaluation.min_score

@@ -58,6 +58,7 @@ class SourceIR:
     output_path: str = nokey("")  # openai_batch: the output file
     output_sha256: str = ""
     reask_invalid: bool = False
+    gold_field: str = ""
 
     @property
     def answered(self) -> bool:
@@ -69,11 +70,25 @@ BARE_FORMATS = ("jsonl", "csv", "txt", "parquet")
 
 
 @dataclass(frozen=True)
+class GoldIR:
+    path: str = nokey("")
+    sha256: str = ""
+    format: str = ""  # jsonl | csv | parquet
+    field: str = ""
+    gold_field: str = ""
+
+
+@dataclass(frozen=True)
 class InputsIR:
     mode: str  # source | generate
     sources: tuple[SourceIR, ...] = ()  # answered sources first
     generate: GenerateIR | None = None
     dedup: str = "near"  # near | exact | off
+    gold: GoldIR | None = None  # human labels joined by input
+
+    @property
+    def has_gold(self) -> bool:
+        return self.gold is not None or any(s.gold_field for s in self.sources)
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,8 @@ class EvaluationIR:
     metric: str  # accuracy | macro_f1 | exact_match | chrf | rouge_l ("auto" resolved by output type)
     min_score: float  # a gate: changing it re-runs the gate stage (and the package), nothing before
     gate: str  # point | lower_bound: what must reach min_score, the score or its 95% interval's lower bound
+    reference: str = "teacher"  # teacher | gold: what min_score is measured against
+    max_gap_to_teacher: float = -1.0  # < 0: no such gate; else student - teacher vs gold, lower bound, >= -gap
     max_answer_share: float = 0.5  # text and JSON tasks: the most common answer's share that warns (--strict: fails)
 
 

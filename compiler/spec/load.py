@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from distillc.redact import key_like
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, SpecError, sort_key
-from distillc.spec.raw import Budget, Evaluation, Export, Inputs, Lora, RawSpec, Source, Student, Task, Teacher
+from distillc.spec.raw import Budget, Evaluation, Export, Gold, Inputs, Lora, RawSpec, Source, Student, Task, Teacher
 from distillc.spec.source import SourceMap, load_yaml
 from distillc.task import TYPES, task_type
 from distillc_runtime.integrity import sha256 as file_sha256
@@ -207,6 +207,26 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
                 help="remove student.candidates: a linear classifier answers with one of a label set",
             )
         )
+    inputs = sections.get("inputs")
+    wanted = {
+        "reference": evaluation.reference == "gold",
+        "max_gap_to_teacher": evaluation.max_gap_to_teacher is not None,
+    }
+    wants_gold = [name for name, on in wanted.items() if on]
+    has_gold = inputs is not None and (
+        inputs.gold is not None
+        or any(s.gold_field for s in ([inputs.source] if inputs.source else inputs.sources or []))
+    )
+    if inputs is not None and wants_gold and not has_gold:
+        out.append(
+            Diagnostic(
+                "E129",
+                f"evaluation.{wants_gold[0]} needs human labels, and no input has one",
+                *smap.key_span(("evaluation", wants_gold[0])),
+                help="add gold_field to an inputs source, or inputs.gold: "
+                "{path: gold.csv, field: text, gold_field: label}",
+            )
+        )
     if (
         teacher is not None
         and budget.max_usd
@@ -267,13 +287,36 @@ def _check_inputs(inputs: Inputs, smap: SourceMap, spec_dir: Path) -> list[Diagn
                 help="source: {path: data.jsonl, field: text}  or  generate: {count: 500}",
             )
         ]
+    out = _check_gold(inputs.gold, smap, spec_dir) if inputs.gold is not None else []
     if inputs.source is not None:
-        return _check_source(inputs.source, ("inputs", "source"), smap, spec_dir)
-    return [
+        return out + _check_source(inputs.source, ("inputs", "source"), smap, spec_dir)
+    return out + [
         d
         for n, source in enumerate(inputs.sources or [])
         for d in _check_source(source, ("inputs", "sources", n), smap, spec_dir)
     ]
+
+
+def _check_gold(gold: Gold, smap: SourceMap, spec_dir: Path) -> list[Diagnostic]:
+    path = spec_dir / gold.path
+    if path.suffix.lower() not in {".jsonl", ".csv", ".parquet"}:
+        return [
+            Diagnostic(
+                "E114",
+                f"gold labels are read from .jsonl, .csv or .parquet, not '{path.suffix or gold.path}'",
+                *smap.value_span(("inputs", "gold", "path")),
+            )
+        ]
+    if not path.is_file():
+        return [
+            Diagnostic(
+                "E112",
+                f"input file not found: {path}",
+                *smap.value_span(("inputs", "gold", "path")),
+                help="paths in a spec are relative to the spec file",
+            )
+        ]
+    return []
 
 
 # What each format needs beside `path`, and what only some formats use.
@@ -349,6 +392,7 @@ def _check_source(source: Source, at: tuple[str | int, ...], smap: SourceMap, sp
         "extract": fmt not in MESSAGE_FORMATS,
         "field": fmt in MESSAGE_FORMATS or fmt == "txt",
         "reask_invalid": fmt in BARE,
+        "gold_field": fmt == "txt",
     }
     for name, not_used in unused.items():
         if fmt is not None and not_used and getattr(source, name) not in (None, False):
@@ -574,6 +618,8 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             else raw.evaluation.metric,
             min_score=raw.evaluation.min_score,
             gate=raw.evaluation.gate,
+            reference=raw.evaluation.reference,
+            max_gap_to_teacher=-1.0 if raw.evaluation.max_gap_to_teacher is None else raw.evaluation.max_gap_to_teacher,
             max_answer_share=raw.evaluation.max_answer_share,
         ),
         export=ir.ExportIR(
@@ -606,12 +652,15 @@ def _inputs(raw: RawSpec, spec_dir: Path) -> ir.InputsIR:
     if given:
         sources = [_source(source, spec_dir) for source in given]
         answered_first = sorted(sources, key=lambda s: not s.answered)  # stable: the spec's order otherwise
-        return ir.InputsIR(mode="source", sources=tuple(answered_first), dedup=raw.inputs.dedup)
+        return ir.InputsIR(
+            mode="source", sources=tuple(answered_first), dedup=raw.inputs.dedup, gold=_gold(raw, spec_dir)
+        )
     assert generate is not None  # exactly one of the two: checked before resolving
     per_request = generate.per_request
     return ir.InputsIR(
         mode="generate",
         dedup=raw.inputs.dedup,
+        gold=_gold(raw, spec_dir),
         generate=ir.GenerateIR(
             count=generate.count,
             seed=generate.seed,
@@ -628,6 +677,15 @@ def _inputs(raw: RawSpec, spec_dir: Path) -> ir.InputsIR:
     )
 
 
+def _gold(raw: RawSpec, spec_dir: Path) -> ir.GoldIR | None:
+    gold = raw.inputs.gold
+    if gold is None:
+        return None
+    path = (spec_dir / gold.path).resolve()
+    fmt = {".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower(), "jsonl")
+    return ir.GoldIR(str(path), file_sha256(path), fmt, gold.field, gold.gold_field)
+
+
 def _source(source: Source, spec_dir: Path) -> ir.SourceIR:
     src = (spec_dir / source.path).resolve()
     output = (spec_dir / source.output).resolve() if source.output else None
@@ -642,6 +700,7 @@ def _source(source: Source, spec_dir: Path) -> ir.SourceIR:
         output_path=str(output or ""),
         output_sha256=file_sha256(output) if output else "",
         reask_invalid=source.reask_invalid,
+        gold_field=source.gold_field or "",
     )
 
 

@@ -94,12 +94,23 @@ class Source(Strict):
         description="Message formats: a regular expression whose group named `input` is cut from the last user "
         "message, so that a production prompt template yields the bare input, e.g. 'Ticket:\\n(?P<input>.*)'.",
     )
+    gold_field: str | None = Field(
+        default=None,
+        description="Key (or column) holding a human label for the row, where there is one: the evaluation "
+        "then scores the student, the teacher and the baselines against it.",
+    )
     reask_invalid: bool = Field(
         default=False,
         description="Ask the teacher for inputs whose imported answer breaks the task's output contract "
         "(otherwise they are dead-lettered).",
     )
     limit: int | None = Field(default=None, ge=1, le=10**9, description="Use at most this many inputs.")
+
+
+class Gold(Strict):
+    path: str = Field(min_length=1, description="Human labels (.jsonl, .csv, .parquet), relative to the spec file.")
+    field: str = Field(min_length=1, description="Key or column holding the input, matched to the inputs'.")
+    gold_field: str = Field(min_length=1, description="Key or column holding the human label.")
 
 
 class Generate(Strict):
@@ -131,6 +142,10 @@ class Inputs(Strict):
     )
     generate: Generate | None = Field(
         default=None, description="Have the teacher write inputs from the task's examples (few-shot)."
+    )
+    gold: Gold | None = Field(
+        default=None,
+        description="Human labels for some inputs, joined by input (equal but for case, punctuation and spacing).",
     )
     dedup: Literal["near", "exact", "off"] = Field(
         default="near",
@@ -291,6 +306,18 @@ class Evaluation(Strict):
         default="point",
         description="What must reach min_score: the score itself (point), or the lower bound of its 95% "
         "bootstrap interval over the held-out inputs (lower_bound: passing means passing with confidence).",
+    )
+    reference: Literal["teacher", "gold"] = Field(
+        default="teacher",
+        description="What the student is scored against for min_score: the teacher's answers, or the human "
+        "labels (gold) of the held-out inputs that have one.",
+    )
+    max_gap_to_teacher: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="With gold labels: the student must score within this of the teacher (an incumbent model) "
+        "against gold, on the lower bound of the 95% interval of their paired difference.",
     )
     max_answer_share: float = Field(
         default=0.5,

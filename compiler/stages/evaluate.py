@@ -18,6 +18,7 @@ from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.quality.checks import degenerate, small_holdout
 from distillc.quality.metrics import gated, task_metrics
+from distillc.quality.reference import reference_pairs, versus_gold
 from distillc.spec.ir import TaskIR
 from distillc.student.models import load_causal_lm, quiet_transformers
 from distillc.student.prompt import few_shot_prompt, input_limit, load_prompt, prompt_ids
@@ -33,13 +34,15 @@ def run(ctx: StageContext, split: Path, train: Path, prune: Path, linear: Path) 
     predictions, decoder, prompt = predict(ctx, train / "model", rows)
     labels, grammar = decoder.labels, decoder.grammar
     write_jsonl(predictions_path(ctx.workdir), predictions)
-    metric = ctx.spec.evaluation.metric
+    metric, reference = ctx.spec.evaluation.metric, ctx.spec.evaluation.reference
     pairs = [(p["expected"], p["output"]) for p in predictions]
     metrics = task_metrics(task, pairs)
-    gate = gated(task, metric, pairs, metrics)
+    outputs = [p["output"] for p in predictions]
+    scored = reference_pairs(reference, rows, outputs)  # what min_score is measured on
+    gate = gated(task, metric, pairs, metrics) if reference == "teacher" else gated(task, metric, scored)
     ctx.log(
         f"{metric} {gate['value']:.3f}, 95% interval [{gate['interval'][0]:.3f}, {gate['interval'][1]:.3f}], "
-        f"on {len(pairs)} held-out inputs"
+        f"on {len(scored)} held-out inputs" + (" against their human labels" if reference == "gold" else "")
     )
     warnings = degenerate(task, pairs)
     if small := small_holdout(metric, gate, len(pairs)):
@@ -54,19 +57,27 @@ def run(ctx: StageContext, split: Path, train: Path, prune: Path, linear: Path) 
     for warning in warnings:
         ctx.emit(Event("warning", ctx.stage, warning))
     misses = [{k: p[k] for k in ("input", "expected", "output")} for p in predictions if not p["agrees"]][:10]
+    majority = majority_baseline(task, metric, read_jsonl(split / "train.jsonl"), rows)
+    base, base_answers = few_shot_baseline(ctx, decoder, rows, prompt["eos_token_ids"])
+    said = {"student": outputs, "majority": [majority["answer"]] * len(rows), "few_shot_base": base_answers}
+    if (gold := versus_gold(task, metric, rows, said)) is not None:
+        ctx.log(
+            f"against {gold['n']} human labels: student {gold['student']['value']:.3f}, teacher "
+            f"{gold['teacher']['value']:.3f}, gap {gold['gap_to_teacher']['value']:+.3f} "
+            f"[{gold['gap_to_teacher']['interval'][0]:+.3f}, {gold['gap_to_teacher']['interval'][1]:+.3f}]"
+        )
     return {
+        "reference": reference,
         "decoding": "label-constrained" if labels else "json-schema-constrained" if grammar else "greedy",
         "cut_short": cut_short,
         "metric": metric,
         "score": gate["value"],
         "interval": gate["interval"],
         "metrics": metrics,
-        "baselines": {
-            "majority": majority_baseline(task, metric, read_jsonl(split / "train.jsonl"), rows),
-            "few_shot_base": few_shot_baseline(ctx, decoder, rows, prompt["eos_token_ids"]),
-        },
+        "baselines": {"majority": majority, "few_shot_base": base},  # against the teacher
+        "gold": gold,
         "warnings": warnings,
-        "n": len(predictions),
+        "n": len(scored),
         "disagreements": misses,
         "candidates": [
             *(evaluate_candidate(ctx, c, rows, predictions) for c in read_candidates(prune)),
@@ -107,6 +118,7 @@ def predict(
                 "output_ids": new,
                 "agrees": not refused and task_type(task).agrees(task, row["output"], text),
                 **({"refused": True} if refused else {}),
+                **({"gold": row["gold"]} if "gold" in row else {}),
             }
         )
     return predictions, decoder, prompt
@@ -121,7 +133,7 @@ def evaluate_candidate(
     path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(path, predictions)
     metric = ctx.spec.evaluation.metric
-    gate = gated(ctx.spec.task, metric, [(p["expected"], p["output"]) for p in predictions])
+    gate = gated(ctx.spec.task, metric, reference_pairs(ctx.spec.evaluation.reference, rows, _outputs(predictions)))
     same = sum(a["output"] == b["output"] for a, b in zip(predictions, full, strict=True)) / max(1, len(rows))
     name, layers = candidate["name"], candidate["layers"]
     ctx.log(f"{name} ({layers} layers): {metric} {gate['value']:.3f}, answers as the full student on {same:.1%}")
@@ -143,7 +155,11 @@ def evaluate_linear(ctx: StageContext, folder: Path, full: list[dict[str, Any]])
         return []
     predictions = read_jsonl(linear_student.predictions_path(folder))
     metric = ctx.spec.evaluation.metric
-    gate = gated(ctx.spec.task, metric, [(p["expected"], p["output"]) for p in predictions])
+    rows = [
+        {"output": p["expected"], **({"gold": f["gold"]} if "gold" in f else {})}
+        for p, f in zip(predictions, full, strict=True)
+    ]
+    gate = gated(ctx.spec.task, metric, reference_pairs(ctx.spec.evaluation.reference, rows, _outputs(predictions)))
     same = sum(a["output"] == b["output"] for a, b in zip(predictions, full, strict=True)) / max(1, len(full))
     weights = made["parameters"]
     ctx.log(f"linear ({weights} weights): {metric} {gate['value']:.3f}, answers as the decoder on {same:.1%}")
@@ -170,22 +186,35 @@ def majority_baseline(
 
 def few_shot_baseline(
     ctx: StageContext, decoder: Decoder, rows: list[dict[str, Any]], eos: list[int]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[str]]:
     """The untrained base model, prompted with the spec's examples as the teacher is, decoded as the student
-    is (within the label set or the schema) and scored the same way: what distillation bought."""
+    is (within the label set or the schema) and scored the same way: what distillation bought. Its answers
+    too (scored against gold where there is some)."""
     base, tokenizer = load_causal_lm(ctx.spec.student.base_model)
     prompt = few_shot_prompt(tokenizer, ctx.spec.task, eos)
     answers = [decoder.reply(base, prompt, r["input"])[1] for r in rows]
-    return gated(
+    scored = gated(
         ctx.spec.task, ctx.spec.evaluation.metric, [(r["output"], a) for r, a in zip(rows, answers, strict=True)]
     )
+    return scored, answers
+
+
+def _outputs(predictions: list[dict[str, Any]]) -> list[str]:
+    return [p["output"] for p in predictions]
 
 
 STAGE = Stage(
     name="evaluate",
-    version=7,  # 7: the linear student too; 6: pruned candidates are scored too
+    version=8,  # 8: against gold too, and the score against evaluation.reference; 7: the linear student too
     # student.base_model: the few-shot baseline is the untrained base model.
-    reads=("task", "evaluation.metric", "deploy.max_new_tokens", "deploy.max_input_tokens", "student.base_model"),
+    reads=(
+        "task",
+        "evaluation.metric",
+        "evaluation.reference",
+        "deploy.max_new_tokens",
+        "deploy.max_input_tokens",
+        "student.base_model",
+    ),
     needs=("split", "train", "prune", "linear"),
     produces=("predictions.jsonl",),
     run=run,

@@ -109,6 +109,8 @@ class Outcome:
     imported_invalid: int = 0  # imported answers that broke the output contract: dead-lettered
     imported_reasked: int = 0  # ... and asked of the teacher instead (reask_invalid)
     imports_journaled: int = 0  # imported answers new to the journal in this run
+    gold: int = 0  # labeled inputs with a human label
+    gold_invalid: int = 0  # human labels outside the output contract: dropped
     failed_requests: int = 0  # requests that failed after every retry, re-asks included
     first_failure: str = ""  # the first request's failure (E402)
     first_dead: str = ""  # the first input that got no valid answer (E403)
@@ -170,6 +172,7 @@ def run(ctx: StageContext, inputs: Path) -> dict[str, Any]:
             "asked_instead": done.imported_reasked,
             "new_to_journal": done.imports_journaled,
         },
+        "gold": {"labeled": done.gold, "invalid": done.gold_invalid},
         "soft_labels": done.soft,
         "requests_sent": done.sent,
         "usage": done.usage,
@@ -194,7 +197,7 @@ def _label_chunk(
     the chunk's order; imported answers are judged by the same contract and never sent."""
     choices = task_type(spec.task).choices(spec.task)
     settled = _settle_imports(spec, chunk, journal, done)
-    asked = [item for n, item in enumerate(chunk) if n not in settled]
+    asked = [_carried(item) for n, item in enumerate(chunk) if n not in settled]
     requests = teacher_requests(spec, asked)
     pending = unanswered(requests, journal)
     failures = asking.complete(pending)
@@ -232,6 +235,11 @@ def _label_chunk(
         if choices and answered_by in answers and (soft := label_distribution(choices, answers[answered_by])):
             row["soft"] = {label: round(p, 6) for label, p in soft.items()}
             done.soft += 1
+        if "gold" in row:  # a human label, normalized as answers are; one outside the contract is dropped
+            gold, _ = accept(spec.task, row.pop("gold"))
+            done.gold += gold is not None
+            done.gold_invalid += gold is None
+            row |= {"gold": gold} if gold is not None else {}
         rows.write(orjson.dumps(row) + b"\n")
         done.labeled += 1
         done.answers.add(row["output"] if isinstance(row["output"], str) else orjson.dumps(row["output"]).decode())
@@ -261,7 +269,7 @@ def _settle_imports(
     for n, item in enumerate(chunk):
         if "answer" not in item:
             continue
-        bare = {"id": item["id"], "input": item["input"]}
+        bare = _carried(item)
         target, reason = accept(spec.task, item["answer"])
         if target is not None:
             done.imported += 1
@@ -275,6 +283,11 @@ def _settle_imports(
             done.imported_reasked += 1
             item.pop("answer")  # asked as any other input
     return settled
+
+
+def _carried(item: dict[str, Any]) -> dict[str, Any]:
+    """What an input row carries on into the labeled rows: not its import's answer and provenance (journaled)."""
+    return {k: v for k, v in item.items() if k not in ("answer", "from", "reask_invalid")}
 
 
 def _judge(

@@ -24,6 +24,7 @@ from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.quality.latency import percentiles
 from distillc.quality.metrics import gated
+from distillc.quality.reference import reference_pairs
 from distillc.student.onnx_export import generation_config
 from distillc.student.prompt import input_limit
 from distillc.student.tensorrt import tensorrt_config
@@ -72,7 +73,9 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             for i, (item, output) in enumerate(zip(holdout, outputs, strict=True))
         ]
         write_predictions(ctx.workdir, name, rows)
-        measured = gated(spec.task, spec.evaluation.metric, [(r["expected"], r["output"]) for r in rows])
+        measured = gated(
+            spec.task, spec.evaluation.metric, reference_pairs(spec.evaluation.reference, holdout, outputs)
+        )
         value = measured["value"]
         if not variants:  # the full student's fp32: what every other variant is compared with
             reference = outputs
@@ -114,7 +117,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
         )
     verified = Verified(
         metric=spec.evaluation.metric,
-        n=len(holdout),
+        n=len(reference_pairs(spec.evaluation.reference, holdout, texts)),  # the inputs scored
         variants=variants,
         target=spec.export.target,
         measured_with=provider_name(providers[0]),
@@ -182,10 +185,11 @@ def in_batches(generator: Any, texts: list[str], size: int) -> dict[str, Any]:
 
 STAGE = Stage(
     name="verify",
-    version=7,  # 7: the linear student too, each variant's kind, parameters and provider; 6: pruned candidates
+    version=8,  # 8: scored against evaluation.reference; 7: the linear student too, each variant's kind
     reads=(
         "task",
         "evaluation.metric",
+        "evaluation.reference",
         "export.quantization",
         "export.target",
         "deploy.max_batch_size",
