@@ -359,3 +359,37 @@ def serve(package_dir: Path, host: str, port: int) -> None:
     command = [sys.executable, "-I", launcher, "serve", str(package_dir), "--host", host, "--port", str(port)]
     # Become the server (no child process), so a stop signal reaches it rather than orphaning it.
     os.execv(sys.executable, command)
+
+
+@main.command()
+@click.option("--upstream", required=True, help="The endpoint to pass requests on to, e.g. https://api.openai.com/v1.")
+@click.option("--listen", default="127.0.0.1:8900", show_default=True, help="HOST:PORT to serve on.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder of captures.")
+def capture(upstream: str, listen: str, out: Path) -> None:
+    """Pass OpenAI-compatible requests on to UPSTREAM and record each chat request and answer (chat_log)."""
+    from urllib.parse import urlsplit
+
+    from distillc.capture.proxy import serve as serve_capture
+
+    host, _, port = listen.rpartition(":")
+    parts = urlsplit(upstream)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        _fail(DistillcError("E130", f"--listen {listen!r} is not HOST:PORT", help="e.g. --listen 127.0.0.1:8900"))
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        _fail(
+            DistillcError(
+                "E130",
+                f"--upstream {upstream!r} is not an http(s) URL with a host (and no credentials)",
+                help="e.g. --upstream https://api.openai.com/v1; clients send their own Authorization header",
+            )
+        )
+
+    def ready(url: str, path: Path) -> None:
+        click.echo(
+            f"capturing to {path}; point clients at {url} (their Authorization is passed on, never kept)", err=True
+        )
+
+    try:
+        serve_capture(upstream, host, int(port), out, ready)
+    except OSError as error:
+        _fail(DistillcError("E130", f"cannot listen on {listen}: {error.strerror or error}", help="pick a free port"))

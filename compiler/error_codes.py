@@ -54,6 +54,7 @@ CODES: dict[str, Code] = {
     "E127": Code("option not used by the format", "an inputs source option that its format does not read (answer_field outside pairs, output outside openai_batch, extract outside the message formats)", "remove it, or name the format that reads it"),
     "E128": Code("bad extract", "inputs.source.extract is not a regular expression, or has no group named `input`", "write a pattern with (?P<input>...) around the bare input"),
     "E129": Code("no gold labels", "evaluation.reference gold, or max_gap_to_teacher, without gold_field on a source or inputs.gold", "name where the human labels are"),
+    "E130": Code("bad capture address", "distillc capture's --listen is not HOST:PORT, or --upstream is not an http(s) URL with a host", "e.g. --listen 127.0.0.1:8900 --upstream https://api.openai.com/v1"),
     "W120": Code("few examples", "fewer than 3 task examples", "3-5 examples give the teacher a clearer task"),
     "W122": Code("budget without price", "budget.max_usd without teacher prices: nothing counts against it", "set teacher.price_per_1m_tokens"),
     "E201": Code("unknown stage", "--until or --force names no stage", "use a stage the message lists"),

@@ -69,6 +69,7 @@ class FakeTeacher:
         self.record = record  # keep bodies (tests); a benchmark sends too many to keep
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
+        self.authorizations: list[str] = []  # the Authorization header of each chat request, as received
         self.arrivals: list[float] = []  # time.monotonic() of each chat request
         self.faults: list[tuple[float, str, str]] = []  # (time, user message, fault) of each injected fault
         self.sent: Counter[str] = Counter()  # messages key -> times received
@@ -110,6 +111,8 @@ class FakeTeacher:
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -133,7 +136,11 @@ class FakeTeacher:
     ) -> bool:
         """Answer one request; False when the connection must end."""
         if method == "POST" and path.endswith("/chat/completions"):
+            if self.record:
+                self.authorizations.append(headers.get("authorization", ""))
             return await self._chat(json.loads(body), writer)
+        if method == "GET" and path.endswith("/models"):
+            return _respond(writer, 200, {"object": "list", "data": [{"id": "test-teacher", "object": "model"}]})
         if method == "POST" and path.endswith("/files"):
             file_id = self._new_id("file")
             self.files[file_id] = _multipart_file(headers["content-type"], body)
@@ -182,7 +189,11 @@ class FakeTeacher:
                 text = self.answer(user)
             except Exception as exc:  # the answer function raised: a server error
                 return _respond(writer, 500, {"error": {"message": str(exc)}})
-            return _respond(writer, 200, self._completion(body, text, user))
+            completion = self._completion(body, text, user)
+            if body.get("stream"):
+                await _stream(writer, completion)
+                return True
+            return _respond(writer, 200, completion)
         finally:
             self.in_flight -= 1
 
@@ -335,6 +346,25 @@ async def _inject(fault: str, writer: asyncio.StreamWriter) -> bool:
         writer.close()
         return False
     raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
+
+
+async def _stream(writer: asyncio.StreamWriter, completion: dict[str, Any]) -> None:
+    """A completion as OpenAI streams it: server-sent events of chat.completion.chunk (the role, the content a
+    word at a time, the finish reason), then [DONE], in HTTP chunks written as they are made."""
+    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": 0, "model": completion["model"]}
+    text = completion["choices"][0]["message"]["content"]
+    pieces = [w + " " for w in text.split(" ")[:-1]] + [text.split(" ")[-1]]
+    deltas = [{"role": "assistant", "content": ""}] + [{"content": piece} for piece in pieces]
+    events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    writer.write(head.encode())
+    for data in [*(json.dumps(e) for e in events), "[DONE]"]:
+        event = f"data: {data}\n\n".encode()
+        writer.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(0)  # each event its own write, as a real server's tokens are
+    writer.write(b"0\r\n\r\n")
 
 
 def _respond(writer: asyncio.StreamWriter, status: int, payload: Any, headers: dict[str, str] | None = None) -> bool:

@@ -1,0 +1,165 @@
+"""`distillc capture` against the fake teacher, over real HTTP: answers pass byte for byte (streamed or not,
+errors included), the client's key never reaches the disk, a kill -9 loses only requests in flight, and the
+captures build as a chat_log source without asking the teacher again."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from distillc import api
+from distillc.data.imports import message_rows
+from tests.conftest import edit_spec, review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+from tests.helpers import free_port
+
+KEY = "sk-test-5ecret-never-on-disk"
+
+
+def faults(user: str, attempt: int) -> str | None:
+    return {"rate me": "429:7", "fail me": "500"}.get(user)
+
+
+@contextmanager
+def capturing(upstream: str, out: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    command = [sys.executable, "-m", "distillc", "capture", "--upstream", upstream, "--listen", f"127.0.0.1:{port}"]
+    process = subprocess.Popen([*command, "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            send(f"http://127.0.0.1:{port}/v1", "GET", "/models")  # any answer: it listens
+            break
+        except OSError:
+            time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}/v1", process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+def send(base: str, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], bytes]:
+    """One request on its own connection: (status, headers, body as received, chunked transfer undone)."""
+    url = urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    connection.request(method, url.path + path, body=json.dumps(body) if body is not None else None, headers=headers)
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+
+def chat(text: str, stream: bool = False) -> dict[str, Any]:
+    return {"model": "test-teacher", "messages": [{"role": "user", "content": text}], "stream": stream}
+
+
+def captured(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for path in sorted(out.glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def test_answers_pass_byte_for_byte_and_are_recorded_without_the_key(tmp_path: Path) -> None:
+    out = tmp_path / "captures"
+    with FakeTeacher(sentiment, fault=faults) as teacher, capturing(teacher.base_url, out) as (proxy, _):
+        for body in (chat("the kettle was lovely"), chat("the screen was broken and the app too", stream=True)):
+            direct, through = (
+                send(teacher.base_url, "POST", "/chat/completions", body),
+                send(proxy, "POST", "/chat/completions", body),
+            )
+            assert through[0] == direct[0] == 200 and through[2] == direct[2]
+            assert through[1]["content-type"] == direct[1]["content-type"]
+        assert send(proxy, "GET", "/models")[2] == send(teacher.base_url, "GET", "/models")[2]
+        for text, status in (("rate me", 429), ("fail me", 500)):
+            direct, through = (
+                send(base, "POST", "/chat/completions", chat(text)) for base in (teacher.base_url, proxy)
+            )
+            assert through[0] == direct[0] == status and through[2] == direct[2]
+        assert send(proxy, "POST", "/chat/completions", chat("rate me"))[1]["retry-after"] == "7"
+        assert set(teacher.authorizations) == {f"Bearer {KEY}"}  # the client's own key went on upstream
+    records = captured(out)
+    assert [r["status"] for r in records] == [200, 200, 429, 500, 429]
+    assert records[1]["stream"] and records[1]["response"]["choices"][0]["message"]["content"] == "negative"
+    assert records[2]["error"] and "rate limited" in records[2]["error"]
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert KEY.encode() not in on_disk and b"5ecret" not in on_disk
+    rows = [r for p in sorted(out.glob("*.jsonl")) for r in message_rows(p, "chat_log", "")]
+    assert [(r.text, r.answer) for r in rows] == [
+        ("the kettle was lovely", "positive"),
+        ("the screen was broken and the app too", "negative"),
+        ("rate me", None),
+        ("fail me", None),
+        ("rate me", None),
+    ]
+
+
+def test_an_unreachable_upstream_is_a_502_with_a_reason(tmp_path: Path) -> None:
+    with capturing(f"http://127.0.0.1:{free_port()}/v1", tmp_path / "c") as (proxy, _):
+        status, _, body = send(proxy, "POST", "/chat/completions", chat("hello"))
+    assert status == 502 and "upstream unreachable" in json.loads(body)["error"]["message"]
+
+
+def test_kill_9_under_load_loses_only_requests_in_flight_and_the_captures_build(tmp_path: Path) -> None:
+    out = tmp_path / "captures"
+    texts = review_texts(400)
+    answered: list[str] = []  # inputs whose answer the client had whole before the kill
+    with FakeTeacher(sentiment, delay_s=0.002, record=False) as teacher:
+        with capturing(teacher.base_url, out) as (proxy, process):
+            stop = threading.Event()
+
+            def client(chunk: list[str]) -> None:
+                for n, text in enumerate(chunk):
+                    if stop.is_set():
+                        return
+                    try:
+                        status, _, body = send(proxy, "POST", "/chat/completions", chat(text, stream=n % 2 == 1))
+                    except (OSError, http.client.HTTPException):  # the proxy was killed mid-answer
+                        return
+                    if status == 200 and (b"[DONE]" in body or json.loads(body)["choices"]):
+                        answered.append(text)
+
+            threads = [threading.Thread(target=client, args=(texts[k::16],)) for k in range(16)]
+            for thread in threads:
+                thread.start()
+            while len(answered) < 150:
+                time.sleep(0.005)
+            os.kill(process.pid, signal.SIGKILL)
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            process.wait(timeout=10)
+        records = [r for p in sorted(out.glob("*.jsonl")) for r in message_rows(p, "chat_log", "") if not r.problem]
+        kept = {r.text for r in records if r.answer is not None}
+        assert set(answered) <= kept, f"{len(set(answered) - kept)} answered requests missing from the capture"
+        assert len(kept) < len(texts)  # the kill came mid-load
+        # The captures, read back as a source: every captured answer is imported, none is asked again.
+        spec = write_spec(tmp_path / "project", base_url=teacher.base_url, student="unused", inputs=[])
+        edit_spec(spec, {"inputs.source": {"path": str(out), "format": "chat_log"}})
+        asked = teacher.requests
+        result = api.build(spec, out=tmp_path / "out", until="label")
+        assert teacher.requests == asked
+    assert result.stage("label").summary["imported"]["labeled"] == len(kept)
+
+
+def test_a_request_body_over_the_limit_is_refused_with_413(tmp_path: Path) -> None:
+    from distillc.capture.proxy import MAX_REQUEST
+
+    with FakeTeacher(sentiment) as teacher, capturing(teacher.base_url, tmp_path / "c") as (proxy, _):
+        status, _, _ = send(proxy, "POST", "/chat/completions", chat("x" * (MAX_REQUEST + 1)))
+        assert status == 413 and teacher.requests == 0
+        assert send(proxy, "POST", "/chat/completions", chat("the kettle was lovely"))[0] == 200  # and serves on
