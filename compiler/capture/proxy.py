@@ -182,14 +182,21 @@ class Proxy:
             return web.json_response({"error": {"message": message, "type": "upstream_error"}}, status=502)
         chat = request.method == "POST" and suffix.rstrip("/").endswith("chat/completions")
         async with upstream:
+            streamed = "text/event-stream" in upstream.headers.get("content-type", "")
             reply = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for key, value in upstream.headers.items():
                 if key.lower() not in HOP:
                     reply.headers.add(key, value)
             if upstream.headers.get("content-encoding"):
                 reply.headers["content-encoding"] = upstream.headers["content-encoding"]
+            if not streamed and upstream.content_length is not None and upstream.content_length <= MAX_CAPTURED:
+                # A whole answer of known size: read, recorded, then sent in one write (fewer system calls,
+                # which are most of what a request costs the proxy).
+                data = await upstream.read()
+                if chat:
+                    self._record(body, upstream.status, False, StreamedAnswer(), data, len(data), started)
+                return web.Response(body=data, status=upstream.status, reason=upstream.reason, headers=reply.headers)
             await reply.prepare(request)
-            streamed = "text/event-stream" in upstream.headers.get("content-type", "")
             assembled, kept, size = StreamedAnswer(), bytearray(), 0
             # The record is written before the client can know its answer is whole: a body's last bytes (a
             # stream's [DONE] event) wait for it, so a kill -9 loses only answers still in flight.
