@@ -54,3 +54,35 @@ def test_the_json_example_builds_and_its_package_answers_as_its_report_says(tmp_
     live = agreeing / len(holdout)
     assert live == pytest.approx(shipped["score"], abs=1e-6)
     print(f"\nchangelog-triage: exact match {live:.3f} live, {shipped['score']:.3f} in the report; {report['built_s']}")
+
+
+MIGRATION = Path(__file__).parent.parent / "specs" / "review-sentiment-migration.yaml"
+
+
+@pytest.mark.slow
+def test_the_migration_example_asks_only_what_the_fine_tuning_file_lacks_and_reports_gold(tmp_path: Path) -> None:
+    """From an OpenAI chat fine-tuning file, offline: its answers are imported, the teacher labels only the
+    reviews the file lacks, and the hand-checked labels score student, teacher and baselines."""
+    from distillc.teacher.journal import JournalView, journal_path
+
+    out = tmp_path / "out"
+    result = distillc("build", str(MIGRATION), "--out", str(out), timeout=3000)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "system prompt unlike task.instructions" in result.stderr
+    report = read_json(out / "report.json")
+    inputs, label = report["inputs"], report["label"]
+    assert inputs["read"] == 224 and inputs["duplicates"] == 100  # the file's reviews, again in reviews.jsonl
+    imported = label["imported"]["labeled"]
+    assert imported == inputs["imported"] > 0 and label["requests_sent"] == inputs["kept"] - imported
+    with JournalView(journal_path(out)) as journal:
+        entries = list(journal.entries())
+    assert sum("imported" in e for e in entries) == imported
+    assert sum("imported" not in e for e in entries) == label["requests_sent"]  # the teacher's, and no more
+    gold = report["evaluation"]["gold"]
+    assert gold["n"] == report["evaluation"]["n"]  # every review has a hand-checked label
+    assert {"student", "teacher", "majority", "few_shot_base", "gap_to_teacher"} <= set(gold)
+    assert "against" in result.stdout and "human labels" in result.stdout
+    # A second build sends nothing and trains nothing.
+    again = distillc("build", str(MIGRATION), "--out", str(out), timeout=600)
+    assert again.returncode == 0 and "ran: nothing (all cached)" in again.stdout
+    print(f"\nmigration: {result.stdout}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillc.data.imports import Row, message_rows
+from distillc.data.imports import Row, message_rows, parse_json
 from distillc.data.normalize import exact_key
 from distillc.spec.ir import GoldIR, InputsIR, SourceIR
 from distillc.spec.load import source_files
@@ -158,9 +158,9 @@ def _values(path: Path, fmt: str, fields: tuple[str, ...]) -> Iterator[tuple[int
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = parse_json(line)
                 except ValueError as exc:
-                    yield n, (), f"invalid JSON ({exc.msg})"
+                    yield n, (), f"invalid JSON ({exc.msg if isinstance(exc, json.JSONDecodeError) else exc})"
                     continue
                 if not isinstance(row, dict) or fields[0] not in row:
                     yield n, (), f"no field '{fields[0]}'"
