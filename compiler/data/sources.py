@@ -17,7 +17,7 @@ from typing import Any
 from distillc.data.imports import Row, message_rows, parse_json
 from distillc.data.normalize import exact_key
 from distillc.spec.ir import GoldIR, InputsIR, SourceIR
-from distillc.spec.load import source_files
+from distillc.spec.load import MESSAGE_FORMATS, source_files, table_format
 from distillc_runtime.integrity import sha256 as file_sha256
 
 MAX_CHARS = 20_000
@@ -102,18 +102,14 @@ def _source_rows(source: SourceIR) -> Iterator[tuple[Path, str, Row]]:
     path = Path(source.path)
     for file in source_files(path):
         sha = source.sha256 if file == path else file_sha256(file)
-        if source.format in ("openai_chat", "openai_batch", "chat_log"):
+        if source.format in MESSAGE_FORMATS:
             rows = message_rows(file, source.format, source.extract, output, source.gold_field)
         elif source.format == "pairs":
-            rows = _rows(file, _table_kind(file), source.field, source.answer_field, source.gold_field)
+            rows = _rows(file, table_format(file), source.field, source.answer_field, source.gold_field)
         else:
             rows = _rows(file, source.format, source.field, "", source.gold_field)
         for row in rows:
             yield file, sha, row
-
-
-def _table_kind(path: Path) -> str:
-    return {".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower(), "jsonl")
 
 
 def _rows(path: Path, fmt: str, field: str, answer_field: str = "", gold_field: str = "") -> Iterator[Row]:

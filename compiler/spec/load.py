@@ -432,6 +432,11 @@ def source_format(source: Source) -> str | None:
     return source.format or INPUT_FORMATS.get(Path(source.path).suffix.lower())
 
 
+def table_format(path: Path) -> str:
+    """How a table of inputs and answers (pairs, gold labels) is read, from its extension."""
+    return {".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower(), "jsonl")
+
+
 def source_files(path: Path) -> list[Path]:
     """The files a source reads: the file itself, or a folder's .jsonl files (chat_log captures) in name order."""
     return sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
@@ -682,8 +687,7 @@ def _gold(raw: RawSpec, spec_dir: Path) -> ir.GoldIR | None:
     if gold is None:
         return None
     path = (spec_dir / gold.path).resolve()
-    fmt = {".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower(), "jsonl")
-    return ir.GoldIR(str(path), file_sha256(path), fmt, gold.field, gold.gold_field)
+    return ir.GoldIR(str(path), file_sha256(path), table_format(path), gold.field, gold.gold_field)
 
 
 def _source(source: Source, spec_dir: Path) -> ir.SourceIR:
