@@ -8,6 +8,8 @@ import http.client
 import json
 import os
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -47,11 +49,14 @@ def capturing(upstream: str, out: Path) -> Iterator[tuple[str, subprocess.Popen]
     try:
         yield f"http://127.0.0.1:{port}/v1", process
     finally:
-        if process.poll() is None:
+        stopped = process.poll() is None
+        if stopped:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
+        said = process.stderr.read() if process.stderr else ""
+        assert "Traceback" not in said, said  # failures are told in a line, never as a traceback
+        if stopped:
+            assert process.returncode == 0, said
 
 
 def send(base: str, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], bytes]:
@@ -163,3 +168,109 @@ def test_a_request_body_over_the_limit_is_refused_with_413(tmp_path: Path) -> No
         status, _, _ = send(proxy, "POST", "/chat/completions", chat("x" * (MAX_REQUEST + 1)))
         assert status == 413 and teacher.requests == 0
         assert send(proxy, "POST", "/chat/completions", chat("the kettle was lovely"))[0] == 200  # and serves on
+
+
+def raw_exchange(base: str, data: bytes, read_until: bytes = b"", timeout: float = 10) -> bytes:
+    """Bytes sent as they are on one connection; what comes back until `read_until` has come twice or the
+    connection closes."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while not read_until or received.count(read_until) < 2:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            received += piece
+    return received
+
+
+def test_pipelined_requests_are_answered_in_order_and_a_malformed_one_gets_400(tmp_path: Path) -> None:
+    with FakeTeacher(sentiment) as teacher, capturing(teacher.base_url, tmp_path / "c") as (proxy, _):
+        bodies = [json.dumps(chat(text)).encode() for text in ("the kettle was lovely", "the screen was broken")]
+        requests = b"".join(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+            for body in bodies
+        )
+        answers = raw_exchange(proxy, requests, read_until=b'"finish_reason"')
+        assert answers.count(b"HTTP/1.1 200") == 2
+        assert answers.index(b'"positive"') < answers.index(b'"negative"')  # in the order asked
+        refused = raw_exchange(proxy, b"NOT HTTP AT ALL\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.1 400") and b"not an HTTP/1.1 request" in refused
+        assert send(proxy, "POST", "/chat/completions", chat("the kettle was lovely"))[0] == 200  # serves on
+
+
+def test_a_client_gone_mid_stream_and_upstream_faults_leave_the_proxy_serving(tmp_path: Path) -> None:
+    def fault(user: str, attempt: int) -> str | None:
+        return {"reset me": "reset", "cut me": "truncated"}.get(user)
+
+    slow = FakeTeacher(lambda text: " ".join(["word"] * 2000), fault=fault)
+    with slow as teacher, capturing(teacher.base_url, tmp_path / "c") as (proxy, process):
+        body = json.dumps(chat("a long answer", stream=True)).encode()
+        request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        url = urlsplit(proxy)
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(request)
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")  # the answer began; the client goes
+        status, _, answer = send(proxy, "POST", "/chat/completions", chat("reset me"))
+        assert status == 502 and b"upstream unreachable" in answer
+        status, _, answer = send(proxy, "POST", "/chat/completions", chat("cut me"))  # whole answers are read first
+        assert status == 502 and b"upstream broke off its answer" in answer
+        for _ in range(3):
+            assert send(proxy, "POST", "/chat/completions", chat("the kettle was lovely"))[0] == 200
+        assert process.poll() is None
+
+
+def test_a_kept_alive_upstream_connection_closed_under_a_request_is_retried_on_a_fresh_one(tmp_path: Path) -> None:
+    """An upstream may close an idle kept-alive connection just as the proxy sends on it; the request never
+    reached it, so the proxy sends it again on a new connection rather than failing the client."""
+    answer = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}).encode()
+    connections: list[int] = []
+
+    class OneAnswerThenClose(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            connections.append(1)
+            self.request.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(answer)
+            self.request.sendall(head + answer)
+            time.sleep(0.3)  # keep-alive promised, then closed without reading the next request
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), OneAnswerThenClose) as upstream:
+        upstream.daemon_threads = True
+        threading.Thread(target=upstream.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{upstream.server_address[1]}/v1"
+        with capturing(base, tmp_path / "c") as (proxy, _):
+            first = len(connections)
+            url = urlsplit(proxy)
+            connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+            for text in ("one", "two"):  # the second within the upstream's 0.3 s: on the connection it will close
+                connection.request("POST", "/v1/chat/completions", body=json.dumps(chat(text)))
+                response = connection.getresponse()
+                assert response.status == 200 and response.read() == answer
+            connection.close()
+            upstream.shutdown()
+        assert len(connections) - first == 2  # the second request went again, on a connection of its own
+
+
+def test_a_streamed_answer_is_assembled_whatever_pieces_it_arrives_in() -> None:
+    from distillc.capture import proxy
+
+    words = [f"w{n} " for n in range(30_000)]  # ~450 KB of events: parsed in more than one batch
+    events = [
+        {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"content": words[0]}, "finish_reason": None}]}
+    ]
+    events += [{"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words[1:]]
+    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    stream = b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events)
+    stream = stream.replace(b"\r\n\r\n", b"\r\n\r\ndata: {not json\r\n\r\n", 1) + b"data: [DONE]\r\n\r\n"
+    assert len(stream) > proxy.PARSE_EVERY
+    for piece in (7, 4096, len(stream)):
+        assembled = proxy.StreamedAnswer()
+        for start in range(0, len(stream), piece):
+            assembled.feed(stream[start : start + piece])
+        completion = assembled.completion()
+        assert completion["id"] == "c1" and not assembled.truncated
+        assert completion["choices"] == [
+            {"index": 0, "message": {"role": "assistant", "content": "".join(words)}, "finish_reason": "stop"}
+        ]

@@ -125,3 +125,17 @@ def test_no_stage_imports_another_stage() -> None:
             if module.startswith("distillc.stages.") and module != f"distillc.stages.{path.stem}":
                 found.append(f"stages/{path.name}:{line}: {module}")
     assert found == []
+
+
+def test_every_subpackage_is_in_the_installed_distribution() -> None:
+    """pyproject lists packages by name (distillc's source folder is compiler/): a subpackage missing from the
+    list works in an editable install and is absent from a wheel, so `pip install .` would break on import."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(("distillc", *init.parent.relative_to(PACKAGE).parts))
+        for init in PACKAGE.rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert on_disk <= listed, f"missing from pyproject's packages: {sorted(on_disk - listed)}"
