@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow
+import pyarrow.parquet
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.*, run from anywhere
 
 from distillc.data.sources import Reading, read_inputs  # noqa: E402
@@ -75,6 +78,8 @@ def write_all(folder: Path, texts: list[str], answers: list[str]) -> dict[str, S
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
         writer.writerows(pairs)
+    pairs_parquet = folder / "pairs.parquet"
+    pyarrow.parquet.write_table(pyarrow.table({"text": texts, "label": answers}), pairs_parquet)
     bare = lines(folder / "bare.jsonl", ({"text": t} for t in texts))
 
     def source(path: Path, fmt: str, **more: Any) -> SourceIR:
@@ -87,6 +92,7 @@ def write_all(folder: Path, texts: list[str], answers: list[str]) -> dict[str, S
         "chat_log": source(log, "chat_log", extract=EXTRACT),
         "pairs (.jsonl)": source(pairs_jsonl, "pairs", field="text", answer_field="label"),
         "pairs (.csv)": source(pairs_csv, "pairs", field="text", answer_field="label"),
+        "pairs (.parquet)": source(pairs_parquet, "pairs", field="text", answer_field="label"),
     }
 
 

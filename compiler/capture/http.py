@@ -85,8 +85,9 @@ def refusal(status: int, reason: str, message: str) -> tuple[int, str, list[tupl
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, handler: Handler, max_body: int) -> None:
+    def __init__(self, handler: Handler, max_body: int, loop: asyncio.AbstractEventLoop) -> None:
         self._handler, self._max_body = handler, max_body
+        self._loop = loop  # kept: asyncio.get_running_loop() is a getpid() system call per use
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiting: deque[tuple[Request, bool, bool, int]] = deque()  # request, keep-alive, 1.1, refusal
@@ -162,7 +163,7 @@ class _Connection(asyncio.Protocol):
         if len(self._waiting) > 1 and self._transport is not None:
             self._transport.pause_reading()  # a client far ahead of its answers waits for them
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._answer())
+            self._worker = self._loop.create_task(self._answer())
 
     # Answering, one request at a time.
     async def _answer(self) -> None:
@@ -202,7 +203,7 @@ class _Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         if not self._writable and not self.closed:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = self._loop.create_future()
             await self._drained
 
     def close(self) -> None:
@@ -214,4 +215,4 @@ class _Connection(asyncio.Protocol):
 async def serve_http(handler: Handler, host: str, port: int, max_body: int) -> asyncio.Server:
     """Listen on host:port, answering every request with `handler`."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _Connection(handler, max_body), host, port, reuse_address=True)
+    return await loop.create_server(lambda: _Connection(handler, max_body, loop), host, port, reuse_address=True)

@@ -119,7 +119,10 @@ class StreamedAnswer:
                 self._event(chunk)
 
     def _event(self, chunk: dict[str, Any]) -> None:
-        self._meta |= {k: chunk[k] for k in ("id", "model", "created", "usage") if chunk.get(k) is not None}
+        if not self._meta:  # the same in every chunk
+            self._meta = {k: chunk[k] for k in ("id", "model", "created") if chunk.get(k) is not None}
+        if chunk.get("usage") is not None:  # in the last chunk, when asked for
+            self._meta["usage"] = chunk["usage"]
         for choice in chunk.get("choices") or []:
             index = choice.get("index", 0)
             piece = (choice.get("delta") or {}).get("content") or ""

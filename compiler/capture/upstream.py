@@ -64,7 +64,7 @@ class Response:
             elif self._complete:
                 return
             else:
-                self._wake = asyncio.get_running_loop().create_future()
+                self._wake = self._connection.loop.create_future()
                 await self._wake
 
     async def read(self) -> bytes:
@@ -94,8 +94,9 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One kept-alive connection: a request at a time, its answer parsed as it comes in."""
 
-    def __init__(self, pool: Upstream) -> None:
+    def __init__(self, pool: Upstream, loop: asyncio.AbstractEventLoop) -> None:
         self._pool = pool
+        self.loop = loop  # kept: asyncio.get_running_loop() is a getpid() system call per use
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._response: Response | None = None
@@ -112,7 +113,7 @@ class _Connection(asyncio.Protocol):
         self._response = Response(self)
         self._head_only = head_only
         self.received = False
-        self._headers_in = asyncio.get_running_loop().create_future()
+        self._headers_in = self.loop.create_future()
         self._transport.write(request)
         return self._headers_in
 
@@ -239,7 +240,7 @@ class Upstream:
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self),
+                    lambda: _Connection(self, loop),
                     self._host,
                     self._port,
                     ssl=self._ssl,
