@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from distillc import api
 from distillc.build.events import Event
@@ -328,8 +329,10 @@ def test_answers_from_the_journal_read_back_as_the_report_shows(tmp_path: Path) 
     assert read_json(out / "report.json")["label"]["imported"]["labeled"] == 4
 
 
-def test_an_input_both_imported_and_bare_counts_once_and_is_never_asked(tmp_path: Path) -> None:
-    """Answered sources are read first, whatever the spec's order: the bare copy is the exact duplicate."""
+@pytest.mark.parametrize("dedup", ["exact", "off"])
+def test_an_input_both_imported_and_bare_counts_once_and_is_never_asked(tmp_path: Path, dedup: str) -> None:
+    """Answered sources are read first, whatever the spec's order: the bare copy is the exact duplicate (with
+    `dedup: off` too, which keeps a source's own repeats: an answer already paid for is not bought again)."""
     texts = review_texts(4)
     write_lines(tmp_path / "data" / "ft.jsonl", [chat(t, "negative") for t in texts[:2]])
     with FakeTeacher(sentiment) as teacher:
@@ -338,7 +341,7 @@ def test_an_input_both_imported_and_bare_counts_once_and_is_never_asked(tmp_path
             {"path": "data/reviews.jsonl", "field": "text"},  # bare, listed first
             {"path": "data/ft.jsonl", "format": "openai_chat", "extract": EXTRACT},
         ]
-        edit_spec(spec, {"inputs.source": None, "inputs.sources": sources})
+        edit_spec(spec, {"inputs.source": None, "inputs.sources": sources, "inputs.dedup": dedup})
         out = tmp_path / "out"
         result = api.build(spec, out=out, until="label")
         assert teacher.requests == 2  # texts[2] and texts[3]

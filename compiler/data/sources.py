@@ -53,7 +53,9 @@ def read_inputs(
     inputs: InputsIR, reading: Reading, instructions: str = "", limit_each: bool = False
 ) -> Iterator[dict[str, Any]]:
     """The sources' usable inputs, source after source in file order, cleaned, and (unless `inputs.dedup` is
-    off) without exact repeats, across sources too: equal but for case, punctuation and spacing. A row with an
+    off) without exact repeats, across sources too: equal but for case, punctuation and spacing. With dedup
+    off a source's repeats stay, but a bare input that repeats an imported one is still dropped, so an answer
+    already paid for is never bought again (answered sources come first). A row with an
     answer carries it (`answer`) and where it came from (`from`: file, sha256, line). With `limit_each`, a
     source stops at its `limit`. Memory: 8 bytes of hash per distinct input, in a set."""
     seen: set[bytes] = set()
@@ -71,10 +73,10 @@ def read_inputs(
                 reading.counts["empty"] += 1
             elif len(text) > MAX_CHARS:
                 reading.counts["too_long"] += 1
-            elif inputs.dedup != "off" and (key := exact_key(text)) in seen:
-                reading.counts["duplicates"] += 1
+            elif (key := exact_key(text)) in seen and (inputs.dedup != "off" or row.answer is None):
+                reading.counts["duplicates"] += 1  # with dedup off, only a bare repeat of an imported answer
             else:
-                if inputs.dedup != "off":
+                if inputs.dedup != "off" or row.answer is not None:
                     seen.add(key)
                 if row.system is not None and same_system and " ".join(row.system.split()) != same_system:
                     reading.other_systems += 1

@@ -11,56 +11,20 @@ across, and held-out scores stay comparable as data grows. The held-out share is
 
 from __future__ import annotations
 
-import tempfile
-from array import array
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from distillc.build.artifacts import iter_jsonl, read_jsonl, write_jsonl
 from distillc.build.runner import Stage, StageContext
-from distillc.data.split import unit_hash
+from distillc.data.split import grouped_sides, unit_hash
 from distillc.errors import DistillcError
-
-SHOWN = 5  # texts of the largest group in the report
 
 
 def run(ctx: StageContext, label: Path) -> dict[str, Any]:
     """Two passes over the rows: the first groups them (memory: about 24 bytes a row), the second writes them."""
-    import numpy as np
-
-    from distillc.data.dedup import TextStore, near_groups
-
-    share = ctx.spec.evaluation.holdout
     labeled = label / "labeled.jsonl"
-    hashes = array("d")
-    with tempfile.TemporaryDirectory(dir=ctx.workdir) as scratch:
-        store = TextStore(Path(scratch), signed=True)
-
-        def texts() -> Iterator[str]:
-            for row in iter_jsonl(labeled):
-                hashes.append(unit_hash(row["id"]))
-                yield row["input"]
-
-        store.extend(texts())
-        sigs, bands = store.arrays()
-        group = near_groups(sigs, bands, store.text, release=store.release)
-        own = np.frombuffer(hashes, dtype=np.float64) < share  # the side each row's own hash gives it
-        held_out = own[group]
-        sizes = np.bincount(group, minlength=len(group))
-        largest = int(sizes.argmax()) if len(group) else 0
-        grouping = {
-            "groups": int((sizes > 1).sum()),
-            "grouped_inputs": int(sizes[sizes > 1].sum()),
-            "largest_group": int(sizes[largest]) if len(group) else 0,
-            "largest_group_examples": [store.text(r)[:200] for r in np.flatnonzero(group == largest)[:SHOWN]]
-            if len(group) and sizes[largest] > 1
-            else [],
-            # held-out inputs with a near-copy on the training side: split by each input's own hash, and now
-            "leaked_by_own_hash": _leaked(own, group),
-            "leaked": _leaked(held_out, group),
-        }
-        store.close()
+    texts = ((row["id"], row["input"]) for row in iter_jsonl(labeled))
+    held_out, grouping = grouped_sides(texts, ctx.spec.evaluation.holdout, ctx.workdir)
     counts = {"train": 0, "holdout": 0}
     with (
         labeled.open("rb") as rows,
@@ -92,14 +56,6 @@ def run(ctx: StageContext, label: Path) -> dict[str, Any]:
             f"{grouping['leaked_by_own_hash']} held-out inputs would have had a near-copy in training"
         )
     return counts | grouping
-
-
-def _leaked(held_out: Any, group: Any) -> int:
-    """Held-out rows whose group has a row on the training side."""
-    import numpy as np
-
-    training = np.bincount(group, weights=~held_out, minlength=len(group))
-    return int((held_out & (training[group] > 0)).sum())
 
 
 STAGE = Stage(
