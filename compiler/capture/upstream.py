@@ -200,6 +200,14 @@ class _Connection(asyncio.Protocol):
             response._end(error)
 
 
+async def _answer_on(connection: _Connection, request: bytes, head_only: bool) -> Response:
+    try:
+        return await connection.send(request, head_only)
+    except asyncio.CancelledError:  # the client left: this connection would carry an answer nobody reads
+        connection.close()
+        raise
+
+
 class Upstream:
     """Requests to one upstream base URL (`http://host:port/prefix` or https), over a pool of idle
     connections that grows with the concurrency asked of it."""
@@ -228,12 +236,11 @@ class Upstream:
             if connection.closed:
                 continue
             try:
-                return await connection.send(request, method == "HEAD")
+                return await _answer_on(connection, request, method == "HEAD")
             except UpstreamError:
                 if connection.received:
                     raise  # the upstream began to answer: sending again could run the request twice
-        connection = await self._connect()
-        return await connection.send(request, method == "HEAD")
+        return await _answer_on(await self._connect(), request, method == "HEAD")
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
