@@ -172,7 +172,7 @@ class TextStore:
         self._texts.seek(self._offsets[row])
         return self._texts.read(self._offsets[row + 1] - self._offsets[row]).decode("utf-8")
 
-    def arrays(self) -> tuple[np.ndarray, list[np.ndarray]]:
+    def arrays(self) -> tuple[np.ndarray, list[BandFile]]:
         """(signatures, band keys band by band) of every text so far, mapped from disk."""
         for f in (self._sigs, *self._bands):
             f.flush()
@@ -182,8 +182,7 @@ class TextStore:
         # A new map for the grown file; the last one closes once no array reads it any more.
         self._map = mmap.mmap(self._sigs.fileno(), 0, access=mmap.ACCESS_READ)
         sigs = np.frombuffer(self._map, dtype=np.uint32, count=n * PERMUTATIONS).reshape(n, PERMUTATIONS)
-        bands = [np.memmap(f.name, dtype=np.uint64, mode="r", shape=(n,)) for f in self._bands]
-        return sigs, bands
+        return sigs, [BandFile(Path(f.name), n) for f in self._bands]
 
     def release(self) -> None:
         """Drop the signature pages read so far from this process's memory (they stay in the page cache)."""
@@ -195,6 +194,21 @@ class TextStore:
             self._pool.shutdown(cancel_futures=True)
         for f in (self._texts, self._sigs, *self._bands):
             f.close()
+
+
+@dataclass(frozen=True)
+class BandFile:
+    """One band's keys on disk, read whole when asked for (np.asarray) into memory freed after the band: mapped
+    (np.memmap), every band's pages stayed in the process, 256 MB at a million rows."""
+
+    path: Path
+    rows: int
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        return np.fromfile(self.path, dtype=np.uint64, count=self.rows)
+
+    def __len__(self) -> int:
+        return self.rows
 
 
 @dataclass(frozen=True)
@@ -211,7 +225,7 @@ NO_DUPLICATES = Duplicates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zero
 
 def near_duplicates(
     sigs: np.ndarray,
-    bands: Sequence[np.ndarray],
+    bands: Sequence[np.ndarray | BandFile],
     text: Callable[[int], str],
     threshold: float = THRESHOLD,
     release: Callable[[], None] = lambda: None,
@@ -232,7 +246,7 @@ def near_duplicates(
 
 def near_groups(
     sigs: np.ndarray,
-    bands: Sequence[np.ndarray],
+    bands: Sequence[np.ndarray | BandFile],
     text: Callable[[int], str],
     threshold: float = THRESHOLD,
     release: Callable[[], None] = lambda: None,
@@ -264,7 +278,7 @@ def near_groups(
 
 def _close_pairs(
     sigs: np.ndarray,
-    bands: Sequence[np.ndarray],
+    bands: Sequence[np.ndarray | BandFile],
     threshold: float,
     wanted: Callable[[np.ndarray, np.ndarray], np.ndarray],
     release: Callable[[], None],
