@@ -79,8 +79,11 @@ class Reply:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def refusal(status: int, reason: str, message: str) -> tuple[int, str, list[tuple[str, str]], bytes]:
-    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error"}})
+def refusal(
+    status: int, reason: str, message: str, kind: str = "invalid_request_error"
+) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    """An answer in OpenAI's error shape, as (status, reason, headers, body) for Reply.send."""
+    body = orjson.dumps({"error": {"message": message, "type": kind}})
     return status, reason, [("Content-Type", "application/json")], body
 
 

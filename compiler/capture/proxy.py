@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from distillc.capture.http import Reply, Request, serve_http
+from distillc.capture.http import Reply, Request, refusal, serve_http
 from distillc.capture.upstream import Upstream, UpstreamError
 
 MAX_REQUEST = 8 * 2**20  # bytes of a request body
@@ -148,8 +148,7 @@ class StreamedAnswer:
 
 
 def bad_gateway(reply: Reply, message: str) -> None:
-    error = {"error": {"message": message, "type": "upstream_error"}}
-    reply.send(502, "Bad Gateway", [("Content-Type", "application/json")], orjson.dumps(error))
+    reply.send(*refusal(502, "Bad Gateway", message, kind="upstream_error"))
 
 
 def _json_or_none(data: bytes) -> Any:
