@@ -44,7 +44,7 @@ def texts(path: Path) -> list[str]:
 class Server:
     """The package's server in a subprocess on a free port of 127.0.0.1."""
 
-    def __init__(self, package: Path, max_batch_size: int) -> None:
+    def __init__(self, package: Path, max_batch_size: int, max_queue: int | None = None) -> None:
         import socket
 
         with socket.socket() as s:
@@ -53,6 +53,8 @@ class Server:
         launcher = str(package / "distillc_runtime" / "launch.py")  # as `distillc serve` and the image start it
         command = [sys.executable, "-I", launcher, "serve", str(package), "--port", str(self.port)]
         command += ["--max-batch-size", str(max_batch_size)]
+        if max_queue:
+            command += ["--max-queue", str(max_queue)]
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 120
@@ -182,6 +184,7 @@ def main() -> int:
     parser.add_argument("--level-s", type=float, default=60.0, help="at most this long per level")
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--overload-s", type=float, default=15.0)
+    parser.add_argument("--max-queue", type=int, help="serve with this deploy.max_queue instead of the package's")
     parser.add_argument("--inputs", type=Path, default=ROOT / "specs" / "data" / "reviews.jsonl")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -194,7 +197,7 @@ def main() -> int:
     rows = []
     result: dict = {"package": str(args.package), "max_batch_size": batch, "levels": rows}
     for mode, size in (("micro-batching", batch), ("no batching", 1)):
-        server = Server(args.package, size)
+        server = Server(args.package, size, args.max_queue)
         try:
             closed_loop(server.port, inputs, 2, 8, args.level_s)  # warm-up
             for level in levels:

@@ -158,12 +158,14 @@ def short(text: str, limit: int = MAX_NAME) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def create_app(package_dir: str | Path, max_batch_size: int | None = None) -> FastAPI:
-    """The package's app; `max_batch_size` overrides the package's deploy.max_batch_size."""
+def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_queue: int | None = None) -> FastAPI:
+    """The package's app; `max_batch_size` and `max_queue` override the package's deploy settings."""
     package = Path(package_dir)
     info = json.loads((package / "package.json").read_text(encoding="utf-8"))
     target = info.get("target", "cpu")
     deploy = info.get("deploy", {})
+    if max_queue:
+        deploy = {**deploy, "max_queue": max_queue}
     generator = load_model(
         package / "model",
         providers=providers_for(target, package / "model"),

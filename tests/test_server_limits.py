@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, runtime, start
+from tests.helpers import free_port, runtime, start, wait_healthy
 
 MARKER = "zebra-marker"  # in every bad input: a response must never contain it
 
@@ -136,8 +137,15 @@ def running(package: Path, copy: Path, **deploy: object) -> Iterator[int]:
         process.wait(timeout=30)
 
 
-def test_overload_gets_429_with_retry_after_at_once(package: Path, tmp_path: Path) -> None:
-    with running(package, tmp_path / "package", max_queue=1, max_batch_size=1) as port:
+def test_overload_gets_429_with_retry_after_at_once(package: Path) -> None:
+    # The queue and batch size from `distillc serve`'s options, over the package's own: nothing rebuilt.
+    port = free_port()
+    command = [sys.executable, "-m", "distillc", "serve", str(package), "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--max-queue", "1", "--max-batch-size", "1"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
         texts = [f"the kettle was lovely {i}" for i in range(120)]
         with ThreadPoolExecutor(30) as pool:
             outcomes = list(pool.map(lambda t: predict_status(port, t), texts))
@@ -145,6 +153,9 @@ def test_overload_gets_429_with_retry_after_at_once(package: Path, tmp_path: Pat
         assert set(statuses) <= {200, 429} and statuses[429] > 0 and statuses[200] > 0, statuses
         assert all(retry == "1" for status, retry in outcomes if status == 429)
         assert predict_status(port, "the kettle was lovely")[0] == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def test_a_request_past_the_deadline_gets_504(package: Path, tmp_path: Path) -> None:
