@@ -274,3 +274,48 @@ def test_a_streamed_answer_is_assembled_whatever_pieces_it_arrives_in() -> None:
         assert completion["choices"] == [
             {"index": 0, "message": {"role": "assistant", "content": "".join(words)}, "finish_reason": "stop"}
         ]
+
+
+def rss_mb(pid: int) -> float:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024
+
+
+def test_a_client_that_stops_reading_slows_its_upstream_instead_of_filling_the_proxys_memory(tmp_path: Path) -> None:
+    piece, pieces = b"x" * 2**16, 3200  # a 200 MB answer, in chunks, as fast as the proxy takes them
+    sent: list[int] = []
+
+    class Flood(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            if b"/big/" not in self.request.recv(65536):  # capturing()'s probe
+                self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                return
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n")
+            self.request.sendall(b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%b\r\n" % (len(piece), piece)
+            for n in range(pieces):
+                self.request.sendall(chunk)
+                sent.append(n)
+            self.request.sendall(b"0\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Flood) as upstream:
+        upstream.daemon_threads = True
+        threading.Thread(target=upstream.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{upstream.server_address[1]}/v1"
+        with capturing(base, tmp_path / "c") as (proxy, process):
+            before = rss_mb(process.pid)
+            url = urlsplit(proxy)
+            connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+            connection.request("GET", "/v1/files/big/content")
+            response = connection.getresponse()
+            assert response.status == 200
+            time.sleep(2)  # the client reads nothing: socket buffers fill, then the upstream waits
+            held = rss_mb(process.pid) - before
+            waiting_at = len(sent)
+            assert waiting_at < pieces // 2, "the upstream was never slowed"
+            size = 0
+            while data := response.read(2**20):
+                size += len(data)
+            connection.close()
+            assert size == len(piece) * pieces and len(sent) == pieces  # all of it, once the client read on
+        assert held < 32, f"the proxy held {held:.0f} MB of an answer its client was not reading"

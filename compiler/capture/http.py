@@ -58,14 +58,25 @@ class Reply:
         self.started = True
 
     async def write(self, data: bytes) -> None:
+        self.write_now(data)
+        await self._connection.drain()
+
+    def write_now(self, data: bytes) -> None:
+        """`write` for a caller that cannot wait: it brakes its source by `brake` instead."""
         if data:
             self._connection.write(self._head + self._frame(data))
             self._head = b""
-            await self._connection.drain()
+
+    def brake(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """Call `pause` while the client's socket buffer is full, and `resume` once it drains again."""
+        self._connection.brake = (pause, resume)
+        if not self._connection.writable:
+            pause()
 
     def end(self, data: bytes = b"") -> None:
         self._connection.write(self._head + self._frame(data) + (b"0\r\n\r\n" if self._chunked else b""))
         self._head = b""
+        self._connection.brake = None
         if not (self._keep_alive and self._chunked):
             self._connection.close()
 
@@ -96,7 +107,8 @@ class _Connection(asyncio.Protocol):
         self._waiting: deque[tuple[Request, bool, bool, int]] = deque()  # request, keep-alive, 1.1, refusal
         self._worker: asyncio.Task[None] | None = None
         self._drained: asyncio.Future[None] | None = None
-        self._writable = True
+        self.writable = True
+        self.brake: tuple[Callable[[], None], Callable[[], None]] | None = None  # Reply.brake's
         self.closed = False
         self._begin()
 
@@ -128,10 +140,14 @@ class _Connection(asyncio.Protocol):
             self._drained.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writable = False
+        self.writable = False
+        if self.brake is not None:
+            self.brake[0]()
 
     def resume_writing(self) -> None:
-        self._writable = True
+        self.writable = True
+        if self.brake is not None:
+            self.brake[1]()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
@@ -205,7 +221,7 @@ class _Connection(asyncio.Protocol):
             self._transport.write(data)
 
     async def drain(self) -> None:
-        if not self._writable and not self.closed:
+        if not self.writable and not self.closed:
             self._drained = self._loop.create_future()
             await self._drained
 

@@ -147,6 +147,30 @@ class StreamedAnswer:
         return {**self._meta, "object": "chat.completion", "choices": choices}
 
 
+class Relay:
+    """An answer passed on to the client piece by piece as the upstream's connection receives it, and kept
+    (a chat answer) for its record. A chat answer's latest piece (a stream's: the one with its [DONE] event)
+    is held back for Reply.end: the record is written before the client can know its answer is whole, so
+    a kill -9 loses only answers still in flight."""
+
+    def __init__(self, reply: Reply, chat: bool, streamed: bool) -> None:
+        self.reply, self.chat, self.streamed = reply, chat, streamed
+        self.assembled, self.kept, self.size = StreamedAnswer(), bytearray(), 0
+        self.held = b""
+
+    def piece(self, data: bytes) -> None:
+        if self.chat and self.streamed:
+            self.assembled.feed(data)
+        elif self.chat and self.size + len(data) <= MAX_CAPTURED:
+            self.kept += data
+        self.size += len(data)
+        if self.held:
+            self.reply.write_now(self.held)
+        self.held = data if self.chat and (not self.streamed or b"[DONE]" in data) else b""
+        if not self.held:
+            self.reply.write_now(data)
+
+
 def bad_gateway(reply: Reply, message: str) -> None:
     reply.send(*refusal(502, "Bad Gateway", message, kind="upstream_error"))
 
@@ -226,24 +250,12 @@ class Proxy:
                 reply.send(upstream.status, upstream.reason, headers, data)
                 return
             reply.start(upstream.status, upstream.reason, headers)
-            assembled, kept, size = StreamedAnswer(), bytearray(), 0
-            # The record is written before the client can know its answer is whole: a body's last bytes (a
-            # stream's [DONE] event) wait for it, so a kill -9 loses only answers still in flight.
-            held = b""
-            async for data in upstream.chunks():
-                if chat and streamed:
-                    assembled.feed(data)
-                elif chat and size + len(data) <= MAX_CAPTURED:
-                    kept += data
-                size += len(data)
-                if held:
-                    await reply.write(held)
-                held = data if chat and (not streamed or b"[DONE]" in data) else b""
-                if not held:
-                    await reply.write(data)
+            relay = Relay(reply, chat, streamed)
+            reply.brake(upstream.pause, upstream.resume)  # a slow client slows its upstream
+            await upstream.relay(relay.piece)
             if chat:
-                self._record(request.body, upstream.status, streamed, assembled, bytes(kept), size, started)
-            reply.end(held)  # with the end of the body, in one write
+                self._record(request.body, upstream.status, streamed, relay.assembled, relay.kept, relay.size, started)
+            reply.end(relay.held)  # with the end of the body, in one write
         finally:
             upstream.close()
 
@@ -253,7 +265,7 @@ class Proxy:
         status: int,
         streamed: bool,
         assembled: StreamedAnswer,
-        kept: bytes,
+        kept: bytes | bytearray,
         size: int,
         started: float,
     ) -> None:

@@ -2,9 +2,9 @@
 
 A general-purpose client costs the proxy more per request than the upstream's own server does; this one does
 only what a pass-through needs: send the request as one write, hand back the status, the headers as sent and
-the body as it arrives (chunked transfer decoded), and put the connection back for the next request. A body
-is buffered up to HIGH_WATER bytes ahead of its reader; past that the socket stops being read, so a slow
-client slows its upstream instead of filling memory.
+the body to a sink as it arrives (chunked transfer decoded), and put the connection back for the next
+request. Until the sink is there, at most HIGH_WATER bytes are buffered; then the sink brakes the socket
+(pause, resume) while its own client is slow, so a slow client slows its upstream instead of filling memory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -39,7 +39,8 @@ class Response:
         self._buffered = 0
         self._complete = False
         self._error: BaseException | None = None
-        self._wake: asyncio.Future[None] | None = None
+        self._sink: Callable[[bytes], None] | None = None
+        self._done: asyncio.Future[None] | None = None
 
     def header(self, name: str) -> str | None:
         return self._fields.get(name.lower())
@@ -49,26 +50,35 @@ class Response:
         value = self.header("content-length")
         return int(value) if value is not None and value.isdigit() else None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, piece by piece as it arrives; raises UpstreamError if the upstream breaks off."""
-        while True:
-            if self._chunks:  # all that has arrived, as one piece: fewer writes on to the client
-                data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
-                self._chunks.clear()
-                self._buffered = 0
-                if not self._complete:
-                    self._connection.resume()
-                yield data
-            elif self._error is not None:
-                raise UpstreamError(str(self._error)) from self._error
-            elif self._complete:
-                return
-            else:
-                self._wake = self._connection.loop.create_future()
-                await self._wake
-
     async def read(self) -> bytes:
-        return b"".join([data async for data in self.chunks()])
+        """The whole body; raises UpstreamError if the upstream breaks off."""
+        pieces: list[bytes] = []
+        await self.relay(pieces.append)
+        return b"".join(pieces)
+
+    def relay(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
+        """Hand the body to `sink` piece by piece from the connection's own callbacks, as each piece arrives
+        (no task switch per piece, which is most of what a streamed answer costs a proxy). The future is
+        done at the body's end, or fails with UpstreamError. `pause` and `resume` are the sink's brake."""
+        self._done = self._connection.loop.create_future()
+        if self._chunks:  # what came in with the head
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            self._buffered = 0
+            self._connection.resume()
+            sink(data)
+        self._sink = sink
+        if self._error is not None or self._complete:
+            self._settle()
+        return self._done
+
+    def pause(self) -> None:
+        if not self._complete and self._error is None:  # once whole, the connection may carry another answer
+            self._connection.pause()
+
+    def resume(self) -> None:
+        if not self._complete and self._error is None:
+            self._connection.resume()
 
     def close(self) -> None:
         """Give up on the rest of the body: its connection cannot carry another request."""
@@ -76,19 +86,29 @@ class Response:
             self._connection.close()
 
     def _push(self, data: bytes) -> None:
+        if self._sink is not None:
+            try:
+                self._sink(data)
+            except Exception as exc:  # the sink's own failure ends this answer, and its connection
+                self._connection.close()
+                self._end(exc)
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered >= HIGH_WATER:
             self._connection.pause()
-        self._notify()
 
     def _end(self, error: BaseException | None = None) -> None:
         self._complete, self._error = error is None, error
-        self._notify()
+        self._settle()
 
-    def _notify(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+    def _settle(self) -> None:
+        if self._done is None or self._done.done():
+            return
+        if self._error is not None:
+            self._done.set_exception(UpstreamError(str(self._error)))
+        elif self._complete:
+            self._done.set_result(None)
 
 
 class _Connection(asyncio.Protocol):
