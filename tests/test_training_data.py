@@ -164,6 +164,7 @@ def test_training_rows_stream_into_a_file_and_read_back_as_the_in_memory_example
     store.fitted(8, sequences)
     expected = [with_soft_label(fit_length(encoded(r), 8), sequences, r) for r in train_rows]
     assert list(store) == expected
+    assert store.lengths() == [len(e.ids) for e in expected]  # known without reading a row
     assert store[-1] == expected[-1] and store[5:9] == expected[5:9]
     assert sum(e.truncated for e in store) > 0 and sum(bool(e.branches) for e in store) > 0
     store.close()
@@ -179,8 +180,34 @@ def test_training_rows_stream_into_a_file_and_read_back_as_the_in_memory_example
     # 20 bytes a row of offsets and length (and the arrays' spare room): a row's tokens and targets, 512 bytes,
     # and its soft label went to files.
     assert held < 20_000 * 32
-    assert many.fitted(0, {})[19_999] == example
+    mapped = rss_file_kb()
+    assert all(e == example for e in many.fitted(0, {}))  # 10 MB of rows read back, none of it kept mapped
+    assert rss_file_kb() - mapped < 2048
     many.close()
+
+
+def rss_file_kb() -> int:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["RssFile"].split()[0])
+
+
+def test_the_dev_slice_is_capped_at_the_rows_of_lowest_hash_and_the_rest_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distillc.data.split import unit_hash
+    from distillc.student import train_job
+
+    monkeypatch.setattr(train_job, "MAX_DEV_ROWS", 10)
+    rows = [{"id": str(i), "input": f"w{i}", "output": "a"} for i in range(400)]
+    store = ExampleStore(tmp_path)
+    dev = dev_rows(rows, 0.2, store, lambda r: encode(WordTokenizer(), [int(r["id"])], r["output"]))
+    by_hash = sorted(rows, key=lambda r: unit_hash(f"dev:{r['id']}"))
+    assert len(dev) == 10 and {r["id"] for r in dev} == {r["id"] for r in by_hash[:10]}  # ~80 drew dev
+    assert [int(r["id"]) for r in dev] == sorted(int(r["id"]) for r in dev)  # in the rows' order
+    assert len(store) == 390  # every other row trains
+    trained = {e.ids[0] for e in store.fitted(0, {})}
+    assert trained == set(range(400)) - {int(r["id"]) for r in dev}
+    store.close()
 
 
 def test_rows_that_all_fall_to_the_dev_slice_all_train_instead(tmp_path: Path) -> None:

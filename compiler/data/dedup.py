@@ -7,7 +7,8 @@ signatures' agreement (the Jaccard estimate) reaches THRESHOLD. Two ways in:
 
 - `NearDuplicateIndex`: texts one at a time, each checked against those kept (generation: thousands).
 - `near_duplicates`: a whole file's signatures at once, banded by sorting numpy columns, so memory is a
-  few arrays of N numbers (input files: millions); signatures and band keys wait on disk meanwhile.
+  few arrays of N numbers (input files: millions); signatures and band keys wait on disk meanwhile, and
+  are read a window or a band at a time.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ PERMUTATIONS = 128
 BANDS = 32  # of 4 rows: a pair at Jaccard 0.6 shares a band with probability 0.988, at 0.3 with 0.23
 ROWS = PERMUTATIONS // BANDS
 CHUNK = 65_536  # candidate pairs compared at once (2 x 32 MB of signatures)
+WINDOW = 32 * 2**20  # bytes of the signature file mapped at once
 WORKERS = min(os.cpu_count() or 1, 8)  # processes signing texts, past the first chunk
 MARGIN = 0.15  # a candidate's signature agreement may fall this far below THRESHOLD (3.5 sd at 128 rows)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: mixes a band's two halves into one key
@@ -124,9 +126,8 @@ class TextStore:
     def __init__(self, folder: Path, signed: bool) -> None:
         self.folder, self.signed = folder, signed
         self._texts = (folder / "texts.bin").open("w+b")
-        self._sigs = (folder / "signatures.u32").open("w+b")  # read back through mmap
+        self._sigs = (folder / "signatures.u32").open("w+b")  # read back a window at a time
         self._bands = [(folder / f"band{b}.u64").open("wb") for b in range(BANDS)]  # a band is read whole
-        self._map: mmap.mmap | None = None
         self._offsets = array("Q", [0])
         self._pool: ProcessPoolExecutor | None = None
 
@@ -172,28 +173,53 @@ class TextStore:
         self._texts.seek(self._offsets[row])
         return self._texts.read(self._offsets[row + 1] - self._offsets[row]).decode("utf-8")
 
-    def arrays(self) -> tuple[np.ndarray, list[BandFile]]:
-        """(signatures, band keys band by band) of every text so far, mapped from disk."""
+    def arrays(self) -> tuple[SignatureFile, list[BandFile]]:
+        """(signatures, band keys band by band) of every text so far, on disk, each read when asked for."""
         for f in (self._sigs, *self._bands):
             f.flush()
         n = len(self)
-        if not n:
-            return np.zeros((0, PERMUTATIONS), np.uint32), [np.zeros(0, np.uint64)] * BANDS
-        # A new map for the grown file; the last one closes once no array reads it any more.
-        self._map = mmap.mmap(self._sigs.fileno(), 0, access=mmap.ACCESS_READ)
-        sigs = np.frombuffer(self._map, dtype=np.uint32, count=n * PERMUTATIONS).reshape(n, PERMUTATIONS)
-        return sigs, [BandFile(Path(f.name), n) for f in self._bands]
-
-    def release(self) -> None:
-        """Drop the signature pages read so far from this process's memory (they stay in the page cache)."""
-        if self._map is not None:
-            self._map.madvise(mmap.MADV_DONTNEED)
+        return SignatureFile(self._sigs.fileno(), n), [BandFile(Path(f.name), n) for f in self._bands]
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
         for f in (self._texts, self._sigs, *self._bands):
             f.close()
+
+
+@dataclass(frozen=True)
+class SignatureFile:
+    """The signatures in a file, `sigs[rows]` gathered a WINDOW of the file at a time, each window mapped and
+    unmapped in turn. A map of the whole file kept the pages that candidate reads touched (the kernel maps
+    16 pages around each one): at a million rows, every page of its 512 MB."""
+
+    fileno: int
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        found = np.empty((len(rows), PERMUTATIONS), dtype=np.uint32)
+        order = np.argsort(rows, kind="stable")
+        ranked = rows[order]
+        per_window = WINDOW // (PERMUTATIONS * 4)  # a window starts on a page: WINDOW is a multiple of 4096
+        edges = np.searchsorted(ranked, np.arange(0, self.rows + per_window, per_window))
+        for window, (a, b) in enumerate(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)):
+            if a == b:
+                continue
+            first = window * per_window
+            count = min(per_window, self.rows - first)
+            with mmap.mmap(
+                self.fileno, count * PERMUTATIONS * 4, offset=first * PERMUTATIONS * 4, access=mmap.ACCESS_READ
+            ) as view:
+                block = np.frombuffer(view, dtype=np.uint32).reshape(count, PERMUTATIONS)
+                found[order[a:b]] = block[ranked[a:b] - first]
+                del block  # the map cannot close while an array reads it
+        return found
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        return self[np.arange(self.rows)]
 
 
 @dataclass(frozen=True)
@@ -224,11 +250,10 @@ NO_DUPLICATES = Duplicates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zero
 
 
 def near_duplicates(
-    sigs: np.ndarray,
+    sigs: np.ndarray | SignatureFile,
     bands: Sequence[np.ndarray | BandFile],
     text: Callable[[int], str],
     threshold: float = THRESHOLD,
-    release: Callable[[], None] = lambda: None,
 ) -> Duplicates:
     """Every row that nearly duplicates an earlier one (candidates as `_close_pairs` finds them), confirmed on
     its texts (`text`: row -> text) by the exact Jaccard similarity. Memory: a few arrays of n numbers."""
@@ -236,7 +261,7 @@ def near_duplicates(
     like = np.full(n, n, dtype=np.int64)  # the earliest row each row was found to resemble (n: none)
     score = np.zeros(n, dtype=np.float32)
     wanted = lambda rows, others: others < like[rows]  # noqa: E731 - not yet found like this row, or an earlier one
-    for rows, others in _close_pairs(sigs, bands, threshold, wanted, release):
+    for rows, others in _close_pairs(sigs, bands, threshold, wanted):
         for row, other in zip(rows, others, strict=True):
             if other < like[row] and (sim := jaccard(shingles(text(row)), shingles(text(other)))) >= threshold:
                 like[row], score[row] = other, sim
@@ -245,11 +270,10 @@ def near_duplicates(
 
 
 def near_groups(
-    sigs: np.ndarray,
+    sigs: np.ndarray | SignatureFile,
     bands: Sequence[np.ndarray | BandFile],
     text: Callable[[int], str],
     threshold: float = THRESHOLD,
-    release: Callable[[], None] = lambda: None,
 ) -> np.ndarray:
     """For each row, the first row of its group: the rows joined to it by near-duplicate pairs, directly or
     through other rows (union-find over the confirmed pairs). Memory: a few arrays of n numbers."""
@@ -268,7 +292,7 @@ def near_groups(
         return found
 
     wanted = lambda rows, others: roots(rows) != roots(others)  # noqa: E731 - pairs already joined are skipped
-    for rows, others in _close_pairs(sigs, bands, threshold, wanted, release):
+    for rows, others in _close_pairs(sigs, bands, threshold, wanted):
         for row, other in zip(rows, others, strict=True):
             a, b = root(row), root(other)
             if a != b and jaccard(shingles(text(row)), shingles(text(other))) >= threshold:
@@ -277,16 +301,15 @@ def near_groups(
 
 
 def _close_pairs(
-    sigs: np.ndarray,
+    sigs: np.ndarray | SignatureFile,
     bands: Sequence[np.ndarray | BandFile],
     threshold: float,
     wanted: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    release: Callable[[], None],
 ) -> Iterator[tuple[list[int], list[int]]]:
     """(rows, earlier rows) of candidate pairs, CHUNK at a time. Band by band, rows are sorted by key; within a
     run of equal keys each row is a candidate against the run's first row and the row just before it. Of the
     pairs `wanted` keeps, those whose signatures agree on at least `threshold` - MARGIN of their rows are
-    yielded. `release` is called after each band (a store drops the signature pages it mapped)."""
+    yielded."""
     n = len(sigs)
     for band in range(len(bands) if n else 0):
         column = np.asarray(bands[band])
@@ -303,9 +326,8 @@ def _close_pairs(
                 rows, others = later[at : at + CHUNK], earlier[at : at + CHUNK]
                 keep = wanted(rows, others)
                 rows, others = rows[keep], others[keep]
-                close = similarity(np.asarray(sigs[rows]), np.asarray(sigs[others])) >= threshold - MARGIN
+                close = similarity(sigs[rows], sigs[others]) >= threshold - MARGIN
                 yield rows[close].tolist(), others[close].tolist()
-        release()
 
 
 def kept_after_dedup(store: TextStore, texts: Iterator[str], limit: int, near: bool) -> Duplicates:
@@ -315,7 +337,7 @@ def kept_after_dedup(store: TextStore, texts: Iterator[str], limit: int, near: b
     while store.extend(islice(texts, limit - (len(store) - len(found.dropped)) if limit else None)):
         if near:
             sigs, bands = store.arrays()
-            found = near_duplicates(sigs, bands, store.text, release=store.release)
+            found = near_duplicates(sigs, bands, store.text)
         if not limit or len(store) - len(found.dropped) >= limit:
             break
     return found

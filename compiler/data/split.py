@@ -37,7 +37,7 @@ def grouped_sides(rows: Iterable[tuple[str, str]], share: float, scratch: Path) 
 
         store.extend(texts())
         sigs, bands = store.arrays()
-        group = near_groups(sigs, bands, store.text, release=store.release)
+        group = near_groups(sigs, bands, store.text)
         own = np.frombuffer(hashes, dtype=np.float64) < share  # the side each row's own hash gives it
         held_out = own[group]
         sizes = np.bincount(group, minlength=len(group))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import mmap
+import os
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, overload
 
+import numpy as np
 import orjson
 
 from distillc.errors import DistillcError
@@ -59,9 +60,9 @@ def fit_length(example: Example, max_len: int) -> Example:
 def derived_length(needed: Sequence[int], model_limit: int | None) -> dict[str, Any]:
     """student.max_seq_len from the data: the training rows' lengths (prompt and answer, in tokens) up to
     LENGTH_PERCENTILE, rounded up to a multiple of LENGTH_STEP, within the model's positions."""
-    ordered = sorted(needed) or [LENGTH_STEP]
+    ordered = np.sort(np.asarray(needed, dtype=np.int64)) if len(needed) else np.array([LENGTH_STEP])
     rank = max(1, math.ceil(len(ordered) * LENGTH_PERCENTILE / 100))  # nearest rank
-    at_percentile = ordered[rank - 1]
+    at_percentile = int(ordered[rank - 1])
     tokens = -(-at_percentile // LENGTH_STEP) * LENGTH_STEP
     if model_limit:
         tokens = min(tokens, model_limit)
@@ -70,26 +71,28 @@ def derived_length(needed: Sequence[int], model_limit: int | None) -> dict[str, 
         "from": "data",
         "percentile": LENGTH_PERCENTILE,
         "at_percentile": at_percentile,
-        "longest": ordered[-1],
+        "longest": int(ordered[-1]),
     }
 
 
-def truncation(examples: list[Example], max_len: int) -> dict[str, int]:
-    """How the training rows fit `max_len` (student.max_seq_len): rows cut, the longest row, and the length
-    that would fit all of them. E314 when more than TRUNCATION_SHARE of the rows are cut: a student trained
-    on cut prompts answers other inputs than it was taught, and its package refuses those inputs."""
-    cut = [e for e in examples if e.truncated]
-    longest = max((e.needed for e in examples), default=0)
-    if examples and len(cut) / len(examples) > TRUNCATION_SHARE:
+def truncation(needed: Sequence[int], max_len: int) -> dict[str, int]:
+    """How training rows of `needed` tokens each (uncut) fit `max_len` (student.max_seq_len; fit_length cuts
+    a row longer than that): rows cut, the longest row, and the length that would fit all of them. E314 when
+    more than TRUNCATION_SHARE of the rows are cut: a student trained on cut prompts answers other inputs
+    than it was taught, and its package refuses those inputs."""
+    lengths = np.asarray(needed, dtype=np.int64)
+    cut = int((lengths > max_len).sum())
+    longest = int(lengths.max()) if len(lengths) else 0
+    if len(lengths) and cut / len(lengths) > TRUNCATION_SHARE:
         raise DistillcError(
             "E314",
-            f"student.max_seq_len {max_len} cuts {len(cut)} of {len(examples)} training rows (prompt and answer; "
+            f"student.max_seq_len {max_len} cuts {cut} of {len(lengths)} training rows (prompt and answer; "
             f"the longest is {longest} tokens): the student would learn from cut prompts, and its package would "
             "refuse those inputs",
             help=f"set student.max_seq_len to {longest} or more; the prompt alone (the chat template and "
             "instructions) takes part of it",
         )
-    return {"rows": len(cut), "of": len(examples), "longest": longest, "over_by": max(0, longest - max_len)}
+    return {"rows": cut, "of": len(lengths), "longest": longest, "over_by": max(0, longest - max_len)}
 
 
 def with_soft_label(example: Example, sequences: dict[str, list[int]], row: dict[str, Any]) -> Example:
@@ -103,9 +106,9 @@ def with_soft_label(example: Example, sequences: dict[str, list[int]], row: dict
 
 class ExampleStore(Sequence[Example]):
     """Training examples kept in files rather than in memory: each row's tokens and loss targets as int32, and
-    its soft label as JSON, read back through memory maps. In memory per row: 20 bytes of offsets and length.
-    Rows are stored whole; `fitted` gives them cut to a length, with their soft labels' branch points, as
-    each is read."""
+    its soft label as JSON, each row read back by its own pread (a map of the files kept every page read in
+    the process: 800 MB at a million rows). In memory per row: 20 bytes of offsets and length. Rows are
+    stored whole; `fitted` gives them cut to a length, with their soft labels' branch points, as each is read."""
 
     def __init__(self, folder: Path) -> None:
         self._paths = (folder / "examples.bin", folder / "soft.jsonl")
@@ -113,7 +116,7 @@ class ExampleStore(Sequence[Example]):
         self._starts = array("q", [0])  # in int32 units: row i is [starts[i], starts[i + 1]), ids then labels
         self._soft_starts = array("q", [0])  # in bytes: row i's output and the teacher's distribution, or nothing
         self.needed = array("i")  # each row's tokens, uncut
-        self._maps: list[mmap.mmap | None] = [None, None]
+        self._readers: list[int] = []  # file descriptors, once fitted
         self._max_len = 0
         self._sequences: dict[str, list[int]] = {}
 
@@ -130,14 +133,17 @@ class ExampleStore(Sequence[Example]):
     def fitted(self, max_len: int, sequences: dict[str, list[int]]) -> ExampleStore:
         """Read-only from now on: rows cut to `max_len` (fit_length; 0 for whole), soft labels over `sequences`."""
         if self._files is not None:
-            for i, (file, path) in enumerate(zip(self._files, self._paths, strict=True)):
+            for file in self._files:
                 file.close()
-                if path.stat().st_size:
-                    with path.open("rb") as f:
-                        self._maps[i] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._readers = [os.open(path, os.O_RDONLY) for path in self._paths]
             self._files = None
         self._max_len, self._sequences = max_len, sequences
         return self
+
+    def lengths(self) -> list[int]:
+        """Each row's tokens as `fitted` gives it (fit_length keeps min(needed, max_len)), without reading it."""
+        needed = np.frombuffer(self.needed, dtype=np.int32) if len(self.needed) else np.zeros(0, np.int32)
+        return (np.minimum(needed, self._max_len) if self._max_len else needed).tolist()
 
     def __len__(self) -> int:
         return len(self.needed)
@@ -153,14 +159,15 @@ class ExampleStore(Sequence[Example]):
             raise IndexError(index)
         assert self._files is None, "call fitted() before reading"
         index %= len(self)
-        tokens, soft = self._maps
+        tokens, soft = self._readers
         start, end = self._starts[index], self._starts[index + 1]
-        values = array("i", tokens[start * 4 : end * 4] if tokens else b"")
+        values = array("i", os.pread(tokens, (end - start) * 4, start * 4))
         half = len(values) // 2
         example = Example(values[:half].tolist(), values[half:].tolist(), False, needed=self.needed[index])
         if self._max_len:
             example = fit_length(example, self._max_len)
-        label = soft[self._soft_starts[index] : self._soft_starts[index + 1]] if soft else b""
+        at, until = self._soft_starts[index], self._soft_starts[index + 1]
+        label = os.pread(soft, until - at, at) if until > at else b""
         if label and self._sequences:
             output, distribution = orjson.loads(label)
             example = with_soft_label(example, self._sequences, {"output": output, "soft": distribution})
@@ -169,6 +176,6 @@ class ExampleStore(Sequence[Example]):
     def close(self) -> None:
         for file in self._files or []:
             file.close()
-        for map_ in self._maps:
-            if map_ is not None:
-                map_.close()
+        for descriptor in self._readers:
+            os.close(descriptor)
+        self._readers = []

@@ -10,6 +10,7 @@ code, and only the first saves the model and the result.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import socket
@@ -40,6 +41,9 @@ from distillc.student.trainable import add_lora, prune_layers
 from distillc.student.trainer import Schedule, epoch_batches, fit, padded_tokens
 
 RESULT_FILE = "train-result.json"
+# Dev rows at most, however large the data: enough to compare checkpoints by loss, and both their memory
+# and each dev measurement stay the same at a million rows as at fifty thousand.
+MAX_DEV_ROWS = 5_000
 
 
 @dataclass(frozen=True)
@@ -69,19 +73,24 @@ class TrainJob:
 
 def dev_rows(rows: Iterable[dict[str, Any]], share: float, train: ExampleStore, encoded: Any) -> list[dict[str, Any]]:
     """Each row to `train` (as `encoded(row)`), or to the dev slice returned: by a hash of each input, as the
-    held-out split is, but salted apart. Rows stream past: only the dev slice is kept in memory. Without
-    both sides, every row trains and there is no dev slice."""
-    dev = []
-    for row in rows:
-        if share > 0 and unit_hash(f"dev:{row['id']}") < share:
-            dev.append(row)
-        else:
-            train.add(encoded(row), row)
+    held-out split is, but salted apart; at most MAX_DEV_ROWS of them, those of the lowest hashes (a row
+    pushed out of the slice trains). Rows stream past: only the dev slice is kept in memory. Without both
+    sides, every row trains and there is no dev slice."""
+    dev: list[tuple[float, int, dict[str, Any]]] = []  # a heap of (-hash, order, row): the highest hash on top
+    for order, row in enumerate(rows):
+        chance = unit_hash(f"dev:{row['id']}") if share > 0 else 1.0
+        if chance < share:
+            if len(dev) < MAX_DEV_ROWS:
+                heapq.heappush(dev, (-chance, order, row))
+                continue
+            row = heapq.heappushpop(dev, (-chance, order, row))[2]  # the highest hash leaves the slice
+        train.add(encoded(row), row)
+    kept = [row for _, _, row in sorted(dev, key=lambda item: item[1])]  # in the rows' order
     if not len(train):  # every row fell to dev: they all train, in their order, with no dev slice
-        for row in dev:
+        for row in kept:
             train.add(encoded(row), row)
         return []
-    return dev
+    return kept
 
 
 def training_examples(
@@ -108,7 +117,7 @@ def training_examples(
     if soft:
         dev = [with_soft_label(e, soft, r) for e, r in zip(dev, dev_set, strict=True)]
     try:
-        cut = truncation(train, length["tokens"])  # before any training
+        cut = truncation(train.needed, length["tokens"])  # before any training
     except DistillcError:
         train.close()
         raise
@@ -145,7 +154,7 @@ def run_job(job: TrainJob, log: Any = print) -> dict[str, Any]:
     checkpoints = Path(job.checkpoints) if job.checkpoints else None
     progress = fit(model, train, dev, schedule, tokenizer.pad_token_id, checkpoints, log, teacher)
 
-    lengths = [len(e.ids) for e in train]
+    lengths = train.lengths()
     real, padded = padded_tokens(epoch_batches(len(train), schedule.batch_size, schedule.seed, 0), lengths)
     result = {
         "examples": len(train),
