@@ -10,7 +10,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, overload
 
-import numpy as np
 import orjson
 
 from distillc.errors import DistillcError
@@ -60,6 +59,8 @@ def fit_length(example: Example, max_len: int) -> Example:
 def derived_length(needed: Sequence[int], model_limit: int | None) -> dict[str, Any]:
     """student.max_seq_len from the data: the training rows' lengths (prompt and answer, in tokens) up to
     LENGTH_PERCENTILE, rounded up to a multiple of LENGTH_STEP, within the model's positions."""
+    import numpy as np  # here, not at the top: `plan` imports this module and must stay free of numerics
+
     ordered = np.sort(np.asarray(needed, dtype=np.int64)) if len(needed) else np.array([LENGTH_STEP])
     rank = max(1, math.ceil(len(ordered) * LENGTH_PERCENTILE / 100))  # nearest rank
     at_percentile = int(ordered[rank - 1])
@@ -80,6 +81,8 @@ def truncation(needed: Sequence[int], max_len: int) -> dict[str, int]:
     a row longer than that): rows cut, the longest row, and the length that would fit all of them. E314 when
     more than TRUNCATION_SHARE of the rows are cut: a student trained on cut prompts answers other inputs
     than it was taught, and its package refuses those inputs."""
+    import numpy as np
+
     lengths = np.asarray(needed, dtype=np.int64)
     cut = int((lengths > max_len).sum())
     longest = int(lengths.max()) if len(lengths) else 0
@@ -142,6 +145,8 @@ class ExampleStore(Sequence[Example]):
 
     def lengths(self) -> list[int]:
         """Each row's tokens as `fitted` gives it (fit_length keeps min(needed, max_len)), without reading it."""
+        import numpy as np
+
         needed = np.frombuffer(self.needed, dtype=np.int32) if len(self.needed) else np.zeros(0, np.int32)
         return (np.minimum(needed, self._max_len) if self._max_len else needed).tolist()
 
