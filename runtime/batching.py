@@ -21,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 # A batch of requests (texts, token ids: whatever the caller queues) -> one answer per request, in order.
-Batch = Callable[[list[Any]], list[str]]
+Batch = Callable[[list[Any]], list[Any]]
 
 
 class Overloaded(Exception):
@@ -37,7 +37,7 @@ class Batcher:
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self.queue: queue.Queue[tuple[Any, Future[str], float]] = queue.Queue(maxsize=max_queue)
+        self.queue: queue.Queue[tuple[Any, Future[Any], float]] = queue.Queue(maxsize=max_queue)
         self.batch_sizes: Counter[int] = Counter()  # batch size -> batches run: bounded by max_batch_size
         self.expired = 0  # requests dropped at their deadline before they ran
         self.worker = threading.Thread(target=self._loop, name="batcher", daemon=True)
@@ -56,15 +56,15 @@ class Batcher:
         """The next request would be refused."""
         return self.queue.full()
 
-    def _enqueue(self, request: Any, timeout_s: float) -> Future[str]:
-        future: Future[str] = Future()
+    def _enqueue(self, request: Any, timeout_s: float) -> Future[Any]:
+        future: Future[Any] = Future()
         try:
             self.queue.put_nowait((request, future, time.monotonic() + timeout_s))
         except queue.Full:
             raise Overloaded from None
         return future
 
-    def submit(self, request: Any, timeout_s: float = 30.0) -> str:
+    def submit(self, request: Any, timeout_s: float = 30.0) -> Any:
         """Wait for one request's answer, blocking this thread (see `answer` for an event loop)."""
         future = self._enqueue(request, timeout_s)
         try:
@@ -76,7 +76,7 @@ class Batcher:
         except CancelledError:
             raise DeadlineExceeded from None
 
-    async def answer(self, request: Any, timeout_s: float = 30.0) -> str:
+    async def answer(self, request: Any, timeout_s: float = 30.0) -> Any:
         """`submit` for an event loop: waiting holds no thread, so the queue, not a thread pool, bounds
         how many requests wait."""
         import asyncio
@@ -99,9 +99,9 @@ class Batcher:
             future.cancel()  # this request itself was cancelled: drop its work too
             raise
 
-    def _next_batch(self) -> list[tuple[Any, Future[str]]]:
-        batch: list[tuple[Any, Future[str]]] = []
-        item: tuple[Any, Future[str], float] | None = self.queue.get()
+    def _next_batch(self) -> list[tuple[Any, Future[Any]]]:
+        batch: list[tuple[Any, Future[Any]]] = []
+        item: tuple[Any, Future[Any], float] | None = self.queue.get()
         wait_until = time.monotonic() + self.max_wait_s
         while item is not None:
             request, future, deadline = item

@@ -128,12 +128,16 @@ class JsonState:
 
     def choose(self, logits: np.ndarray) -> int:
         """The likeliest token the grammar allows next."""
+        return int(self.masked(logits).argmax())
+
+    def masked(self, logits: np.ndarray) -> np.ndarray:
+        """A copy of `logits` with every token the grammar forbids next at -inf."""
         import llguidance.numpy
 
         llguidance.numpy.fill_next_token_bitmask(self.matcher, self.mask, 0)
         masked = np.array(logits, dtype=np.float32)[None]
         llguidance.numpy.apply_token_bitmask_inplace(masked, self.mask)
-        return int(masked[0].argmax())
+        return masked[0]
 
     def advance(self, token: int) -> None:
         if not self.matcher.consume_token(token):

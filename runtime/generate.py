@@ -13,13 +13,14 @@ Two things make a request cheaper than a plain greedy loop:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from distillc_runtime.confidence import Alternatives, Answer, pick, score
 from distillc_runtime.constrain import LabelState
 from distillc_runtime.constrain import from_config as constraint_from
 from distillc_runtime.kvcache import GrowingCache, Layout, SharedCache, prefill_prefix
@@ -51,6 +52,20 @@ class ModelFiles:
         return self.root / "generation.json"
 
 
+@dataclass
+class Steps:
+    """What decoding one answer took: its tokens (without end-of-sequence) and, per decided step, the
+    chosen token's log-probability and, when asked for, the likeliest alternatives (confidence.py)."""
+
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top: list[Alternatives] = field(default_factory=list)
+
+    def take(self, logprob: float, alternatives: Alternatives = ()) -> None:
+        self.logprobs.append(logprob)
+        self.top.append(alternatives)
+
+
 class Generator:
     generative = True  # a language model: the package serves the OpenAI-compatible chat endpoint too
 
@@ -70,6 +85,9 @@ class Generator:
         self.eos_ids: set[int] = set(config["eos_token_ids"])
         self.max_new_tokens: int = config["max_new_tokens"]
         self.labels, self.json = constraint_from(config, files.tokenizer)
+        # How an answer's confidence is scored (confidence.py): a label's probability over the label set;
+        # for JSON and text the build's choice, which the package may set (package.json `confidence`).
+        self.score: str = "sum" if self.labels is not None else config.get("confidence", "mean")
         self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
         # Inputs are encoded with control tokens as plain text: only the template opens and closes turns.
         self.text_tokenizer = Tokenizer.from_file(str(files.tokenizer))
@@ -119,13 +137,17 @@ class Generator:
         return self.predict_batch([text], max_new_tokens)[0]
 
     def predict_batch(self, texts: list[str], max_new_tokens: int | None = None) -> list[str]:
-        return [text for text, _ in self.answer_prompts([self.prompt_ids(t) for t in texts], max_new_tokens)]
+        return [answer.text for answer in self.answer_prompts([self.prompt_ids(t) for t in texts], max_new_tokens)]
 
-    def answer_prompts(self, prompts: list[list[int]], max_new_tokens: int | None = None) -> list[tuple[str, int]]:
-        """Each prompt's answer and how many tokens it took, from prompts tokenized by `prompt_ids`."""
-        answers: list[tuple[str, int]] = [("", 0)] * len(prompts)
+    def answer_prompts(
+        self, prompts: list[list[int]], max_new_tokens: int | None = None, top_logprobs: int = 0
+    ) -> list[Answer]:
+        """Each prompt's answer, with its tokens, their log-probabilities and its confidence, from prompts
+        tokenized by `prompt_ids`; `top_logprobs` alternatives per token when asked for."""
+        answers: list[Answer] = [Answer("")] * len(prompts)
         for group in self.length_groups(prompts):
-            for i, answer in zip(group, self._answer([prompts[i] for i in group], max_new_tokens), strict=True):
+            decoded = self._answer([prompts[i] for i in group], max_new_tokens, top_logprobs)
+            for i, answer in zip(group, decoded, strict=True):
                 answers[i] = answer
         return answers
 
@@ -144,40 +166,68 @@ class Generator:
                 groups.append([i])
         return groups
 
-    def _answer(self, prompts: list[list[int]], max_new_tokens: int | None) -> list[tuple[str, int]]:
+    def _answer(self, prompts: list[list[int]], max_new_tokens: int | None, top: int) -> list[Answer]:
         if self.labels is not None:
-            labels = [state.label for state in self.classify_batch(prompts)]
-            return [(self.labels.texts[i], len(self.labels.sequences[i])) for i in labels]
-        outputs = self.generate_batch(prompts, max_new_tokens)
-        return [(self.tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids)) for ids in outputs]
+            classified = self.classify_batch(prompts, top)
+            texts = [self.labels.texts[state.label] for state, _ in classified]
+            decoded = [steps for _, steps in classified]
+            counts = [len(steps.logprobs) for steps in decoded]  # a label's tokens, its end-of-sequence too
+        else:
+            decoded = self.decode_batch(prompts, max_new_tokens, top=top)
+            texts = [self.tokenizer.decode(steps.ids, skip_special_tokens=True).strip() for steps in decoded]
+            counts = [len(steps.ids) for steps in decoded]
+        return [
+            Answer(
+                text=text,
+                tokens=count,
+                confidence=score(steps.logprobs, self.score),
+                token_ids=tuple(steps.ids),
+                logprobs=tuple(steps.logprobs),
+                top=tuple(steps.top) if top else (),
+            )
+            for text, steps, count in zip(texts, decoded, counts, strict=True)
+        ]
 
     def answer_ids(self, prompt_ids: list[int]) -> list[int]:
         """The answer's tokens as the package produces them: label-constrained for label tasks."""
         if self.labels is not None:
-            return self.classify_batch([prompt_ids])[0].answer_ids()
+            return self.classify_batch([prompt_ids])[0][0].answer_ids()
         return self.generate_ids(prompt_ids)
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def classify_batch(self, prompts: list[list[int]]) -> list[LabelState]:
-        """Greedy decoding restricted to the label set; stops as soon as every answer is settled."""
+    def classify_batch(self, prompts: list[list[int]], top: int = 0) -> list[tuple[LabelState, Steps]]:
+        """Greedy decoding restricted to the label set; stops as soon as every answer is settled. Each
+        label token gets a log-probability among the tokens allowed at its step: 0 where only one was
+        (shared by every remaining label, or after the label was settled)."""
         assert self.labels is not None
         states = [self.labels.start() for _ in prompts]
+        steps = [Steps() for _ in prompts]
         forced = states[0].forced()  # tokens every label starts with: part of the prefill, not decoded
-        for state in states:
+        for state, taken in zip(states, steps, strict=True):
             for token in forced:
                 state.advance(token)
+                taken.take(0.0, ((token, 0.0),) if top else ())
         cache = self._cache()
         logits = cache.start([p + forced for p in prompts], max(len(s) for s in self.labels.sequences) + 1)
         while True:
             tokens = []
             for row, state in enumerate(states):
                 if not state.done:
-                    state.advance(state.choose(logits[row]))
+                    allowed = state.allowed()
+                    index, logprob, alternatives = pick(logits[row][allowed], top)
+                    state.advance(int(allowed[index]))
+                    steps[row].take(logprob, tuple((int(allowed[i]), lp) for i, lp in alternatives))
                 tokens.append(state.taken[-1] if state.taken else min(self.eos_ids))
             if all(state.done for state in states):
-                return states
+                break
             logits = cache.advance(tokens)
+        for state, taken in zip(states, steps, strict=True):
+            sequence = self.labels.sequences[state.label]
+            for token in sequence[len(taken.logprobs) :]:  # settled: the rest of the label is certain
+                taken.take(0.0, ((token, 0.0),) if top else ())
+            taken.ids = sequence[:-1]  # without its end-of-sequence token
+        return list(zip(states, steps, strict=True))
 
     def generate_ids(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> list[int]:
         """Greedy continuation of `prompt_ids`, without the eos token."""
@@ -190,8 +240,14 @@ class Generator:
         follow its schema (a row ends when its JSON is complete).
 
         `stop_at_eos=False` decodes exactly `max_new_tokens` unconstrained tokens (to measure decode speed)."""
+        return [steps.ids for steps in self.decode_batch(prompts, max_new_tokens, stop_at_eos)]
+
+    def decode_batch(
+        self, prompts: list[list[int]], max_new_tokens: int | None = None, stop_at_eos: bool = True, top: int = 0
+    ) -> list[Steps]:
+        """`generate_batch`, keeping each step's log-probability (under the JSON schema's mask, if any)."""
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        outputs: list[list[int]] = [[] for _ in prompts]
+        outputs = [Steps() for _ in prompts]
         if limit <= 0:
             return outputs
         states = [self.json.start() for _ in prompts] if self.json is not None and stop_at_eos else None
@@ -204,12 +260,13 @@ class Generator:
                 if done[row]:
                     tokens.append(min(self.eos_ids))
                     continue
-                token = states[row].choose(logits[row]) if states else int(logits[row].argmax())
+                token, logprob, alternatives = pick(states[row].masked(logits[row]) if states else logits[row], top)
                 tokens.append(token)
+                outputs[row].take(logprob, alternatives)
                 if stop_at_eos and token in self.eos_ids:
                     done[row] = True
                     continue
-                outputs[row].append(token)
+                outputs[row].ids.append(token)
                 if states:
                     states[row].advance(token)
                     done[row] = states[row].done

@@ -14,12 +14,15 @@ OpenAI-compatible chat endpoint is not served (the server says so with a 404).
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
+from distillc_runtime.confidence import Answer
 
 CLASSIFIER = "classifier.json"  # what marks a model directory as a linear classifier's, and its labels
 WORD = re.compile(r"\w\w+")  # scikit-learn's default token pattern (two or more word characters), Unicode-aware
@@ -70,9 +73,16 @@ class LinearClassifier:
         labels, probabilities = self.session.run(None, {"input": batch})
         return [str(label) for label in labels], probabilities
 
-    def answer_prompts(self, prepared: list[str], max_new_tokens: int | None = None) -> list[tuple[str, int]]:
-        """Each input's label; no tokens are generated (0)."""
-        return [(label, 0) for label in self._run(prepared)[0]]
+    def answer_prompts(
+        self, prepared: list[str], max_new_tokens: int | None = None, top_logprobs: int = 0
+    ) -> list[Answer]:
+        """Each input's label, with its probability over the label set as the confidence; no tokens."""
+        labels, probabilities = self._run(prepared)
+        answers = []
+        for label, row in zip(labels, probabilities, strict=True):
+            p = float(row[self.labels.index(label)])
+            answers.append(Answer(text=label, confidence=p, logprobs=(math.log(p) if p > 0 else -math.inf,)))
+        return answers
 
     def predict(self, text: str, max_new_tokens: int | None = None) -> str:
         return self.predict_batch([text])[0]

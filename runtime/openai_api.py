@@ -8,7 +8,11 @@ What the student does with a chat request, since its task and instructions are t
 - decoding is greedy (`temperature` and `top_p` are accepted and have no effect), and constrained as
   the task says: a label, JSON under the schema, or text;
 - `max_tokens` (or `max_completion_tokens`) is clamped to the package's `deploy.max_new_tokens`;
-- `stop` strings cut the answer at the first one found.
+- `stop` strings cut the answer at the first one found;
+- `logprobs: true` returns each answer token's log-probability, and `top_logprobs` (0-20) the likeliest
+  alternatives at each step, as OpenAI's API shapes them. They come from the distribution the package
+  decodes from (confidence.py): over the tokens the task's constraint allows at that step, so a token
+  the constraint forces has log-probability 0.
 The answer streams as one content chunk: it is computed whole, then sent.
 
 A package whose student is a linear classifier (linear.py) generates no text: both paths answer 404 with
@@ -26,6 +30,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+from distillc_runtime.confidence import Answer
 
 
 class TextPart(BaseModel):
@@ -57,13 +63,22 @@ class ChatRequest(BaseModel):
     n: Literal[1] = 1
     seed: int | None = None
     user: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
-Answer = Callable[[str], Awaitable[str]]
+Answering = Callable[[str, int], Awaitable[Answer]]
 
 
-def router(model_name: str, answer: Answer, count_tokens: Callable[[str], int], max_new_tokens: int) -> APIRouter:
-    """The endpoints, around `answer` (the server's queued, deadline-bound path to the model)."""
+def router(
+    model_name: str,
+    answer: Answering,
+    count_tokens: Callable[[str], int],
+    max_new_tokens: int,
+    token_text: Callable[[int], str],
+) -> APIRouter:
+    """The endpoints, around `answer` (the server's queued, deadline-bound path to the model, given the
+    input and how many alternatives per token to keep); `token_text` spells one token."""
     routes = APIRouter()
 
     @routes.get("/v1/models")
@@ -79,15 +94,20 @@ def router(model_name: str, answer: Answer, count_tokens: Callable[[str], int], 
         users = [m for m in request.messages if m.role == "user"]
         if not users or not users[-1].text():
             raise HTTPException(status_code=422, detail="messages need a user message with text")
+        if request.top_logprobs and not request.logprobs:
+            raise HTTPException(status_code=422, detail="top_logprobs needs logprobs: true")
         text = users[-1].text()
-        content = await answer(text)
+        answered = await answer(text, request.top_logprobs or 0)
         limit = min(request.max_completion_tokens or request.max_tokens or max_new_tokens, max_new_tokens)
-        content, finish = cut(content, request.stop, limit, count_tokens)
+        content, finish = cut(answered.text, request.stop, limit, count_tokens)
+        logprobs = (
+            token_logprobs(answered, content, request.top_logprobs or 0, token_text) if request.logprobs else None
+        )
         usage = {"prompt_tokens": count_tokens(text), "completion_tokens": count_tokens(content)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if request.stream:
-            chunks = stream(ident, created, model_name, content, finish, usage)
+            chunks = stream(ident, created, model_name, content, finish, usage, logprobs)
             return StreamingResponse(chunks, media_type="text/event-stream")
         return JSONResponse(
             {
@@ -96,7 +116,12 @@ def router(model_name: str, answer: Answer, count_tokens: Callable[[str], int], 
                 "created": created,
                 "model": model_name,
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "logprobs": logprobs,
+                        "finish_reason": finish,
+                    }
                 ],
                 "usage": usage,
             }
@@ -137,19 +162,40 @@ def cut(content: str, stop: str | list[str] | None, limit: int, count_tokens: Ca
     return " ".join(words), "length"
 
 
-def stream(ident: str, created: int, model: str, content: str, finish: str, usage: dict) -> Iterator[str]:
-    def event(delta: dict, finish_reason: str | None = None, **extra: Any) -> str:
+def token_logprobs(answer: Answer, content: str, top: int, token_text: Callable[[int], str]) -> dict[str, Any]:
+    """OpenAI's `choices[].logprobs`: one entry per token of `content` (the answer, possibly cut by `stop` or
+    `max_tokens`: the tokens past the cut are left out), each with its `top` likeliest alternatives."""
+
+    def entry(token: int, logprob: float) -> dict[str, Any]:
+        spelled = token_text(token)
+        return {"token": spelled, "logprob": logprob, "bytes": list(spelled.encode("utf-8"))}
+
+    entries, spelled = [], ""
+    for i, token in enumerate(answer.token_ids):
+        spelled += token_text(token)
+        if content != answer.text and len(spelled.strip()) > len(content):
+            break  # this token lies past the cut
+        alternatives = answer.top[i][:top] if i < len(answer.top) else ()
+        entries.append(entry(token, answer.logprobs[i]) | {"top_logprobs": [entry(t, lp) for t, lp in alternatives]})
+    return {"content": entries, "refusal": None}
+
+
+def stream(
+    ident: str, created: int, model: str, content: str, finish: str, usage: dict, logprobs: dict | None = None
+) -> Iterator[str]:
+    def event(delta: dict, finish_reason: str | None = None, logprobs: dict | None = None, **extra: Any) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         chunk = {
             "id": ident,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            "choices": [choice],
             **extra,
         }
         return f"data: {json.dumps(chunk)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    yield event({"content": content})
+    yield event({"content": content}, logprobs=logprobs)
     yield event({}, finish, usage=usage)
     yield "data: [DONE]\n\n"

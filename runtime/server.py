@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distillc_runtime import openai_api, selftest
 from distillc_runtime.batching import Batcher, DeadlineExceeded, Overloaded
+from distillc_runtime.confidence import Answer
 from distillc_runtime.metrics import Metrics, RequestMetrics
 from distillc_runtime.model import load_model
 from distillc_runtime.providers import TARGET_PROVIDERS, providers_for
@@ -45,6 +46,7 @@ class PredictRequest(BaseModel):
 
 class PredictResponse(BaseModel):
     output: str
+    confidence: float  # in [0, 1]; how it is scored: confidence.py
 
 
 class BodyGuard:
@@ -195,13 +197,18 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
     metrics = Metrics(max_batch_size)
     metrics.selftest.set(proof.agreement if proof else -1)
 
-    def answer_batch(prompts: list[Any]) -> list[str]:
-        answers = generator.answer_prompts(prompts)
+    if score := info.get("confidence", {}).get("score"):
+        generator.score = score  # the build chose how this task's answers are scored
+
+    def answer_batch(requests: list[tuple[Any, int]]) -> list[Answer]:
+        """One batch: each request is (prompt, alternatives wanted per token)."""
+        prompts = [prompt for prompt, _ in requests]
+        answers = generator.answer_prompts(prompts, top_logprobs=max(top for _, top in requests))
         metrics.batch_size.observe(len(prompts))
         if generator.generative:  # a linear classifier's inputs are words, and it generates no tokens
             metrics.tokens.labels("in").inc(sum(len(p) for p in prompts))
-            metrics.tokens.labels("out").inc(sum(n for _, n in answers))
-        return [text for text, _ in answers]
+            metrics.tokens.labels("out").inc(sum(answer.tokens for answer in answers))
+        return answers
 
     batcher = Batcher(answer_batch, max_batch_size=max_batch_size, max_queue=int(deploy.get("max_queue", 64)))
     metrics.watch_queue(lambda: batcher.depth)
@@ -248,7 +255,7 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
     def prometheus() -> Response:
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def answer(text: str) -> str:
+    async def answer(text: str, top_logprobs: int = 0) -> Answer:
         """The model's answer through the queue, or the HTTP error that says why there is none."""
         if refused:
             raise HTTPException(status_code=503, detail=f"this package's self-test failed: {proof.reason()}")
@@ -256,7 +263,7 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
         if problem := generator.length_problem(prompt):
             raise HTTPException(status_code=422, detail=problem)
         try:
-            return await batcher.answer(prompt, timeout_s)
+            return await batcher.answer((prompt, top_logprobs), timeout_s)
         except Overloaded:
             raise HTTPException(
                 status_code=429, detail="too many requests are waiting; retry shortly", headers={"Retry-After": "1"}
@@ -266,7 +273,8 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
 
     @app.post("/v1/predict", response_model=PredictResponse)
     async def predict(request: PredictRequest) -> PredictResponse:
-        return PredictResponse(output=await answer(request.input))
+        answered = await answer(request.input)
+        return PredictResponse(output=answered.text, confidence=round(answered.confidence, 6))
 
     if not generator.generative:
         app.include_router(openai_api.not_generative(info["name"]))
@@ -276,6 +284,10 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
         return len(generator.tokenizer.encode(text, add_special_tokens=False).ids)
 
     max_new_tokens = int(deploy.get("max_new_tokens", generator.max_new_tokens))
-    app.include_router(openai_api.router(info["name"], answer, count_tokens, max_new_tokens))
+
+    def token_text(token: int) -> str:
+        return generator.tokenizer.decode([token], skip_special_tokens=False)
+
+    app.include_router(openai_api.router(info["name"], answer, count_tokens, max_new_tokens, token_text))
 
     return app

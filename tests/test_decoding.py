@@ -142,7 +142,7 @@ def test_a_long_prompt_does_not_make_short_ones_pay_for_its_padding(
     alone = [generator.predict(t, 4) for t in ("good", "bad kettle", "fine")]
     seen = passes(generator, monkeypatch)
     together = generator.answer_prompts([short[0], long, short[1], short[2]], 4)
-    assert [text for text, _ in together][:1] + [text for text, _ in together][2:] == alone  # answers as alone
+    assert [a.text for a in together][:1] + [a.text for a in together][2:] == alone  # answers as alone
     first_passes = [shape for shape in seen if shape[1] > 1]  # prefills
     cached = len(generator.prefix_ids)
     if generator.layout.shared:  # each row prefilled alone, at its own length
@@ -332,3 +332,68 @@ def test_the_students_prefix_cache_gives_the_answers_of_whole_prompts(tiny_model
     for text in TEXTS:
         assert decoder.reply(model, prompt, text) == fresh.answer(model, prompt_ids(tokenizer, prompt, text), eos)
     assert decoder._prefix is not None and decoder._prefix[0] is model  # one cache, made once, for every input
+
+
+def torch_logprobs(tiny_model: Path, ids: list[int]) -> np.ndarray:
+    """The PyTorch model's log-probabilities of the next token after each prefix of `ids`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        return torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1).numpy()
+
+
+def test_a_text_answers_confidence_is_its_tokens_probabilities_by_hand(exported: Path, tiny_model: Path) -> None:
+    """Each decoded step's log-probability is the model's own (over the whole vocabulary for free text), and
+    the confidence is the score of those steps the package was told to use."""
+    generator = Generator(exported)
+    for text in TEXTS[:3]:
+        prompt = generator.prompt_ids(text)
+        answer = generator.answer_prompts([prompt], 6, top_logprobs=3)[0]
+        decided = list(answer.token_ids)
+        if len(answer.logprobs) > len(decided):  # it ended on end-of-sequence: that step was decided too
+            decided.append(int(np.argmax(torch_logprobs(tiny_model, prompt + decided)[-1])))
+            assert decided[-1] in generator.eos_ids
+        by_hand = torch_logprobs(tiny_model, prompt + decided)
+        expected = [by_hand[len(prompt) - 1 + j, token] for j, token in enumerate(decided)]
+        assert answer.logprobs == pytest.approx(expected, abs=1e-4)
+        assert answer.confidence == pytest.approx(float(np.exp(np.mean(expected))), rel=1e-4)  # "mean" by default
+        assert answer.scored("min") == pytest.approx(float(np.exp(min(expected))), rel=1e-4)
+        assert answer.scored("sum") == pytest.approx(float(np.exp(sum(expected))), rel=1e-4)
+        # Each step's alternatives: the likeliest first, the chosen token among them (greedy decoding).
+        for j, alternatives in enumerate(answer.top):
+            assert len(alternatives) == 3 and alternatives[0][0] == decided[j]
+            assert [lp for _, lp in alternatives] == sorted((lp for _, lp in alternatives), reverse=True)
+
+
+def test_a_labels_confidence_is_its_probability_over_the_label_set_by_hand(
+    exported: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Walking the labels' trie with the PyTorch model: each label's probability is the product, over the
+    steps where labels still differ, of its token's probability among the tokens allowed there. They sum to 1
+    over the label set, and the package's confidence is its chosen label's."""
+    generator = Generator(with_labels(exported, tiny_model, tmp_path / "m", HARD_LABELS))
+    assert generator.labels is not None
+    trie = generator.labels
+    for text in TEXTS[:4]:
+        prompt = generator.prompt_ids(text)
+        answer = generator.answer_prompts([prompt])[0]
+        probabilities = []
+        for sequence in trie.sequences:
+            logprobs = torch_logprobs(tiny_model, prompt + sequence)
+            node, total = trie.root, 0.0
+            for j, token in enumerate(sequence):
+                if len(node.labels) > 1:
+                    allowed = list(node.children)
+                    here = logprobs[len(prompt) - 1 + j]
+                    total += here[token] - np.logaddexp.reduce(here[allowed])
+                node = node.children[token]
+            probabilities.append(float(np.exp(total)))
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+        chosen = HARD_LABELS.index(answer.text)
+        assert answer.confidence == pytest.approx(probabilities[chosen], rel=1e-4)
+        assert (
+            len(answer.logprobs) == len(trie.sequences[chosen])
+            and list(answer.token_ids) == trie.sequences[chosen][:-1]
+        )

@@ -87,6 +87,10 @@ def test_build_cache_and_serve(tmp_path: Path, tiny_model: Path) -> None:
     _assert_package_files(package)
     _assert_runtime_imports_no_torch(package)
     predictions = [row for row in _jsonl(out / stages["evaluate"]["artifact"] / "predictions.jsonl")]
+    # Each answer's confidence, as verify measured the variant that ships.
+    shipped = read_json(package / "package.json")["student"]["variant"]
+    verified = {r["id"]: r for r in _jsonl(out / stages["verify"]["artifact"] / f"{shipped}.predictions.jsonl")}
+    predictions = [row | {"confidence": verified[row["id"]]["confidence"]} for row in predictions]
     _serve_and_query(package, predictions)
 
 
@@ -166,14 +170,16 @@ def _serve_and_query(package: Path, predictions: list[dict]) -> None:
         assert selftest["passed"] and selftest["same_as_build"] == 1.0
         assert selftest["n"] == len(recorded["cases"]) == min(32, len(predictions))
         for row in predictions:
-            # What ships answers exactly as the evaluated student did.
-            assert http("POST", f"{base}/v1/predict", {"input": row["input"]}) == (200, {"output": row["output"]})
+            # What ships answers exactly as the evaluated student did, and is as sure of it as verify measured.
+            served = (200, {"output": row["output"], "confidence": row["confidence"]})
+            assert http("POST", f"{base}/v1/predict", {"input": row["input"]}) == served
         # Concurrent requests are batched by the server; each still gets the answer it would get alone.
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda r: http("POST", f"{base}/v1/predict", {"input": r["input"]}), predictions))
-        assert answers == [(200, {"output": row["output"]}) for row in predictions]
+        assert [(status, body["output"]) for status, body in answers] == [(200, row["output"]) for row in predictions]
+        assert [body["confidence"] for _, body in answers] == pytest.approx([r["confidence"] for r in predictions])
         status, body = http("POST", f"{base}/v1/predict", {"input": "the kettle was superb"})
-        assert (status, body) == (200, {"output": "positive"})
+        assert (status, body["output"]) == (200, "positive") and 0.5 < body["confidence"] <= 1.0
         assert http("POST", f"{base}/v1/predict", {"text": "wrong field"})[0] == 422
         assert http("POST", f"{base}/v1/predict", {"input": ""})[0] == 422
         assert http("POST", f"{base}/v1/predict", raw=b"{not json")[0] == 422

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import select
 import shutil
 import signal
@@ -246,6 +247,22 @@ def test_the_official_openai_client_works_unchanged(server: tuple[str, int], pac
     chunks = list(client.chat.completions.create(model=name, messages=messages, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
     assert chunks[-1].choices[0].finish_reason == "stop"
+    # logprobs as OpenAI shapes them: the label's tokens, each with its log-probability among the tokens the
+    # label set allowed there, and the likeliest alternatives; together they make /v1/predict's confidence.
+    predicted = json.loads(send(server, json.dumps({"input": "the kettle was lovely"}).encode())[1])
+    sure = client.chat.completions.create(model=name, messages=messages, logprobs=True, top_logprobs=2)
+    tokens = sure.choices[0].logprobs.content
+    assert "".join(t.token for t in tokens).strip() == expected and all(t.logprob <= 0 for t in tokens)
+    assert math.exp(sum(t.logprob for t in tokens)) == pytest.approx(predicted["confidence"], rel=1e-5)
+    assert all(1 <= len(t.top_logprobs) <= 2 and t.top_logprobs[0].token == t.token for t in tokens)
+    assert all(bytes(t.bytes) == t.token.encode() for t in tokens)
+    plain = client.chat.completions.create(model=name, messages=messages)
+    assert plain.choices[0].logprobs is None
+    streamed = list(client.chat.completions.create(model=name, messages=messages, stream=True, logprobs=True))
+    steps = [t for c in streamed if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [(t.token, t.logprob) for t in steps] == [(t.token, t.logprob) for t in tokens]
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model=name, messages=messages, top_logprobs=2)  # without logprobs: true
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=messages)
     with pytest.raises(openai.UnprocessableEntityError):

@@ -106,6 +106,8 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
             "parameters": chosen["parameters"],
         },
         "evaluation": {"metric": decision["metric"], "score": chosen["score"], "n": decision["n"]},
+        # How the server scores an answer's confidence: the score verify found to rank disagreements best.
+        "confidence": {"score": chosen["confidence"]["score"], "auroc": chosen["confidence"]["auroc"]},
         "deploy": {
             "port": spec.deploy.port,
             "max_new_tokens": spec.deploy.max_new_tokens,
@@ -170,6 +172,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
             header_timeout_s=spec.deploy.header_timeout_s,
             max_connections=spec.deploy.max_connections,
             example_output=example.output,
+            confidence_score=chosen["confidence"]["score"],
             built_on=verified.get("cpu") or {"level": "an unrecorded CPU", "machine": "?", "flags": []},
         ),
         encoding="utf-8",
@@ -186,7 +189,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
 
 STAGE = Stage(
     name="package",
-    version=6,  # 6: a linear student's package; 5: connection deadlines, the safe launcher, .dockerignore
+    version=7,  # 7: the confidence score; 6: a linear student's package; 5: connection deadlines, safe launcher
     # spec_path: the package's README names the spec file it was built from.
     reads=(
         "name",

@@ -22,6 +22,7 @@ from distillc.build.artifacts import read_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
+from distillc.quality.confidence import confidence_summary
 from distillc.quality.latency import percentiles
 from distillc.quality.metrics import gated
 from distillc.quality.reference import reference_pairs
@@ -29,7 +30,9 @@ from distillc.student.onnx_export import generation_config
 from distillc.student.prompt import input_limit
 from distillc.student.tensorrt import tensorrt_config
 from distillc.targets import TARGETS
+from distillc.task import task_type
 from distillc_runtime import cpu
+from distillc_runtime.confidence import SCORES, Answer
 from distillc_runtime.providers import provider_name, providers_for
 
 
@@ -62,21 +65,28 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
                 help="raise deploy.max_input_tokens (by default student.max_seq_len) to fit the prompt and an input",
             )
         generator.predict(answerable[0])  # warm-up: first-run allocations are not request latency
-        outputs, latencies = one_at_a_time(generator, texts, refused)
+        answers, latencies = one_at_a_time(generator, texts, refused)
+        outputs = [answer.text for answer in answers]
         batched = in_batches(generator, answerable, batch_size)
         provider = generator.session.get_providers()[0]
         del generator  # free this variant's sessions before the next one loads
         gc.collect()
         rows = [
-            {"id": item["id"], "input": item["input"], "expected": item["output"], "output": output}
-            | ({"refused": True} if i in refused else {})
-            for i, (item, output) in enumerate(zip(holdout, outputs, strict=True))
+            {"id": item["id"], "input": item["input"], "expected": item["output"], "output": answer.text}
+            | ({"refused": True} if i in refused else confidences(answer))
+            for i, (item, answer) in enumerate(zip(holdout, answers, strict=True))
         ]
         write_predictions(ctx.workdir, name, rows)
         measured = gated(
             spec.task, spec.evaluation.metric, reference_pairs(spec.evaluation.reference, holdout, outputs)
         )
         value = measured["value"]
+        kind = task_type(spec.task)
+        answered = [row for row in rows if "scores" in row]
+        agreed = [kind.agrees(spec.task, row["expected"], row["output"]) for row in answered]
+        # A label's confidence is its probability over the label set; JSON and text choose their score.
+        candidates = ("sum",) if kind.choices(spec.task) else SCORES
+        confidence = confidence_summary(answered, agreed, candidates)
         if not variants:  # the full student's fp32: what every other variant is compared with
             reference = outputs
         latency = percentiles(latencies)
@@ -99,6 +109,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             "batch": batched,
             "memory_mb": peak_memory_mb(model, answerable[:batch_size]),
             "refused": len(refused),  # over the package's input limit: no answer, counted as wrong
+            "confidence": confidence,  # against the teacher's answers: what a cascade hands over on
         }
         variants.append(variant)
         if refused:
@@ -111,7 +122,8 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
                 )
             )
         ctx.log(
-            f"{name}: {spec.evaluation.metric} {value:.3f} (drop {variant['drop']:.3f}, agrees with fp32 on "
+            f"{name}: confidence ({confidence['score']}) AUROC {confidence['auroc'][confidence['score']]}; "
+            f"{spec.evaluation.metric} {value:.3f} (drop {variant['drop']:.3f}, agrees with fp32 on "
             f"{variant['agreement']:.1%}), p50 {latency['p50']} ms, p95 {latency['p95']} ms; batch {batch_size}: "
             f"{batched['p50_ms']} ms p50, {batched['inputs_per_s']} inputs/s"
         )
@@ -152,18 +164,27 @@ def peak_memory_mb(model: Path, texts: list[str]) -> float | None:
         return None
 
 
-def one_at_a_time(generator: Any, texts: list[str], refused: set[int]) -> tuple[list[str], list[float]]:
+def confidences(answer: Answer) -> dict[str, Any]:
+    """An answer's confidence as the package reports it, and under each score it could be given (the build
+    measures which one ranks disagreements best: distillc.quality.confidence)."""
+    return {
+        "confidence": round(answer.confidence, 6),
+        "scores": {how: round(answer.scored(how), 6) for how in SCORES},
+    }
+
+
+def one_at_a_time(generator: Any, texts: list[str], refused: set[int]) -> tuple[list[Answer], list[float]]:
     """Each input answered alone, as a lone request is: (answers, milliseconds each); the `refused` ones
     (over the package's input limit) get no answer, "", and no time."""
-    outputs, latencies = [], []
+    answers, latencies = [], []
     for i, text in enumerate(texts):
         if i in refused:
-            outputs.append("")
+            answers.append(Answer(""))
             continue
         started = time.perf_counter()
-        outputs.append(generator.predict(text))
+        answers.append(generator.answer_prompts([generator.prepare(text)])[0])
         latencies.append((time.perf_counter() - started) * 1000)
-    return outputs, latencies
+    return answers, latencies
 
 
 def in_batches(generator: Any, texts: list[str], size: int) -> dict[str, Any]:
@@ -185,7 +206,7 @@ def in_batches(generator: Any, texts: list[str], size: int) -> dict[str, Any]:
 
 STAGE = Stage(
     name="verify",
-    version=8,  # 8: scored against evaluation.reference; 7: the linear student too, each variant's kind
+    version=9,  # 9: each answer's confidence; 8: scored against evaluation.reference; 7: linear students
     reads=(
         "task",
         "evaluation.metric",
