@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from distillc.artifacts.versioned import read_record, write_record
 
@@ -16,6 +16,9 @@ class Decision(TypedDict):
     metric: str
     n: int
     measured_with: str
+    # With deploy.cascade: the chosen point of the shipped variant's coverage curve (threshold, coverage,
+    # agreement and its interval) and the share expected to go to the teacher.
+    cascade: NotRequired[dict[str, Any]]
 
 
 def write_decision(folder: Path, decision: Decision) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distillc.errors import GateFailed
+from distillc.quality.confidence import choose_threshold
 from distillc.spec.ir import SpecIR
 
 GATED = {"point": "", "lower_bound": ", lower bound of its 95% interval"}  # what a message's figures are
@@ -105,4 +106,42 @@ def choose_variant(spec: SpecIR, verify: dict[str, Any]) -> dict[str, Any]:
                 help="try export.quantization: [int8, int4], a smaller student, or student.prune",
             )
         good = fast
+    if spec.deploy.cascade is not None:
+        good = cascade_ready(spec, good, verify["n"])
     return min(good, key=lambda v: (v["parameters"], v["p95_ms"], v["p50_ms"]))
+
+
+def cascade_point(spec: SpecIR, variant: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the variant's cascade hands over: the lowest confidence threshold whose agreement with the teacher
+    on the inputs the student keeps is at least deploy.cascade.min_agreement at its interval's lower bound,
+    keeping at least min_coverage; None when there is none. Measured on the variant as shipped (verify)."""
+    cascade = spec.deploy.cascade
+    assert cascade is not None
+    point = choose_threshold(variant["confidence"]["curve"], cascade.min_agreement, cascade.min_coverage)
+    return None if point is None else point | {"escalation": round(1 - point["coverage"], 6)}
+
+
+def cascade_ready(spec: SpecIR, variants: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The variants a cascade can run on under deploy.cascade, or E509 saying how near each one came."""
+    cascade = spec.deploy.cascade
+    assert cascade is not None
+    ready = [v for v in variants if cascade_point(spec, v) is not None]
+    if ready:
+        return ready
+    near = []
+    for variant in variants:
+        curve = variant["confidence"]["curve"]
+        kept = [p["coverage"] for p in curve if p["interval"][0] >= cascade.min_agreement]
+        wide = [p for p in curve if p["coverage"] >= cascade.min_coverage]
+        at_min = max(wide, key=lambda p: p["threshold"])["interval"][0] if wide else 0.0
+        near.append(
+            f"{variant['name']}: {'at most ' + format(max(kept), '.0%') if kept else 'no'} coverage at that bound; "
+            f"at {cascade.min_coverage:.0%} coverage the bound is {at_min:.3f}"
+        )
+    raise GateFailed(
+        "E509",
+        f"no confidence threshold keeps deploy.cascade.min_agreement {cascade.min_agreement} (lower bound of the 95% "
+        f"interval) with the student answering at least min_coverage {cascade.min_coverage} of {n} held-out "
+        f"inputs ({'; '.join(near)})",
+        help="lower min_agreement or min_coverage, or train a better student; more held-out inputs narrow the interval",
+    )

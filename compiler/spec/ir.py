@@ -167,6 +167,17 @@ class ExportIR:
 
 
 @dataclass(frozen=True)
+class CascadeIR:
+    min_agreement: float
+    min_coverage: float
+    base_url: str  # resolved: the cascade's own, else the teacher's, else OpenAI's
+    model: str
+    api_key_env: str
+    timeout_s: float
+    max_retries: int
+
+
+@dataclass(frozen=True)
 class DeployIR:
     max_new_tokens: int
     latency_p50_ms: float  # 0 = no budget
@@ -180,6 +191,7 @@ class DeployIR:
     max_connections: int
     max_input_tokens: int | None  # None: the student's trained max_seq_len (distillc.student.prompt.input_limit)
     selftest_inputs: int  # 0 = no self-test
+    cascade: CascadeIR | None  # None: the student answers every request
     usd_per_hour: float = nokey()  # 0 = not given; only the report's cost figures read it
 
 

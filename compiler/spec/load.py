@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -16,7 +17,20 @@ from pydantic import BaseModel, ValidationError
 from distillc.redact import key_like
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, SpecError, sort_key
-from distillc.spec.raw import Budget, Evaluation, Export, Gold, Inputs, Lora, RawSpec, Source, Student, Task, Teacher
+from distillc.spec.raw import (
+    Budget,
+    Deploy,
+    Evaluation,
+    Export,
+    Gold,
+    Inputs,
+    Lora,
+    RawSpec,
+    Source,
+    Student,
+    Task,
+    Teacher,
+)
 from distillc.spec.source import SourceMap, load_yaml
 from distillc.task import TYPES, task_type
 from distillc_runtime.integrity import sha256 as file_sha256
@@ -180,12 +194,14 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
         except ValidationError:
             continue  # already reported by the schema pass
         out += check(sections[key], smap, spec_dir)
+    task, teacher = sections.get("task"), sections.get("teacher")
+    with contextlib.suppress(ValidationError):  # an invalid deploy section is reported by the schema pass
+        out += _check_cascade(Deploy.model_validate(data.get("deploy") or {}), teacher, smap)
     try:
         evaluation = Evaluation.model_validate(data.get("evaluation") or {})
         budget = Budget.model_validate(data.get("budget") or {})
     except ValidationError:
         return out
-    task, teacher = sections.get("task"), sections.get("teacher")
     kind = task_type(task.output.type) if task is not None else None
     if kind is not None and evaluation.metric != "auto" and evaluation.metric not in kind.metrics:
         offered = " or ".join(f"'{name}'" for name, other in TYPES.items() if evaluation.metric in other.metrics)
@@ -507,25 +523,74 @@ def _check_teacher(teacher: Teacher, smap: SourceMap, spec_dir: Path) -> list[Di
                 help="remove `batch: true`, or use an OpenAI endpoint that serves the Batch API",
             )
         )
-    env = teacher.api_key_env
-    if not SECRET_LIKE.search(env) and not ENV_NAME.match(env):
-        out.append(
-            Diagnostic(
-                "E113",
-                f"'api_key_env' must be the name of an environment variable, not {env!r}",
-                *smap.value_span(("teacher", "api_key_env")),
-                help="letters, digits and underscores, e.g. OPENAI_API_KEY",
-            )
-        )
-    elif SECRET_LIKE.search(env):
-        # Never echo the value: it may be a real key pasted by mistake.
-        out.append(
+    out += _key_variable_problems(teacher.api_key_env, ("teacher", "api_key_env"), smap)
+    return out
+
+
+def _key_variable_problems(env: str, at: tuple[str, ...], smap: SourceMap) -> list[Diagnostic]:
+    """E113 when an api_key_env is not a variable's name, without echoing one that looks like a key."""
+    if SECRET_LIKE.search(env):
+        return [
             Diagnostic(
                 "E113",
                 "'api_key_env' must be the NAME of an environment variable, and this value looks like a key",
-                *smap.value_span(("teacher", "api_key_env")),
+                *smap.value_span(at),
                 help="put the key in a variable, e.g. OPENAI_API_KEY, and write its name here",
                 mask=True,
+            )
+        ]
+    if not ENV_NAME.match(env):
+        return [
+            Diagnostic(
+                "E113",
+                f"'api_key_env' must be the name of an environment variable, not {env!r}",
+                *smap.value_span(at),
+                help="letters, digits and underscores, e.g. OPENAI_API_KEY",
+            )
+        ]
+    return []
+
+
+def _check_cascade(deploy: Deploy, teacher: Teacher | None, smap: SourceMap) -> list[Diagnostic]:
+    """The cascade's teacher must be an endpoint the package can call, named without a key, and answer
+    within the request's own deadline."""
+    cascade = deploy.cascade
+    if cascade is None:
+        return []
+    at = ("deploy", "cascade", "teacher")
+    own = cascade.teacher
+    out: list[Diagnostic] = []
+    if teacher is not None and teacher.provider == "local" and not (own.base_url and own.model):
+        out.append(
+            Diagnostic(
+                "E131",
+                "deploy.cascade.teacher needs base_url and model: the build's teacher runs in process, and the "
+                "package can only hand requests to an endpoint",
+                *smap.key_span(("deploy", "cascade")),
+                help="e.g. teacher: {base_url: http://teacher:8000/v1, model: my-model, api_key_env: TEACHER_KEY}",
+            )
+        )
+    if own.base_url is not None and (problem := _url_problem(own.base_url)):
+        out.append(
+            Diagnostic(
+                "E125",
+                f"'base_url' {problem}",
+                *smap.value_span((*at, "base_url")),
+                help="an http(s) URL with a host; the key goes in the variable that api_key_env names",
+                mask="@" in own.base_url or "?" in own.base_url,
+            )
+        )
+    if own.api_key_env is not None:
+        out += _key_variable_problems(own.api_key_env, (*at, "api_key_env"), smap)
+    if own.timeout_s >= deploy.request_timeout_s:
+        out.append(
+            Diagnostic(
+                "E132",
+                f"deploy.cascade.teacher.timeout_s {own.timeout_s:g} is not within deploy.request_timeout_s "
+                f"{deploy.request_timeout_s:g}: a slow teacher would time the request out instead of falling back "
+                "to the student's answer",
+                *smap.value_span((*at, "timeout_s")) if "timeout_s" in own.model_fields_set else smap.key_span(at[:2]),
+                help="lower the teacher's timeout_s, or raise deploy.request_timeout_s",
             )
         )
     return out
@@ -645,6 +710,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             max_connections=raw.deploy.max_connections,
             max_input_tokens=raw.deploy.max_input_tokens,
             selftest_inputs=raw.deploy.selftest_inputs,
+            cascade=_cascade(raw),
             usd_per_hour=raw.deploy.usd_per_hour or 0.0,
         ),
         budget=ir.BudgetIR(max_usd=raw.budget.max_usd or 0.0),
@@ -705,6 +771,26 @@ def _source(source: Source, spec_dir: Path) -> ir.SourceIR:
         output_sha256=file_sha256(output) if output else "",
         reask_invalid=source.reask_invalid,
         gold_field=source.gold_field or "",
+    )
+
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def _cascade(raw: RawSpec) -> ir.CascadeIR | None:
+    cascade = raw.deploy.cascade
+    if cascade is None:
+        return None
+    own, teacher = cascade.teacher, raw.teacher
+    inherited = teacher.base_url if teacher.provider == "openai" else None
+    return ir.CascadeIR(
+        min_agreement=cascade.min_agreement,
+        min_coverage=cascade.min_coverage,
+        base_url=own.base_url or inherited or OPENAI_BASE_URL,
+        model=own.model or teacher.model,
+        api_key_env=own.api_key_env or teacher.api_key_env,
+        timeout_s=own.timeout_s,
+        max_retries=own.max_retries,
     )
 
 

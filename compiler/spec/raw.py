@@ -333,6 +333,48 @@ class LatencyBudget(Strict):
     p95: float | None = Field(default=None, gt=0, le=3_600_000)
 
 
+class CascadeTeacher(Strict):
+    base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint the package hands low-confidence requests to, e.g. "
+        "http://teacher:8000/v1. Default: teacher.base_url (or OpenAI's, for an 'openai' teacher without one).",
+    )
+    model: str | None = Field(default=None, min_length=1, description="Model name there. Default: teacher.model.")
+    api_key_env: str | None = Field(
+        default=None,
+        description="NAME of the variable that holds that endpoint's key where the package runs: read at serve "
+        "time, never written to the image, the manifest or a log. Default: teacher.api_key_env.",
+    )
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds one teacher call may take (within deploy.request_timeout_s); past it, the student's "
+        "answer is returned, marked as a fallback.",
+    )
+    max_retries: int = Field(default=1, ge=0, le=5, description="Retries of a failed teacher call, within timeout_s.")
+
+
+class Cascade(Strict):
+    min_agreement: float = Field(
+        gt=0,
+        le=1,
+        description="Agreement with the teacher the student must keep on the requests it answers itself, at the "
+        "lower bound of its 95% interval on held-out inputs; the build picks the lowest confidence threshold that "
+        "does, and the rest go to the teacher.",
+    )
+    min_coverage: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Least share of requests the student must answer itself; the build fails when no threshold "
+        "keeps min_agreement at this coverage.",
+    )
+    teacher: CascadeTeacher = Field(
+        default_factory=CascadeTeacher, description="The endpoint the package hands requests to, and how it waits."
+    )
+
+
 class Deploy(Strict):
     max_new_tokens: int = Field(default=32, ge=1, le=8192, description="Longest answer the student may give.")
     latency_budget_ms: LatencyBudget = Field(default_factory=LatencyBudget)
@@ -395,6 +437,11 @@ class Deploy(Strict):
         le=1_000_000,
         description="What the machine serving the student costs per hour, in US dollars: with the throughput the "
         "build measures, the report's cost per 1,000 requests (and a local teacher's, on the same machine).",
+    )
+    cascade: Cascade | None = Field(
+        default=None,
+        description="Answer with the student when it is sure enough, and hand the rest to a teacher endpoint: "
+        "the build chooses the confidence threshold under min_agreement.",
     )
 
 
