@@ -74,6 +74,7 @@ class Answer:
     token_ids: tuple[int, ...] = ()
     logprobs: tuple[float, ...] = ()
     top: tuple[Alternatives, ...] = field(default=())
+    route: str = "student"  # who answered: student, teacher, or fallback (the student, the teacher failing)
 
     def scored(self, how: str) -> float:
         return score(self.logprobs, how)

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 1.0)
 
 
 class Metrics:
@@ -41,6 +42,42 @@ class Metrics:
             "Self-test answers on this CPU that agree with the fp32 student (-1: the package has no self-test)",
             registry=self.registry,
         )
+
+        # The cascade's (cascade.py): who answered, how sure the student was, and how the teacher fares.
+        self.routes = Counter(
+            "distillc_answers", "Answers by route (student, teacher, fallback)", ["route"], registry=self.registry
+        )
+        self.confidence = Histogram(
+            "distillc_confidence",
+            "The student's confidence in its answers",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.teacher_latency = Histogram(
+            "distillc_teacher_seconds",
+            "Teacher call latency (retries included)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.teacher_errors = Counter(
+            "distillc_teacher_errors",
+            "Teacher calls that gave no usable answer, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.breaker = Gauge(
+            "distillc_teacher_breaker",
+            "The teacher's circuit breaker: 0 closed, 0.5 half-open, 1 open",
+            registry=self.registry,
+        )
+        self.expected_escalation = Gauge(
+            "distillc_expected_escalation",
+            "Share of requests the build expected to go to the teacher",
+            registry=self.registry,
+        )
+
+    def watch_breaker(self, state: Callable[[], float]) -> None:
+        self.breaker.set_function(state)
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)

@@ -100,15 +100,16 @@ def router(
         answered = await answer(text, request.top_logprobs or 0)
         limit = min(request.max_completion_tokens or request.max_tokens or max_new_tokens, max_new_tokens)
         content, finish = cut(answered.text, request.stop, limit, count_tokens)
-        logprobs = (
-            token_logprobs(answered, content, request.top_logprobs or 0, token_text) if request.logprobs else None
-        )
+        # The student's tokens have log-probabilities; a teacher's answer (a cascade's) has none here.
+        wanted = request.logprobs and answered.route != "teacher"
+        logprobs = token_logprobs(answered, content, request.top_logprobs or 0, token_text) if wanted else None
+        headers = {"X-Distillc-Route": answered.route}
         usage = {"prompt_tokens": count_tokens(text), "completion_tokens": count_tokens(content)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if request.stream:
             chunks = stream(ident, created, model_name, content, finish, usage, logprobs)
-            return StreamingResponse(chunks, media_type="text/event-stream")
+            return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
         return JSONResponse(
             {
                 "id": ident,
@@ -124,7 +125,8 @@ def router(
                     }
                 ],
                 "usage": usage,
-            }
+            },
+            headers=headers,
         )
 
     return routes

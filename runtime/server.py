@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distillc_runtime import openai_api, selftest
 from distillc_runtime.batching import Batcher, DeadlineExceeded, Overloaded
+from distillc_runtime.cascade import Cascade, CascadeConfig, EscalationsFull
 from distillc_runtime.confidence import Answer
 from distillc_runtime.metrics import Metrics, RequestMetrics
 from distillc_runtime.model import load_model
@@ -46,7 +48,11 @@ class PredictRequest(BaseModel):
 
 class PredictResponse(BaseModel):
     output: str
-    confidence: float  # in [0, 1]; how it is scored: confidence.py
+    confidence: float  # the student's, in [0, 1]; how it is scored: confidence.py
+    route: str  # who answered: student, teacher or fallback (cascade.py)
+
+
+ROUTE_HEADER = "X-Distillc-Route"
 
 
 class BodyGuard:
@@ -210,6 +216,18 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
             metrics.tokens.labels("out").inc(sum(answer.tokens for answer in answers))
         return answers
 
+    cascade_config = CascadeConfig.from_package(info)
+    cascade = None
+    if cascade_config is not None:
+        cascade = Cascade(cascade_config, max_pending=int(deploy.get("max_queue", 64)), metrics=metrics)
+        metrics.expected_escalation.set(cascade_config.expected_escalation)
+        logger.info(
+            "cascade: answers under confidence %.4g go to %s at %s",
+            cascade_config.threshold,
+            cascade_config.model,
+            cascade_config.base_url,
+        )
+
     batcher = Batcher(answer_batch, max_batch_size=max_batch_size, max_queue=int(deploy.get("max_queue", 64)))
     metrics.watch_queue(lambda: batcher.depth)
     timeout_s = float(deploy.get("request_timeout_s", 30.0))
@@ -256,7 +274,25 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def answer(text: str, top_logprobs: int = 0) -> Answer:
-        """The model's answer through the queue, or the HTTP error that says why there is none."""
+        """The answer through the queue and, with a cascade, from the teacher when the student is unsure; or
+        the HTTP error that says why there is none."""
+        deadline = time.monotonic() + timeout_s
+        answered = await student_answer(text, top_logprobs)
+        metrics.confidence.observe(answered.confidence)
+        if cascade is not None:
+            try:
+                answered = await cascade.route(text, answered, deadline)
+            except EscalationsFull:
+                raise HTTPException(
+                    status_code=429,
+                    detail="too many requests are waiting for the teacher; retry shortly",
+                    headers={"Retry-After": "1"},
+                ) from None
+        metrics.routes.labels(answered.route).inc()
+        return answered
+
+    async def student_answer(text: str, top_logprobs: int) -> Answer:
+        """The student's answer through the queue, or the HTTP error that says why there is none."""
         if refused:
             raise HTTPException(status_code=503, detail=f"this package's self-test failed: {proof.reason()}")
         prompt = generator.prepare(text)  # tokenized once, here: the worker thread only runs the model
@@ -272,9 +308,10 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
             raise HTTPException(status_code=504, detail=f"no answer within {timeout_s:g} s") from None
 
     @app.post("/v1/predict", response_model=PredictResponse)
-    async def predict(request: PredictRequest) -> PredictResponse:
+    async def predict(request: PredictRequest, response: Response) -> PredictResponse:
         answered = await answer(request.input)
-        return PredictResponse(output=answered.text, confidence=round(answered.confidence, 6))
+        response.headers[ROUTE_HEADER] = answered.route
+        return PredictResponse(output=answered.text, confidence=round(answered.confidence, 6), route=answered.route)
 
     if not generator.generative:
         app.include_router(openai_api.not_generative(info["name"]))

@@ -90,7 +90,13 @@ def set_deploy(package: Path, **deploy: object) -> None:
     if not deploy:
         return
     info = json.loads((package / "package.json").read_text())
-    info["deploy"] |= deploy
+    set_info(package, deploy=info["deploy"] | deploy)
+
+
+def set_info(package: Path, **sections: object) -> None:
+    """Set some top-level sections of a package's package.json, and its manifest as a rebuild would record them."""
+    info = json.loads((package / "package.json").read_text())
+    info |= sections
     (package / "package.json").write_text(json.dumps(info))
     manifest = json.loads((package / "manifest.json").read_text())
     manifest["files"]["package.json"] = hashlib.sha256((package / "package.json").read_bytes()).hexdigest()

@@ -3,6 +3,16 @@ the gate picks for the variant that ships."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,7 +22,9 @@ from distillc.quality.confidence import wilson
 from distillc.quality.gates import choose_variant
 from distillc.spec import load_spec, validate_file
 from distillc.spec.diagnostics import line_col
-from tests.conftest import edit_spec, write_spec
+from tests.conftest import edit_spec, review_texts, sentiment, write_spec
+from tests.fake_teacher import FakeTeacher
+from tests.helpers import free_port, runtime, set_deploy, set_info, wait_healthy
 
 SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -115,3 +127,215 @@ def test_the_gate_ships_a_variant_whose_cascade_keeps_the_agreement(tmp_path: Pa
         choose_variant(spec, verified | {"variants": [small]})
     assert failed.value.code == "E509"
     assert "int8: no coverage at that bound; at 30% coverage the bound is 0.955" in str(failed.value)
+
+
+# -- the package runs the cascade -----------------------------------------------------------------------
+
+KEY = "sk-cascade-test-0123456789abcdefghijklmnop"
+
+
+def cascaded(tiny_package: Path, folder: Path, base_url: str, **settings: object) -> Path:
+    """A copy of the tiny label package with a cascade to `base_url`, as the package stage writes it."""
+    package = folder / "package"
+    shutil.copytree(tiny_package, package)
+    info = json.loads((package / "package.json").read_text())
+    cascade = {
+        "threshold": 1.01,  # above any confidence: every request goes to the teacher
+        "expected_escalation": 0.25,
+        "expected_agreement": 0.99,
+        "agreement_interval": [0.97, 1.0],
+        "base_url": base_url,
+        "model": "big-teacher",
+        "api_key_env": "CASCADE_TEST_KEY",
+        "timeout_s": 1.0,
+        "max_retries": 1,
+        "messages": [{"role": "system", "content": "Classify the sentiment of the review."}],
+        "response_format": None,
+        "output_type": "label",
+        "labels": info["task"]["labels"],
+    } | settings
+    set_info(package, cascade=cascade)
+    return package
+
+
+@contextmanager
+def serving(package: Path, log: Path, **deploy: object) -> Iterator[str]:
+    set_deploy(package, **deploy)
+    port = free_port()
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            runtime(package, "serve", str(package), "--port", str(port)),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "CASCADE_TEST_KEY": KEY},
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def predict(base: str, text: str) -> tuple[int, dict, str]:
+    """(status, body, X-Distillc-Route header) of one /v1/predict."""
+    request = urllib.request.Request(
+        f"{base}/v1/predict", json.dumps({"input": text}).encode(), {"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, json.loads(reply.read()), reply.headers.get("X-Distillc-Route", "")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), error.headers.get("X-Distillc-Route", "")
+
+
+def metric(base: str, name: str) -> float:
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_unsure_answers_go_to_the_teacher_with_its_key_which_is_never_written(
+    tiny_package: Path, tmp_path: Path
+) -> None:
+    with FakeTeacher(lambda text: "negative") as teacher:
+        package = cascaded(tiny_package, tmp_path, teacher.base_url)
+        log = tmp_path / "server.log"
+        with serving(package, log) as base:
+            status, body, route = predict(base, "the kettle was lovely")
+            assert (status, body["output"], body["route"], route) == (200, "negative", "teacher", "teacher")
+            asked = teacher.bodies[-1]
+            assert asked["model"] == "big-teacher" and asked["messages"][-1] == {
+                "role": "user",
+                "content": "the kettle was lovely",
+            }
+            assert asked["messages"][0]["content"] == "Classify the sentiment of the review."
+            assert teacher.authorizations[-1] == f"Bearer {KEY}"
+            chat = {"model": "review-sentiment", "messages": [{"role": "user", "content": "the kettle was lovely"}]}
+            reply = urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{base}/v1/chat/completions", json.dumps(chat).encode(), {"content-type": "application/json"}
+                ),
+                timeout=60,
+            )
+            assert reply.headers["X-Distillc-Route"] == "teacher"
+            assert json.loads(reply.read())["choices"][0]["message"]["content"] == "negative"
+            metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+            assert metric(base, 'distillc_answers_total{route="teacher"}') == 2
+            assert "distillc_confidence_bucket" in metrics and "distillc_expected_escalation 0.25" in metrics
+        # The key reached the teacher, and nothing else: not the log, not a file, not an answer.
+        assert KEY not in log.read_text()
+        assert all(KEY.encode() not in p.read_bytes() for p in package.rglob("*") if p.is_file())
+        assert KEY not in json.dumps(body) and "CASCADE_TEST_KEY" in (package / "package.json").read_text()
+
+
+def test_sure_answers_stay_with_the_student_and_bad_teacher_answers_fall_back(
+    tiny_package: Path, tmp_path: Path
+) -> None:
+    with FakeTeacher(lambda text: "it depends") as teacher:  # not a label: outside the task's contract
+        package = cascaded(tiny_package, tmp_path, teacher.base_url, threshold=0.0)
+        with serving(package, tmp_path / "server.log") as base:
+            assert predict(base, "the kettle was lovely")[1]["route"] == "student"
+            assert teacher.requests == 0
+        set_info(package, cascade=json.loads((package / "package.json").read_text())["cascade"] | {"threshold": 1.01})
+        with serving(package, tmp_path / "server.log") as base:
+            status, body, route = predict(base, "the kettle was lovely")
+            assert (status, body["route"], route) == (200, "fallback", "fallback")
+            assert body["output"] in {"positive", "negative"} and teacher.requests == 1
+            assert metric(base, 'distillc_teacher_errors_total{reason="invalid_answer"}') == 1
+
+
+@pytest.mark.parametrize("how", ["dead", "slow", "erroring"])
+def test_a_teacher_that_cannot_answer_gives_the_students_answer_within_the_deadline(
+    tiny_package: Path, tmp_path: Path, how: str
+) -> None:
+    fault = (lambda text, attempt: "500") if how == "erroring" else None
+    with FakeTeacher(lambda text: "negative", delay_s=5.0 if how == "slow" else 0.0, fault=fault) as teacher:
+        url = f"http://127.0.0.1:{free_port()}/v1" if how == "dead" else teacher.base_url
+        package = cascaded(tiny_package, tmp_path, url, timeout_s=0.5, max_retries=2)
+        with serving(package, tmp_path / "server.log", request_timeout_s=2.0) as base:
+            started = time.monotonic()
+            status, body, route = predict(base, "the kettle was lovely")
+            took = time.monotonic() - started
+    assert (status, body["route"], route) == (200, "fallback", "fallback") and body["output"] in {
+        "positive",
+        "negative",
+    }
+    assert took < 2.0  # within the request's deadline: never a 504 because of the teacher
+    if how == "erroring":
+        assert teacher.requests == 3  # one call and its two retries
+
+
+def test_the_breaker_opens_after_failures_and_closes_when_the_teacher_is_back(
+    tiny_package: Path, tmp_path: Path
+) -> None:
+    broken = {"now": True}
+    with FakeTeacher(lambda text: "negative", fault=lambda text, attempt: "500" if broken["now"] else None) as teacher:
+        package = cascaded(
+            tiny_package, tmp_path, teacher.base_url, max_retries=0, breaker_failures=3, breaker_cooldown_s=1.0
+        )
+        with serving(package, tmp_path / "server.log") as base:
+            routes = [predict(base, f"the kettle was lovely {i}")[1]["route"] for i in range(6)]
+            assert routes == ["fallback"] * 6
+            assert teacher.requests == 3  # the breaker opened after 3 failures: the rest were not sent
+            assert metric(base, "distillc_teacher_breaker") == 1.0
+            broken["now"] = False
+            time.sleep(1.2)  # past the cooldown: one trial call, which succeeds and closes it
+            assert predict(base, "the kettle was lovely again")[1]["route"] == "teacher"
+            assert metric(base, "distillc_teacher_breaker") == 0.0
+            assert predict(base, "and once more")[1]["route"] == "teacher"
+
+
+def test_a_flood_of_unsure_requests_gets_429_not_a_backlog_of_teacher_calls(tiny_package: Path, tmp_path: Path) -> None:
+    with FakeTeacher(lambda text: "negative", delay_s=1.5) as teacher:
+        package = cascaded(tiny_package, tmp_path, teacher.base_url, timeout_s=5.0)
+        with (
+            serving(package, tmp_path / "server.log", max_queue=2, request_timeout_s=10.0) as base,
+            ThreadPoolExecutor(12) as pool,
+        ):
+            results = list(pool.map(lambda i: predict(base, f"the kettle was lovely {i}"), range(12)))
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses.count(429) >= 6 and set(statuses) <= {200, 429}
+    assert teacher.requests <= 2 + 2  # at most max_queue calls at a time, and the flood was refused
+    refused = next(body for status, body, _ in results if status == 429)
+    assert "waiting for the teacher" in refused["detail"]
+
+
+def test_a_cascade_built_from_a_spec_routes_the_held_out_inputs_as_the_build_predicted(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """The live check: the package, asked the held-out inputs through the cascade, escalates exactly the share
+    the gate expected, and agrees with the teacher on the rest as verify measured (same inputs, same variant)."""
+    from distillc import api
+    from distillc.build.artifacts import read_jsonl
+
+    cascade = {"min_agreement": 0.6, "min_coverage": 0.1}
+    with FakeTeacher(sentiment) as teacher:
+        spec = write_spec(
+            tmp_path,
+            base_url=teacher.base_url,
+            student=str(tiny_model),
+            inputs=review_texts(160),
+            epochs=20,
+            min_score=0.0,
+            changes={"deploy.cascade": cascade, "export.quantization": ["fp32"]},
+        )
+        built = api.build(spec, out=tmp_path / "out", emit=lambda e: None)
+        package = built.package_dir
+        assert package is not None
+        point = built.stage("gate").summary["cascade"]
+        section = json.loads((package / "package.json").read_text())["cascade"]
+        assert section["threshold"] == point["threshold"] and section["expected_escalation"] == point["escalation"]
+        assert point["interval"][0] >= 0.6 and point["coverage"] >= 0.1
+        rows = read_jsonl(built.stage("verify").artifact / "fp32.predictions.jsonl")
+        asked_before = teacher.requests
+        with serving(package, tmp_path / "server.log") as base:
+            served = [predict(base, row["input"]) for row in rows]
+    routes = [body["route"] for _, body, _ in served]
+    assert set(routes) <= {"student", "teacher"}  # the teacher is up: no fallback
+    assert routes.count("teacher") == teacher.requests - asked_before
+    assert routes.count("teacher") / len(rows) == pytest.approx(point["escalation"], abs=1e-6)
+    kept = [(row, body) for row, (_, body, _) in zip(rows, served, strict=True) if body["route"] == "student"]
+    agreement = sum(body["output"] == row["expected"] for row, body in kept) / len(kept)
+    assert agreement == pytest.approx(point["agreement"], abs=1e-6)
+    taught = [(row, body) for row, (_, body, _) in zip(rows, served, strict=True) if body["route"] == "teacher"]
+    assert all(body["output"] == row["expected"] for row, body in taught)  # the teacher's own answer

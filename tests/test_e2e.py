@@ -171,7 +171,7 @@ def _serve_and_query(package: Path, predictions: list[dict]) -> None:
         assert selftest["n"] == len(recorded["cases"]) == min(32, len(predictions))
         for row in predictions:
             # What ships answers exactly as the evaluated student did, and is as sure of it as verify measured.
-            served = (200, {"output": row["output"], "confidence": row["confidence"]})
+            served = (200, {"output": row["output"], "confidence": row["confidence"], "route": "student"})
             assert http("POST", f"{base}/v1/predict", {"input": row["input"]}) == served
         # Concurrent requests are batched by the server; each still gets the answer it would get alone.
         with ThreadPoolExecutor(8) as pool:

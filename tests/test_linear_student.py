@@ -127,7 +127,7 @@ def test_the_linear_package_answers_predict_and_refuses_chat_over_http(built: ap
     try:
         holdout = read_jsonl(built.stage("verify").artifact / "linear.predictions.jsonl")
         for row in holdout[:5]:
-            served = (200, {"output": row["output"], "confidence": row["confidence"]})
+            served = (200, {"output": row["output"], "confidence": row["confidence"], "route": "student"})
             assert http("POST", f"{base}/v1/predict", {"input": row["input"]}) == served
         status, body = http("POST", f"{base}/v1/predict", {"input": "Café was wonderful 東京 " * 400})
         assert status == 200 and body["output"] in {"positive", "negative"}

@@ -21,8 +21,9 @@ import distillc_runtime
 from distillc.targets import TARGETS as ALL_TARGETS
 
 LOCKS = Path(distillc_runtime.__file__).parent / "locks"
-# The server's imports; llguidance is for JSON tasks and small enough to ship with every package.
-COMMON = ("numpy", "tokenizers", "fastapi", "uvicorn", "pydantic", "prometheus-client", "llguidance")
+# The server's imports; llguidance is for JSON tasks and small enough to ship with every package; httpx2 is
+# the cascade's client to its teacher (already in the closure, through huggingface-hub).
+COMMON = ("numpy", "tokenizers", "fastapi", "uvicorn", "pydantic", "prometheus-client", "llguidance", "httpx2")
 # The locks to write: one per target that names its own (TensorRT packages install the cuda lock, then
 # TensorRT's libraries, see distillc.targets.TENSORRT_LIBS).
 TARGETS = {name: row for name, row in ALL_TARGETS.items() if row.lock == name}

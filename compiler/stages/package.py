@@ -16,11 +16,13 @@ from distillc.build.runner import Stage, StageContext
 from distillc.package.policy import deployment, image, requirements
 from distillc.package.render import markdown_code, markdown_text, render
 from distillc.package.runtime_lock import check_versions
+from distillc.spec.ir import SpecIR
 from distillc.student.onnx_export import generation_config
 from distillc.student.prompt import input_limit
 from distillc.student.tensorrt import tensorrt_config
 from distillc.targets import TARGETS
 from distillc.task import task_type
+from distillc.task.prompts import label_messages
 from distillc_runtime.providers import TENSORRT_CONFIG
 from distillc_runtime.selftest import SELFTEST
 
@@ -67,6 +69,29 @@ def selftest(verify: Path, verified: Verified, chosen: dict[str, Any], inputs: i
         "built_on": verified.get("cpu", {}),
         "measured_with": verified["measured_with"],
         "cases": cases,
+    }
+
+
+def cascade_section(spec: SpecIR, point: dict[str, Any]) -> dict[str, Any]:
+    """package.json's `cascade` (distillc_runtime.cascade): the threshold the gate chose, what it expects, the
+    endpoint and the name of its key's variable (never the key), and the teacher's prompt as the build asked it."""
+    cascade = spec.deploy.cascade
+    assert cascade is not None
+    kind = task_type(spec.task)
+    return {
+        "threshold": point["threshold"],
+        "expected_escalation": point["escalation"],
+        "expected_agreement": point["agreement"],
+        "agreement_interval": point["interval"],
+        "base_url": cascade.base_url,
+        "model": cascade.model,
+        "api_key_env": cascade.api_key_env,
+        "timeout_s": cascade.timeout_s,
+        "max_retries": cascade.max_retries,
+        "messages": label_messages(spec.task, "")[:-1],  # the input is appended per request
+        "response_format": kind.endpoint_format(spec.task) or None,
+        "output_type": spec.task.output_type,
+        "labels": list(kind.choices(spec.task)),
     }
 
 
@@ -122,6 +147,8 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
         },
         "latency_ms_at_build": latency,
     }
+    if spec.deploy.cascade is not None and "cascade" in decision:
+        info["cascade"] = cascade_section(spec, decision["cascade"])
     model_files = tree_files(out / "model")  # hashed once: for the image tag and the manifest
     lock = requirements(spec.export.target)
     unverified = check_versions(lock)
@@ -189,7 +216,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
 
 STAGE = Stage(
     name="package",
-    version=7,  # 7: the confidence score; 6: a linear student's package; 5: connection deadlines, safe launcher
+    version=8,  # 8: the cascade; 7: the confidence score; 6: a linear student's package
     # spec_path: the package's README names the spec file it was built from.
     reads=(
         "name",

@@ -1,0 +1,235 @@
+"""The cascade: the student answers what it is sure of, and hands the rest to a teacher endpoint.
+
+The build chose the confidence threshold (distillc.quality.confidence) and wrote it to package.json with the
+endpoint, the teacher's prompt and what its answer must be. Here:
+- a student answer below the threshold is asked of the teacher (OpenAI-compatible chat completions), with
+  the key read from the environment variable the spec named, at start-up; it is never logged or written;
+- each teacher call has a deadline inside the request's own (`timeout_s`, and never past the request's
+  deadline), bounded retries, and a circuit breaker: after `BREAKER_FAILURES` failed calls in a row the
+  teacher is not called for `BREAKER_COOLDOWN_S`, then one trial call decides whether it closes again;
+- whenever the teacher cannot answer (down, slow, an error, an answer outside the task's contract, the
+  breaker open) the student's answer is returned, routed `fallback`: a request never fails because the
+  teacher did;
+- at most `max_pending` escalations are in progress at once (the server's queue size): past that, a
+  low-confidence request gets 429 rather than joining an unbounded backlog of teacher calls.
+
+A circuit breaker is a few lines of state; the well-kept Python ones (pybreaker) wrap synchronous calls, and
+their asynchronous path needs Tornado, so this one is written here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from distillc_runtime.confidence import Answer
+
+logger = logging.getLogger("distillc_runtime")
+
+BREAKER_FAILURES = 5  # failed teacher calls in a row that open the breaker
+BREAKER_COOLDOWN_S = 10.0  # how long it stays open before one trial call
+RETRY_BACKOFF_S = 0.05  # first retry's wait; doubled each time, always within the call's deadline
+RETRIED_STATUS = {408, 409, 429, 500, 502, 503, 504}
+ROUTES = ("student", "teacher", "fallback")
+
+
+class EscalationsFull(Exception):
+    """As many requests wait for the teacher as the server queues: try again later (429)."""
+
+
+class TeacherFailed(Exception):
+    """The teacher gave no usable answer; the message says why (never the key, never the input)."""
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """package.json's `cascade`, as the build wrote it."""
+
+    threshold: float
+    base_url: str
+    model: str
+    api_key_env: str
+    timeout_s: float
+    max_retries: int
+    messages: list[dict[str, str]]  # the teacher's prompt before the input: system prompt and examples
+    response_format: dict[str, Any] | None
+    output_type: str  # label | json | text: what a usable teacher answer is
+    labels: list[str]
+    expected_escalation: float
+    expected_agreement: float
+    breaker_failures: int = BREAKER_FAILURES
+    breaker_cooldown_s: float = BREAKER_COOLDOWN_S
+
+    @classmethod
+    def from_package(cls, info: dict[str, Any]) -> CascadeConfig | None:
+        section = info.get("cascade")
+        if not section:
+            return None
+        fields = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in section.items() if key in fields})
+
+
+class Breaker:
+    """Closed: calls go through. Open after `failures` failures in a row: calls are refused until `cooldown_s`
+    has passed. Then half-open: one trial call at a time; its success closes the breaker, its failure opens it
+    again."""
+
+    def __init__(self, failures: int = BREAKER_FAILURES, cooldown_s: float = BREAKER_COOLDOWN_S) -> None:
+        self.failures_to_open, self.cooldown_s = failures, cooldown_s
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.trial = False  # a half-open trial call is in progress
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if time.monotonic() - self.opened_at >= self.cooldown_s else "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self.trial:
+            self.trial = True
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        self.failures, self.opened_at, self.trial = 0, None, False
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.trial or self.failures >= self.failures_to_open:
+            self.opened_at, self.trial = time.monotonic(), False
+
+
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def _norm(text: str) -> str:
+    return " ".join(_PUNCT.sub(" ", text).lower().split())
+
+
+def usable(config: CascadeConfig, text: str) -> str | None:
+    """The teacher's answer in the form the student gives it, or None when it breaks the task's contract: a
+    label outside the set, JSON that does not parse, an empty text."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    if config.output_type == "label":
+        try:
+            value = json.loads(text) if text.startswith("{") else None
+        except ValueError:
+            value = None
+        said = value.get("label") if isinstance(value, dict) and isinstance(value.get("label"), str) else text
+        by_norm = {_norm(label): label for label in config.labels}
+        return by_norm.get(_norm(said))
+    if config.output_type == "json":
+        try:
+            return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+        except ValueError:
+            return None
+    return text or None
+
+
+class Cascade:
+    def __init__(self, config: CascadeConfig, max_pending: int, metrics: Any) -> None:
+        import httpx2
+
+        self.config, self.max_pending, self.metrics = config, max_pending, metrics
+        self.breaker = Breaker(config.breaker_failures, config.breaker_cooldown_s)
+        self.pending = 0
+        key = os.environ.get(config.api_key_env, "")
+        if not key:
+            logger.warning("cascade: $%s is not set; the teacher is called without a key", config.api_key_env)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.client = httpx2.AsyncClient(
+            headers=headers,
+            timeout=config.timeout_s,
+            limits=httpx2.Limits(max_connections=max_pending, max_keepalive_connections=min(max_pending, 32)),
+            trust_env=False,  # the endpoint is the spec's; no proxy or netrc from this machine's environment
+        )
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        metrics.watch_breaker(lambda: {"closed": 0.0, "half_open": 0.5, "open": 1.0}[self.breaker.state])
+
+    async def route(self, text: str, answer: Answer, deadline: float) -> Answer:
+        """The answer to return for `text`: the student's when it is sure enough, else the teacher's, else
+        (the teacher could not answer before `deadline`, a time.monotonic()) the student's as a fallback."""
+        if answer.confidence >= self.config.threshold:
+            return replace(answer, route="student")
+        if self.pending >= self.max_pending:
+            raise EscalationsFull
+        if not self.breaker.allow():
+            self.metrics.teacher_errors.labels("breaker_open").inc()
+            return replace(answer, route="fallback")
+        self.pending += 1
+        started = time.monotonic()
+        try:
+            said = await self._ask(text, deadline)
+        except TeacherFailed as failure:
+            self.breaker.failed()
+            logger.info("cascade: teacher failed (%s); the student's answer is returned", failure)
+            return replace(answer, route="fallback")
+        finally:
+            self.pending -= 1
+            self.metrics.teacher_latency.observe(time.monotonic() - started)
+        self.breaker.succeeded()
+        return Answer(text=said, confidence=answer.confidence, route="teacher")
+
+    async def _ask(self, text: str, deadline: float) -> str:
+        import httpx2
+
+        config = self.config
+        body: dict[str, Any] = {
+            "model": config.model,
+            "messages": [*config.messages, {"role": "user", "content": text}],
+            "temperature": 0,
+        }
+        if config.response_format:
+            body["response_format"] = config.response_format
+        wait = RETRY_BACKOFF_S
+        for attempt in range(config.max_retries + 1):
+            left = min(deadline - time.monotonic(), config.timeout_s)
+            if left <= 0:
+                self.metrics.teacher_errors.labels("timeout").inc()
+                raise TeacherFailed("no time left for the teacher")
+            last = attempt == config.max_retries
+            try:
+                reply = await asyncio.wait_for(self.client.post(self.url, json=body, timeout=left), left)
+            except (TimeoutError, asyncio.TimeoutError, httpx2.TimeoutException):
+                self.metrics.teacher_errors.labels("timeout").inc()
+                raise TeacherFailed(f"no answer within {left:.2f} s") from None
+            except httpx2.HTTPError as error:
+                self.metrics.teacher_errors.labels("connection").inc()
+                if last:
+                    raise TeacherFailed(f"cannot reach the teacher: {type(error).__name__}") from None
+            else:
+                if reply.status_code == 200:
+                    said = usable(config, _content(reply))
+                    if said is None:
+                        self.metrics.teacher_errors.labels("invalid_answer").inc()
+                        raise TeacherFailed("the teacher's answer is outside the task's contract")
+                    return said
+                self.metrics.teacher_errors.labels(f"http_{reply.status_code}").inc()
+                if reply.status_code not in RETRIED_STATUS or last:
+                    raise TeacherFailed(f"the teacher answered HTTP {reply.status_code}")
+            await asyncio.sleep(max(0.0, min(wait, deadline - time.monotonic())))
+            wait *= 2
+        raise TeacherFailed("no retries left")  # not reached: the last attempt returns or raises
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _content(reply: Any) -> str:
+    try:
+        return str(reply.json()["choices"][0]["message"]["content"] or "")
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
