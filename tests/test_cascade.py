@@ -20,6 +20,7 @@ import pytest
 from distillc.errors import GateFailed
 from distillc.quality.confidence import wilson
 from distillc.quality.gates import choose_variant
+from distillc.quality.latency import cascade_percentiles, quantiles
 from distillc.spec import load_spec, validate_file
 from distillc.spec.diagnostics import line_col
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
@@ -114,6 +115,15 @@ def variant(name: str, points: list[tuple[float, int, int]], total: int, paramet
         "p95_ms": 2.0,
         "confidence": {"score": "sum", "curve": curve},
     }
+
+
+def test_a_cascades_latency_adds_the_teachers_time_to_the_escalated_share() -> None:
+    student, teacher = quantiles([10.0] * 7), quantiles([100.0, 100.0, 300.0])
+    assert student == [10.0] * 101 and teacher[0] == 100.0 and teacher[-1] == 300.0
+    # 10% escalated: p50 is the student's alone, p95 lands among the escalated (student + teacher).
+    assert cascade_percentiles(student, teacher, 0.10) == {"p50": 10.0, "p95": 110.0}
+    assert cascade_percentiles(student, teacher, 0.04) == {"p50": 10.0, "p95": 10.0}
+    assert cascade_percentiles(student, teacher, 1.0) == {"p50": 110.0, "p95": 310.0}
 
 
 def test_the_gate_ships_a_variant_whose_cascade_keeps_the_agreement(tmp_path: Path) -> None:
@@ -307,6 +317,7 @@ def test_a_cascade_built_from_a_spec_routes_the_held_out_inputs_as_the_build_pre
     the gate expected, and agrees with the teacher on the rest as verify measured (same inputs, same variant)."""
     from distillc import api
     from distillc.build.artifacts import read_jsonl
+    from distillc.report.html import render_html
 
     cascade = {"min_agreement": 0.6, "min_coverage": 0.1}
     with FakeTeacher(sentiment) as teacher:
@@ -327,6 +338,16 @@ def test_a_cascade_built_from_a_spec_routes_the_held_out_inputs_as_the_build_pre
         assert section["threshold"] == point["threshold"] and section["expected_escalation"] == point["escalation"]
         assert point["interval"][0] >= 0.6 and point["coverage"] >= 0.1
         rows = read_jsonl(built.stage("verify").artifact / "fp32.predictions.jsonl")
+        # The report: the chosen point, and the cascade's latency (student, plus the teacher's when escalated).
+        shown = built.report["headline"]["cascade"]
+        assert shown["escalation"] == point["escalation"] and shown["threshold"] == point["threshold"]
+        quantiles_ms = next(v for v in built.report["verify"]["variants"] if v["name"] == "fp32")[
+            "latency_quantiles_ms"
+        ]
+        assert quantiles_ms[0] <= shown["p50_ms"] <= shown["p95_ms"]
+        assert [p["threshold"] for p in shown["curve"] if p["chosen"]] == [point["threshold"]]
+        html = render_html(built.report)
+        assert "<h3>Cascade</h3>" in html and f"{point['threshold']:.4g}" in html
         asked_before = teacher.requests
         with serving(package, tmp_path / "server.log") as base:
             served = [predict(base, row["input"]) for row in rows]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from distillc.quality.latency import cascade_percentiles
 from distillc.spec.ir import SpecIR
 
 
@@ -53,6 +54,7 @@ def headline(report: dict[str, Any], spec: SpecIR) -> dict[str, Any] | None:
         "usd_per_1k": teacher_usd,
         "parameters": speed.get("parameters"),
     }
+    cascade = _cascade(gate.get("cascade"), shipped, speed, student, teacher)
     return {
         "metric": verify["metric"],
         "n": verify["n"],
@@ -62,7 +64,41 @@ def headline(report: dict[str, Any], spec: SpecIR) -> dict[str, Any] | None:
         "teacher": teacher,
         "faster": _ratio(teacher["p50_ms"], student["p50_ms"]),
         "cheaper": _ratio(teacher["usd_per_1k"], student["usd_per_1k"]),
+    } | ({"cascade": cascade} if cascade else {})
+
+
+def _cascade(
+    point: dict[str, Any] | None, shipped: dict[str, Any], speed: dict[str, Any], student: dict, teacher: dict
+) -> dict[str, Any] | None:
+    """The cascade the gate chose, and what it costs: every request pays the student, an escalated one the
+    teacher too. Latency combines the student's measured distribution (verify) with the teacher's (measured
+    while labeling, from the build's teacher); cost adds the teacher's dollars for the escalated share."""
+    if not point:
+        return None
+    escalation = point["escalation"]
+    student_q, teacher_q = shipped.get("latency_quantiles_ms") or [], speed.get("latency_quantiles_ms") or []
+    latency = cascade_percentiles(student_q, teacher_q, escalation) if student_q and teacher_q else {}
+    usd = None
+    if student["usd_per_1k"] is not None and teacher["usd_per_1k"] is not None:
+        usd = _significant(student["usd_per_1k"] + escalation * teacher["usd_per_1k"])
+    return {
+        "threshold": point["threshold"],
+        "coverage": point["coverage"],
+        "escalation": escalation,
+        "agreement": point["agreement"],
+        "interval": point["interval"],
+        "p50_ms": latency.get("p50"),
+        "p95_ms": latency.get("p95"),
+        "usd_per_1k": usd,
+        "curve": _curve_sample(shipped["confidence"]["curve"], point["threshold"]),
     }
+
+
+def _curve_sample(curve: list[dict[str, Any]], chosen: float, steps: int = 10) -> list[dict[str, Any]]:
+    """The coverage curve at about every tenth of coverage, and the chosen point, for the report's table."""
+    picked = {min(curve, key=lambda p: abs(p["coverage"] - k / steps))["threshold"] for k in range(1, steps + 1)}
+    picked.add(chosen)
+    return [dict(p, chosen=p["threshold"] == chosen) for p in curve if p["threshold"] in picked]
 
 
 def _machine_usd(seconds: float, per_hour: float) -> float | None:

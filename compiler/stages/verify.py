@@ -23,7 +23,7 @@ from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
 from distillc.quality.confidence import confidence_summary
-from distillc.quality.latency import percentiles
+from distillc.quality.latency import percentiles, quantiles
 from distillc.quality.metrics import gated
 from distillc.quality.reference import reference_pairs
 from distillc.student.onnx_export import generation_config
@@ -106,6 +106,7 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             "agreement": round(sum(a == b for a, b in zip(outputs, reference, strict=True)) / len(outputs), 6),
             "p50_ms": latency["p50"],
             "p95_ms": latency["p95"],
+            "latency_quantiles_ms": quantiles(latencies),  # a cascade's latency adds the teacher's to these
             "batch": batched,
             "memory_mb": peak_memory_mb(model, answerable[:batch_size]),
             "refused": len(refused),  # over the package's input limit: no answer, counted as wrong

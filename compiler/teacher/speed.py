@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from statistics import fmean
 from typing import Any
 
-from distillc.quality.latency import percentiles
+from distillc.quality.latency import percentiles, quantiles
 from distillc.teacher.protocol import MeasuresLatency, Request, TeacherClient
 
 LATENCY_PROBES = 20  # requests a local teacher answers one at a time for its latency
@@ -43,6 +43,7 @@ class TeacherSpeed:
             latency, how = list(self.timed), "per request, while labeling"
         return {
             "latency_ms": percentiles([x * 1000 for x in latency]) | {"measured": how} if latency else None,
+            "latency_quantiles_ms": quantiles([x * 1000 for x in latency]),  # for a cascade's latency
             "seconds_per_answer": round(fmean(self.timed), 5) if self.timed else None,
             "usd_per_answer": round(fmean(self.priced), 8) if self.priced else None,
             "parameters": parameters,  # known for a local teacher only
