@@ -335,7 +335,14 @@ def verify_table(verify: dict, shipped: str | None) -> str:
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Override the package's deploy.max_batch_size.")
 @click.option("--max-queue", type=click.IntRange(min=1), help="Override the package's deploy.max_queue.")
-def serve(package_dir: Path, host: str, port: int, max_batch_size: int | None, max_queue: int | None) -> None:
+@click.option(
+    "--capture-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With a cascade: append its escalated and shadowed pairs here (chat_log), for the next build.",
+)
+def serve(
+    package_dir: Path, host: str, port: int, max_batch_size: int | None, max_queue: int | None, capture_dir: Path | None
+) -> None:
     """Serve a built package over HTTP, with the runtime copy it ships."""
     if not (package_dir / "package.json").is_file():
         _fail(
@@ -359,7 +366,11 @@ def serve(package_dir: Path, host: str, port: int, max_batch_size: int | None, m
     # The package's launcher: the package's folder is not on sys.path, and no bytecode is read (launch.py).
     launcher = str(package_dir / "distillc_runtime" / "launch.py")
     command = [sys.executable, "-I", launcher, "serve", str(package_dir), "--host", host, "--port", str(port)]
-    for flag, value in (("--max-batch-size", max_batch_size), ("--max-queue", max_queue)):
+    for flag, value in (
+        ("--max-batch-size", max_batch_size),
+        ("--max-queue", max_queue),
+        ("--capture-dir", capture_dir),
+    ):
         if value is not None:
             command += [flag, str(value)]
     # Become the server (no child process), so a stop signal reaches it rather than orphaning it.

@@ -25,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")), help="default: $PORT or 8080")
     serve.add_argument("--max-batch-size", type=int, help="override the package's deploy.max_batch_size")
     serve.add_argument("--max-queue", type=int, help="override the package's deploy.max_queue")
+    serve.add_argument(
+        "--capture-dir",
+        type=Path,
+        default=os.environ.get("DISTILLC_CAPTURE_DIR") or None,
+        help="with a cascade: append its escalated and shadowed pairs here, for the next build "
+        "(default: $DISTILLC_CAPTURE_DIR)",
+    )
     check = commands.add_parser("check", help="check every file against the package's manifest")
     check.add_argument("package_dir", type=Path)
     check.add_argument(
@@ -61,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     # status of a clean stop, rather than death by signal.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
-        create_app(args.package_dir, max_batch_size=args.max_batch_size, max_queue=args.max_queue),
+        create_app(
+            args.package_dir, max_batch_size=args.max_batch_size, max_queue=args.max_queue, capture_dir=args.capture_dir
+        ),
         host=args.host,
         port=args.port,
         log_level="info",

@@ -11,7 +11,13 @@ endpoint, the teacher's prompt and what its answer must be. Here:
   breaker open) the student's answer is returned, routed `fallback`: a request never fails because the
   teacher did;
 - at most `max_pending` escalations are in progress at once (the server's queue size): past that, a
-  low-confidence request gets 429 rather than joining an unbounded backlog of teacher calls.
+  low-confidence request gets 429 rather than joining an unbounded backlog of teacher calls;
+- `shadow_share` of the requests the student answers are also asked of the teacher in the background: the
+  response never waits for it, and a shadow call is dropped when the teacher is busy (half the room is
+  kept for escalations) or its breaker is not closed. Their agreement, and the share of requests
+  escalated, are exported over a rolling window beside what the build expected, for an alert to watch;
+- with a capture folder, every escalated and shadowed pair is appended to a file in the `chat_log` format
+  the inputs stage reads, so the next build learns from them (`PairLog`).
 
 A circuit breaker is a few lines of state; the well-kept Python ones (pybreaker) wrap synchronous calls, and
 their asynchronous path needs Tornado, so this one is written here.
@@ -23,9 +29,12 @@ import asyncio
 import json
 import logging
 import os
+import random
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from distillc_runtime.confidence import Answer
@@ -37,6 +46,10 @@ BREAKER_COOLDOWN_S = 10.0  # how long it stays open before one trial call
 RETRY_BACKOFF_S = 0.05  # first retry's wait; doubled each time, always within the call's deadline
 RETRIED_STATUS = {408, 409, 429, 500, 502, 503, 504}
 ROUTES = ("student", "teacher", "fallback")
+RECENT_REQUESTS = 1000  # the rolling window the escalation rate is taken over
+RECENT_SHADOWS = 500  # and the shadowed pairs' agreement
+CAPTURE_MAX_BYTES = 1 << 30  # a capture file stops growing here (with one warning), so a disk never fills
+FSYNC_EVERY_S = 1.0  # a crash loses at most this much of the capture file
 
 
 class EscalationsFull(Exception):
@@ -65,6 +78,8 @@ class CascadeConfig:
     expected_agreement: float
     breaker_failures: int = BREAKER_FAILURES
     breaker_cooldown_s: float = BREAKER_COOLDOWN_S
+    shadow_share: float = 0.0
+    instructions: str = ""  # the spec's, as the captured pairs' system prompt (what the inputs stage expects)
 
     @classmethod
     def from_package(cls, info: dict[str, Any]) -> CascadeConfig | None:
@@ -139,13 +154,76 @@ def usable(config: CascadeConfig, text: str) -> str | None:
     return text or None
 
 
+def same_answer(config: CascadeConfig, teacher: str, student: str) -> bool:
+    """Whether the student's answer agrees with the teacher's (already `usable`): the same label, equal JSON
+    values, or the same text."""
+    if config.output_type == "json":
+        try:
+            return bool(json.loads(teacher) == json.loads(student))
+        except ValueError:
+            return False
+    return teacher.strip() == student.strip()
+
+
+class PairLog:
+    """Escalated and shadowed pairs, appended to `folder`/served-<start>-<pid>.jsonl as `chat_log` records (the
+    request's messages, the teacher's answer as a completion) with the route and the student's answer beside
+    them. Flushed per record, fsync'd at most every FSYNC_EVERY_S; the file stops at CAPTURE_MAX_BYTES."""
+
+    def __init__(self, folder: Path, model: str, instructions: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"served-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl"
+        self.file = self.path.open("ab")
+        self.model, self.instructions = model, instructions
+        self.synced = time.monotonic()
+        self.full = False
+
+    def add(self, text: str, teacher: str, route: str, student: Answer) -> None:
+        if self.full:
+            return
+        record = {
+            "request": {
+                "model": self.model,
+                "messages": [{"role": "system", "content": self.instructions}, {"role": "user", "content": text}],
+            },
+            "response": {"choices": [{"index": 0, "message": {"role": "assistant", "content": teacher}}]},
+            "status": "success",
+            "route": route,
+            "student": {"output": student.text, "confidence": round(student.confidence, 6)},
+            "time": round(time.time(), 3),
+        }
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        if self.file.tell() + len(line) > CAPTURE_MAX_BYTES:
+            self.full = True
+            logger.warning("cascade: %s reached %d bytes; no more pairs are captured", self.path, CAPTURE_MAX_BYTES)
+            return
+        self.file.write(line)
+        self.file.flush()
+        if time.monotonic() - self.synced >= FSYNC_EVERY_S:
+            os.fsync(self.file.fileno())
+            self.synced = time.monotonic()
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
 class Cascade:
-    def __init__(self, config: CascadeConfig, max_pending: int, metrics: Any) -> None:
+    def __init__(self, config: CascadeConfig, max_pending: int, metrics: Any, capture: Path | None = None) -> None:
         import httpx2
 
         self.config, self.max_pending, self.metrics = config, max_pending, metrics
         self.breaker = Breaker(config.breaker_failures, config.breaker_cooldown_s)
         self.pending = 0
+        self.log = PairLog(capture, config.model, config.instructions) if capture else None
+        self.shadows: set[asyncio.Task] = set()  # held, so a running shadow call is not garbage-collected
+        self.recent_escalated: deque[bool] = deque(maxlen=RECENT_REQUESTS)
+        self.recent_agreed: deque[bool] = deque(maxlen=RECENT_SHADOWS)
+        metrics.watch_recent(
+            lambda: sum(self.recent_escalated) / len(self.recent_escalated) if self.recent_escalated else 0.0,
+            lambda: sum(self.recent_agreed) / len(self.recent_agreed) if self.recent_agreed else float("nan"),
+        )
         key = os.environ.get(config.api_key_env, "")
         if not key:
             logger.warning("cascade: $%s is not set; the teacher is called without a key", config.api_key_env)
@@ -162,7 +240,11 @@ class Cascade:
     async def route(self, text: str, answer: Answer, deadline: float) -> Answer:
         """The answer to return for `text`: the student's when it is sure enough, else the teacher's, else
         (the teacher could not answer before `deadline`, a time.monotonic()) the student's as a fallback."""
-        if answer.confidence >= self.config.threshold:
+        escalate = answer.confidence < self.config.threshold
+        self.recent_escalated.append(escalate)
+        if not escalate:
+            if self.config.shadow_share and random.random() < self.config.shadow_share:
+                self._shadow(text, answer)
             return replace(answer, route="student")
         if self.pending >= self.max_pending:
             raise EscalationsFull
@@ -181,7 +263,35 @@ class Cascade:
             self.pending -= 1
             self.metrics.teacher_latency.observe(time.monotonic() - started)
         self.breaker.succeeded()
+        if self.log is not None:
+            self.log.add(text, said, "teacher", answer)
         return Answer(text=said, confidence=answer.confidence, route="teacher")
+
+    def _shadow(self, text: str, answer: Answer) -> None:
+        """Ask the teacher too, in the background; dropped when the teacher is busy or its breaker is not closed."""
+        if self.pending >= self.max_pending // 2 or self.breaker.state != "closed":
+            self.metrics.shadows.labels("dropped").inc()
+            return
+        self.pending += 1
+        task = asyncio.get_running_loop().create_task(self._compare(text, answer))
+        self.shadows.add(task)
+        task.add_done_callback(self.shadows.discard)
+
+    async def _compare(self, text: str, answer: Answer) -> None:
+        try:
+            said = await self._ask(text, time.monotonic() + self.config.timeout_s)
+        except TeacherFailed:
+            self.breaker.failed()
+            self.metrics.shadows.labels("failed").inc()
+            return
+        finally:
+            self.pending -= 1
+        self.breaker.succeeded()
+        agreed = same_answer(self.config, said, answer.text)
+        self.recent_agreed.append(agreed)
+        self.metrics.shadows.labels("agree" if agreed else "disagree").inc()
+        if self.log is not None:
+            self.log.add(text, said, "shadow", answer)
 
     async def _ask(self, text: str, deadline: float) -> str:
         import httpx2
@@ -225,7 +335,11 @@ class Cascade:
         raise TeacherFailed("no retries left")  # not reached: the last attempt returns or raises
 
     async def close(self) -> None:
+        for task in list(self.shadows):
+            task.cancel()
         await self.client.aclose()
+        if self.log is not None:
+            self.log.close()
 
 
 def _content(reply: Any) -> str:

@@ -76,6 +76,30 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.expected_agreement = Gauge(
+            "distillc_expected_agreement",
+            "Agreement with the teacher the build measured where the student answers",
+            registry=self.registry,
+        )
+        self.recent_escalation = Gauge(
+            "distillc_escalation_rate", "Share of the last 1,000 requests sent to the teacher", registry=self.registry
+        )
+        self.shadow_agreement = Gauge(
+            "distillc_shadow_agreement",
+            "Agreement of the student with the teacher on the last 500 shadowed requests (NaN: none yet)",
+            registry=self.registry,
+        )
+        self.shadows = Counter(
+            "distillc_shadows",
+            "Shadowed requests by result (agree, disagree, failed, dropped)",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def watch_recent(self, escalation: Callable[[], float], agreement: Callable[[], float]) -> None:
+        self.recent_escalation.set_function(escalation)
+        self.shadow_agreement.set_function(agreement)
+
     def watch_breaker(self, state: Callable[[], float]) -> None:
         self.breaker.set_function(state)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +168,14 @@ def short(text: str, limit: int = MAX_NAME) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_queue: int | None = None) -> FastAPI:
-    """The package's app; `max_batch_size` and `max_queue` override the package's deploy settings."""
+def create_app(
+    package_dir: str | Path,
+    max_batch_size: int | None = None,
+    max_queue: int | None = None,
+    capture_dir: str | Path | None = None,
+) -> FastAPI:
+    """The package's app; `max_batch_size` and `max_queue` override the package's deploy settings; with a
+    cascade, `capture_dir` receives its escalated and shadowed pairs (cascade.PairLog)."""
     package = Path(package_dir)
     info = json.loads((package / "package.json").read_text(encoding="utf-8"))
     target = info.get("target", "cpu")
@@ -219,8 +227,10 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
     cascade_config = CascadeConfig.from_package(info)
     cascade = None
     if cascade_config is not None:
-        cascade = Cascade(cascade_config, max_pending=int(deploy.get("max_queue", 64)), metrics=metrics)
+        capture = Path(capture_dir) if capture_dir else None
+        cascade = Cascade(cascade_config, int(deploy.get("max_queue", 64)), metrics, capture)
         metrics.expected_escalation.set(cascade_config.expected_escalation)
+        metrics.expected_agreement.set(cascade_config.expected_agreement)
         logger.info(
             "cascade: answers under confidence %.4g go to %s at %s",
             cascade_config.threshold,
@@ -231,9 +241,21 @@ def create_app(package_dir: str | Path, max_batch_size: int | None = None, max_q
     batcher = Batcher(answer_batch, max_batch_size=max_batch_size, max_queue=int(deploy.get("max_queue", 64)))
     metrics.watch_queue(lambda: batcher.depth)
     timeout_s = float(deploy.get("request_timeout_s", 30.0))
+
     # No /docs, /redoc or /openapi.json: the package answers its API, not questions about it.
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if cascade is not None:  # finish the teacher's connections and sync the capture file
+            await cascade.close()
+
     app = FastAPI(
-        title=info["name"], version=info.get("distillc_version", ""), docs_url=None, redoc_url=None, openapi_url=None
+        title=info["name"],
+        version=info.get("distillc_version", ""),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
     )
     occupancy = Occupancy(in_flight_limit(deploy))
     app.add_middleware(InFlightLimit, occupancy=occupancy)  # inside BodyGuard: a whole body takes a place

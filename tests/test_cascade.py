@@ -163,18 +163,21 @@ def cascaded(tiny_package: Path, folder: Path, base_url: str, **settings: object
         "response_format": None,
         "output_type": "label",
         "labels": info["task"]["labels"],
+        "shadow_share": 0.0,
+        "instructions": info["task"]["instructions"],
     } | settings
     set_info(package, cascade=cascade)
     return package
 
 
 @contextmanager
-def serving(package: Path, log: Path, **deploy: object) -> Iterator[str]:
+def serving(package: Path, log: Path, capture_dir: Path | None = None, **deploy: object) -> Iterator[str]:
     set_deploy(package, **deploy)
     port = free_port()
+    capture = ["--capture-dir", str(capture_dir)] if capture_dir else []
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            runtime(package, "serve", str(package), "--port", str(port)),
+            runtime(package, "serve", str(package), "--port", str(port), *capture),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env={**os.environ, "CASCADE_TEST_KEY": KEY},
@@ -360,3 +363,39 @@ def test_a_cascade_built_from_a_spec_routes_the_held_out_inputs_as_the_build_pre
     assert agreement == pytest.approx(point["agreement"], abs=1e-6)
     taught = [(row, body) for row, (_, body, _) in zip(rows, served, strict=True) if body["route"] == "teacher"]
     assert all(body["output"] == row["expected"] for row, body in taught)  # the teacher's own answer
+
+
+def test_shadowing_never_delays_an_answer_and_its_pairs_feed_the_next_build(tiny_package: Path, tmp_path: Path) -> None:
+    from distillc.data.imports import message_rows
+
+    captures = tmp_path / "captures"
+    with FakeTeacher(lambda text: "negative", delay_s=0.8) as teacher:
+        package = cascaded(tiny_package, tmp_path, teacher.base_url, threshold=0.0, shadow_share=1.0)
+        with serving(package, tmp_path / "server.log", capture_dir=captures) as base:
+            texts = [f"the kettle was lovely {i}" for i in range(4)]
+            answered = []
+            for text in texts:
+                started = time.monotonic()
+                status, body, _ = predict(base, text)
+                assert time.monotonic() - started < 0.6  # the teacher's 0.8 s is not waited for
+                answered.append(body["output"])
+            deadline = time.monotonic() + 10
+            while metric(base, "distillc_shadows_total") < len(texts) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            agree = metric(base, 'distillc_shadows_total{result="agree"}')
+            assert agree + metric(base, 'distillc_shadows_total{result="disagree"}') == len(texts)
+            assert agree == answered.count("negative")
+            assert metric(base, "distillc_shadow_agreement") == pytest.approx(agree / len(texts))
+            assert metric(base, "distillc_escalation_rate") == 0.0
+        assert teacher.requests == len(texts)
+    # The pairs, as the inputs stage reads a chat_log capture: each input with the teacher's answer.
+    [capture] = list(captures.glob("served-*.jsonl"))
+    rows = list(message_rows(capture, "chat_log", ""))
+    assert sorted((row.text, row.answer) for row in rows) == sorted((text, "negative") for text in texts)
+    assert all(row.system == "Classify the sentiment of the review." for row in rows)
+    assert {json.loads(line)["route"] for line in capture.read_text().splitlines()} == {"shadow"}
+
+
+def test_shadowing_needs_a_cascade(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, base_url="http://127.0.0.1:9/v1", student="tiny", changes={"deploy.shadow_share": 0.1})
+    assert [code for code, _, _ in diagnostics(spec)] == ["E133"]

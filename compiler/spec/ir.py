@@ -192,6 +192,7 @@ class DeployIR:
     max_input_tokens: int | None  # None: the student's trained max_seq_len (distillc.student.prompt.input_limit)
     selftest_inputs: int  # 0 = no self-test
     cascade: CascadeIR | None  # None: the student answers every request
+    shadow_share: float  # of the student's answers, also asked of the cascade's teacher (drift); 0 = none
     usd_per_hour: float = nokey()  # 0 = not given; only the report's cost figures read it
 
 

@@ -556,6 +556,15 @@ def _check_cascade(deploy: Deploy, teacher: Teacher | None, smap: SourceMap) -> 
     within the request's own deadline."""
     cascade = deploy.cascade
     if cascade is None:
+        if deploy.shadow_share:
+            return [
+                Diagnostic(
+                    "E133",
+                    "deploy.shadow_share needs deploy.cascade: shadowed requests go to the cascade's teacher",
+                    *smap.key_span(("deploy", "shadow_share")),
+                    help="add deploy.cascade (its min_agreement and teacher), or remove shadow_share",
+                )
+            ]
         return []
     at = ("deploy", "cascade", "teacher")
     own = cascade.teacher
@@ -711,6 +720,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             max_input_tokens=raw.deploy.max_input_tokens,
             selftest_inputs=raw.deploy.selftest_inputs,
             cascade=_cascade(raw),
+            shadow_share=raw.deploy.shadow_share,
             usd_per_hour=raw.deploy.usd_per_hour or 0.0,
         ),
         budget=ir.BudgetIR(max_usd=raw.budget.max_usd or 0.0),

@@ -443,6 +443,14 @@ class Deploy(Strict):
         description="Answer with the student when it is sure enough, and hand the rest to a teacher endpoint: "
         "the build chooses the confidence threshold under min_agreement.",
     )
+    shadow_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of the requests the student answers that the package also asks the cascade's teacher, "
+        "in the background (never delaying the answer; dropped under load), to export a rolling agreement for "
+        "drift alerts. Needs deploy.cascade.",
+    )
 
 
 # Every variant, by default: each is gated on quality as shipped, so the fastest one that keeps the score

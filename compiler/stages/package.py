@@ -92,6 +92,8 @@ def cascade_section(spec: SpecIR, point: dict[str, Any]) -> dict[str, Any]:
         "response_format": kind.endpoint_format(spec.task) or None,
         "output_type": spec.task.output_type,
         "labels": list(kind.choices(spec.task)),
+        "shadow_share": spec.deploy.shadow_share,
+        "instructions": spec.task.instructions,  # the captured pairs' system prompt, as the inputs stage reads it
     }
 
 
