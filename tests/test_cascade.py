@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -351,6 +352,22 @@ def test_a_cascade_built_from_a_spec_routes_the_held_out_inputs_as_the_build_pre
         assert [p["threshold"] for p in shown["curve"] if p["chosen"]] == [point["threshold"]]
         html = render_html(built.report)
         assert "<h3>Cascade</h3>" in html and f"{point['threshold']:.4g}" in html
+        # bench/cascade.py reads the same report: the chosen point, and the coverage at each agreement target.
+        bench = Path(__file__).parent.parent / "bench" / "cascade.py"
+        done = subprocess.run(
+            [sys.executable, str(bench), str(built.build_dir), "--out", str(tmp_path / "cascade.json")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        [benched] = json.loads((tmp_path / "cascade.json").read_text())
+        assert benched["chosen"]["threshold"] == point["threshold"] and [r["agreement"] for r in benched["at"]] == [
+            0.95,
+            0.98,
+            0.99,
+        ]
+        assert "chosen by the gate" in done.stdout
         asked_before = teacher.requests
         with serving(package, tmp_path / "server.log") as base:
             served = [predict(base, row["input"]) for row in rows]
