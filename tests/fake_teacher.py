@@ -61,6 +61,7 @@ class FakeTeacher:
         refuse_status: int = 400,
         constrain: bool = False,
         label_probs: Callable[[str], dict[str, float]] | None = None,
+        port: int = 0,
     ) -> None:
         self.answer = answer
         self.delay = delay_s if callable(delay_s) else (lambda: float(delay_s))
@@ -83,6 +84,7 @@ class FakeTeacher:
         self.refuse_status = refuse_status  # some servers refuse with a 422, or a 500
         self.constrain = constrain
         self.label_probs = label_probs
+        self.port = port  # 0: any free port; a fixed one lets a restarted teacher come back where it was
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
@@ -96,7 +98,7 @@ class FakeTeacher:
 
     def __enter__(self) -> FakeTeacher:
         self._thread.start()
-        start = asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=1024)
+        start = asyncio.start_server(self._connection, "127.0.0.1", self.port, backlog=1024)
         self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result()
         return self
 
