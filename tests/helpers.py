@@ -115,3 +115,21 @@ def start(package: Path, **deploy: object) -> tuple[subprocess.Popen, int]:
     )
     wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
     return process, port
+
+
+def curve_of(points: list[tuple[float, int, int]], total: int) -> list[dict[str, Any]]:
+    """A coverage curve (distillc.quality.confidence) from (threshold, answered, agree) points of `total` inputs,
+    with their Wilson intervals."""
+    from distillc.quality.confidence import wilson
+
+    return [
+        {
+            "threshold": t,
+            "answered": n,
+            "agree": k,
+            "coverage": n / total,
+            "agreement": k / n,
+            "interval": list(wilson(k, n)),
+        }
+        for t, n, k in points
+    ]

@@ -19,14 +19,13 @@ from pathlib import Path
 import pytest
 
 from distillc.errors import GateFailed
-from distillc.quality.confidence import wilson
 from distillc.quality.gates import choose_variant
 from distillc.quality.latency import cascade_percentiles, quantiles
 from distillc.spec import load_spec, validate_file
 from distillc.spec.diagnostics import line_col
 from tests.conftest import edit_spec, review_texts, sentiment, write_spec
 from tests.fake_teacher import FakeTeacher
-from tests.helpers import free_port, runtime, set_deploy, set_info, wait_healthy
+from tests.helpers import curve_of, free_port, runtime, set_deploy, set_info, wait_healthy
 
 SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -93,17 +92,7 @@ def test_a_local_teacher_needs_the_cascades_own_endpoint(tmp_path: Path) -> None
 
 
 def variant(name: str, points: list[tuple[float, int, int]], total: int, parameters: int = 100) -> dict:
-    curve = [
-        {
-            "threshold": t,
-            "answered": n,
-            "agree": k,
-            "coverage": n / total,
-            "agreement": k / n,
-            "interval": list(wilson(k, n)),
-        }
-        for t, n, k in points
-    ]
+    curve = curve_of(points, total)
     return {
         "name": name,
         "kind": "decoder",

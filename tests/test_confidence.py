@@ -17,6 +17,7 @@ from distillc.quality.confidence import (
     wilson,
 )
 from distillc_runtime.confidence import pick, score
+from tests.helpers import curve_of
 
 
 def test_scores_from_log_probabilities() -> None:
@@ -71,21 +72,6 @@ def test_wilson_interval_by_hand() -> None:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     assert wilson(9, 10) == pytest.approx((centre - half, centre + half))
-
-
-def curve_of(points: list[tuple[float, int, int]], total: int) -> list[dict]:
-    """Curve points from (threshold, answered, agree), with their Wilson intervals."""
-    return [
-        {
-            "threshold": t,
-            "answered": n,
-            "agree": k,
-            "coverage": n / total,
-            "agreement": k / n,
-            "interval": list(wilson(k, n)),
-        }
-        for t, n, k in points
-    ]
 
 
 def test_the_threshold_is_the_lowest_whose_lower_bound_meets_the_target() -> None:
