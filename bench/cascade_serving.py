@@ -10,8 +10,8 @@ package's routes can be checked against the build's figures on the same inputs. 
 1. live: the package (its own cascade settings, the endpoint pointed at the local teacher) is asked every
    held-out input; the share it sent to the teacher, and its agreement with the teacher where it kept the
    answer, each with a 95% Wilson interval, against the gate's expected escalation and agreement;
-2. shadow: p50 and p95 of /v1/predict with `shadow_share` 0 and 1 (every student answer also asked of a
-   teacher that takes 50 ms), alternating rounds, one request at a time: shadowing must not move p50;
+2. shadow: p50 and p95 of /v1/predict with `shadow_share` 0 and --shadow-share (1: every student answer also
+   asked of a teacher that takes 50 ms), alternating rounds, one request at a time;
 3. killed: every request escalated (threshold above any confidence), one at a time; the teacher process is
    killed (SIGKILL) a third of the way through and restarted two thirds of the way. Routes, statuses and
    latency per phase, and the breaker's state as /metrics reports it.
@@ -161,13 +161,13 @@ def live(package: Path, rows: list[dict[str, Any]], teacher: Teacher, folder: Pa
     }
 
 
-def shadow(package: Path, texts: list[str], answers: Path, folder: Path, rounds: int) -> dict[str, Any]:
+def shadow(package: Path, texts: list[str], answers: Path, folder: Path, rounds: int, share: float) -> dict[str, Any]:
     slow = Teacher(answers, free_port(), delay_s=0.05)
     times: dict[str, list[float]] = {"off": [], "on": []}
     try:
         packages = {
             "off": with_cascade(package, folder, slow.base_url, threshold=0.0, shadow_share=0.0),
-            "on": with_cascade(package, folder, slow.base_url, threshold=0.0, shadow_share=1.0),
+            "on": with_cascade(package, folder, slow.base_url, threshold=0.0, shadow_share=share),
         }
         for _ in range(rounds):
             for mode, served in packages.items():
@@ -180,7 +180,7 @@ def shadow(package: Path, texts: list[str], answers: Path, folder: Path, rounds:
                     process.wait()
     finally:
         slow.kill()
-    return {mode: percentiles(values) for mode, values in times.items()}
+    return {"shadow_share": share} | {mode: percentiles(values) for mode, values in times.items()}
 
 
 def killed(package: Path, texts: list[str], answers: Path, folder: Path, cooldown_s: float = 2.0) -> dict[str, Any]:
@@ -232,6 +232,7 @@ def main() -> int:
     parser.add_argument("build", type=Path, help="a build folder (build/<name>) whose package has run verify")
     parser.add_argument("--requests", type=int, default=120, help="requests per part (shadow: per round)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shadow-share", type=float, default=1.0, help="of the student's answers, in part 2")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     report = json.loads((args.build / "report.json").read_text())
@@ -250,7 +251,7 @@ def main() -> int:
             result = {"cpu": cpu.describe(), "live": live(package, rows, teacher, folder)}
         finally:
             teacher.kill()
-        result["shadow"] = shadow(package, texts, answers, folder, args.rounds)
+        result["shadow"] = shadow(package, texts, answers, folder, args.rounds, args.shadow_share)
         result["killed"] = killed(package, texts, answers, folder)
     print(json.dumps(result, indent=2))
     if args.out:
