@@ -30,13 +30,13 @@ import json
 import logging
 import os
 import random
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from distillc_runtime.answers import label_field, match_label, strip_fence
 from distillc_runtime.confidence import Answer
 
 logger = logging.getLogger("distillc_runtime")
@@ -45,7 +45,6 @@ BREAKER_FAILURES = 5  # failed teacher calls in a row that open the breaker
 BREAKER_COOLDOWN_S = 10.0  # how long it stays open before one trial call
 RETRY_BACKOFF_S = 0.05  # first retry's wait; doubled each time, always within the call's deadline
 RETRIED_STATUS = {408, 409, 429, 500, 502, 503, 504}
-ROUTES = ("student", "teacher", "fallback")
 RECENT_REQUESTS = 1000  # the rolling window the escalation rate is taken over
 RECENT_SHADOWS = 500  # and the shadowed pairs' agreement
 CAPTURE_MAX_BYTES = 1 << 30  # a capture file stops growing here (with one warning), so a disk never fills
@@ -125,30 +124,15 @@ class Breaker:
             self.opened_at, self.trial = time.monotonic(), False
 
 
-_PUNCT = re.compile(r"[^\w\s]")
-
-
-def _norm(text: str) -> str:
-    return " ".join(_PUNCT.sub(" ", text).lower().split())
-
-
 def usable(config: CascadeConfig, text: str) -> str | None:
-    """The teacher's answer in the form the student gives it, or None when it breaks the task's contract: a
-    label outside the set, JSON that does not parse, an empty text."""
+    """The teacher's answer in the form the student gives it, or None when it breaks the task's contract as
+    the build read it (answers.py): a label outside the set, JSON that does not parse, an empty text."""
     text = text.strip()
-    if text.startswith("```"):
-        text = text.strip("`").removeprefix("json").strip()
     if config.output_type == "label":
-        try:
-            value = json.loads(text) if text.startswith("{") else None
-        except ValueError:
-            value = None
-        said = value.get("label") if isinstance(value, dict) and isinstance(value.get("label"), str) else text
-        by_norm = {_norm(label): label for label in config.labels}
-        return by_norm.get(_norm(said))
+        return match_label(tuple(config.labels), label_field(text) or text)[0]
     if config.output_type == "json":
         try:
-            return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+            return json.dumps(json.loads(strip_fence(text)), ensure_ascii=False, separators=(",", ":"))
         except ValueError:
             return None
     return text or None

@@ -1,11 +1,9 @@
-"""Reading teacher answers, whatever the type: models often wrap what they write in a Markdown fence."""
+"""Reading teacher answers, whatever the type: models often wrap what they write in a Markdown fence. The
+reading itself lives in the runtime (distillc_runtime.answers), so a package's cascade reads its teacher's
+answers exactly as the build read its own."""
 
 from __future__ import annotations
 
+from distillc_runtime.answers import strip_fence
 
-def strip_fence(text: str) -> str:
-    """Models often wrap JSON in a ```json fence; the content is what counts."""
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    return text.strip()
+__all__ = ["strip_fence"]

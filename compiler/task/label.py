@@ -7,51 +7,19 @@ accuracy, macro-F1 over the labels the teacher used, per-label precision and rec
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from distillc.errors import DistillcError
 from distillc.task.base import Pairs, Problem, Starter, StudentTokens
-from distillc.task.contract import strip_fence
 from distillc.task.stats import interval, mean_with_interval
+from distillc_runtime.answers import label_field, match_label, normalize_label
 
 if TYPE_CHECKING:
     from distillc.spec.ir import TaskIR
 
-_PUNCT = re.compile(r"[^\w\s-]+")
 OUTSIDE = "(outside the label set)"
 ONE_LABEL_SHARE = 0.9  # a student giving one label this often, where the teacher did not, has collapsed
-
-
-def normalize_label(text: str) -> str:
-    return " ".join(_PUNCT.sub(" ", text).lower().split())
-
-
-def match_label(labels: tuple[str, ...], text: str) -> tuple[str | None, str]:
-    wanted = normalize_label(text)
-    by_norm = {normalize_label(label): label for label in labels}
-    if wanted in by_norm:
-        return by_norm[wanted], ""
-    words = f" {wanted} "
-    mentioned = [label for norm, label in by_norm.items() if f" {norm} " in words]
-    if len(mentioned) == 1:
-        return mentioned[0], ""
-    return None, f"answer is not one of the labels: {text[:200]!r}"
-
-
-def label_field(text: str) -> str | None:
-    """The label in a structured answer, `{"label": "..."}` (see label_format); None when the answer is plain
-    text, as from an endpoint that ignores or refused the schema."""
-    if not text.startswith(("{", "```")):
-        return None
-    try:
-        value = json.loads(strip_fence(text))
-    except ValueError:
-        return None
-    label = value.get("label") if isinstance(value, dict) else None
-    return label if isinstance(label, str) else None
 
 
 def label_format(labels: tuple[str, ...]) -> dict[str, Any]:
