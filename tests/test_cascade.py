@@ -295,7 +295,13 @@ def test_a_flood_of_unsure_requests_gets_429_not_a_backlog_of_teacher_calls(tiny
             serving(package, tmp_path / "server.log", max_queue=2, request_timeout_s=10.0) as base,
             ThreadPoolExecutor(12) as pool,
         ):
-            results = list(pool.map(lambda i: predict(base, f"the kettle was lovely {i}"), range(12)))
+            # 50 ms apart: the student answers each long before the next arrives (its own queue of 2 never fills),
+            # while the teacher's 1.5 s calls pile up: the refusals are the escalation limit's.
+            futures = []
+            for i in range(12):
+                futures.append(pool.submit(predict, base, f"the kettle was lovely {i}"))
+                time.sleep(0.05)
+            results = [future.result() for future in futures]
     statuses = sorted(status for status, _, _ in results)
     assert statuses.count(429) >= 6 and set(statuses) <= {200, 429}
     assert teacher.requests <= 2 + 2  # at most max_queue calls at a time, and the flood was refused
