@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 SCORES = ("sum", "mean", "min")
+ROUTE_HEADER = "X-Distillc-Route"  # the response header that says who answered (Answer.route)
 Alternatives = tuple[tuple[int, float], ...]  # (token, log-probability), likeliest first
 
 

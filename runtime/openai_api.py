@@ -31,7 +31,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from distillc_runtime.confidence import Answer
+from distillc_runtime.confidence import ROUTE_HEADER, Answer
 
 
 class TextPart(BaseModel):
@@ -103,7 +103,7 @@ def router(
         # The student's tokens have log-probabilities; a teacher's answer (a cascade's) has none here.
         wanted = request.logprobs and answered.route != "teacher"
         logprobs = token_logprobs(answered, content, request.top_logprobs or 0, token_text) if wanted else None
-        headers = {"X-Distillc-Route": answered.route}
+        headers = {ROUTE_HEADER: answered.route}
         usage = {"prompt_tokens": count_tokens(text), "completion_tokens": count_tokens(content)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from distillc_runtime import openai_api, selftest
 from distillc_runtime.batching import Batcher, DeadlineExceeded, Overloaded
 from distillc_runtime.cascade import Cascade, CascadeConfig, EscalationsFull
-from distillc_runtime.confidence import Answer
+from distillc_runtime.confidence import ROUTE_HEADER, Answer
 from distillc_runtime.metrics import Metrics, RequestMetrics
 from distillc_runtime.model import load_model
 from distillc_runtime.providers import TARGET_PROVIDERS, providers_for
@@ -52,9 +52,6 @@ class PredictResponse(BaseModel):
     output: str
     confidence: float  # the student's, in [0, 1]; how it is scored: confidence.py
     route: str  # who answered: student, teacher or fallback (cascade.py)
-
-
-ROUTE_HEADER = "X-Distillc-Route"
 
 
 class BodyGuard:
