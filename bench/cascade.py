@@ -58,6 +58,7 @@ def summary(build: Path) -> dict[str, Any]:
         "n": report["verify"]["n"],
         "variant": shipped["name"],
         "score": confidence["score"],
+        "agrees_when": confidence["agreement"]["described"],
         "auroc": confidence["auroc"],
         "agreement_all": confidence["curve"][-1]["agreement"] if confidence["curve"] else None,
         "student": {"p50_ms": head["student"]["p50_ms"], "usd_per_1k": student_usd},
@@ -71,7 +72,7 @@ def show(result: dict[str, Any]) -> str:
     auroc = ", ".join(f"{k} {v if v is not None else '-'}" for k, v in result["auroc"].items())
     lines = [
         f"{result['build']}: {result['variant']}, {result['n']} held-out inputs, confidence {result['score']} "
-        f"(AUROC {auroc}); agreement on all inputs {result['agreement_all']}",
+        f"(AUROC {auroc}); agreement on all inputs {result['agreement_all']} (agreeing: {result['agrees_when']})",
         f"  student alone: p50 {result['student']['p50_ms']} ms, ${result['student']['usd_per_1k']} per 1,000; "
         f"teacher alone: p50 {result['teacher']['p50_ms']} ms, ${result['teacher']['usd_per_1k']} per 1,000",
     ]

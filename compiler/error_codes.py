@@ -58,6 +58,7 @@ CODES: dict[str, Code] = {
     "E131": Code("cascade without an endpoint", "deploy.cascade with a local teacher and no deploy.cascade.teacher base_url and model", "name the endpoint the package hands requests to"),
     "E132": Code("cascade teacher too slow", "deploy.cascade.teacher.timeout_s is not within deploy.request_timeout_s", "lower the teacher's timeout, or raise the request's"),
     "E133": Code("shadowing without a cascade", "deploy.shadow_share without deploy.cascade, whose teacher it asks", "add deploy.cascade, or remove shadow_share"),
+    "E134": Code("agree_at on answers that must be equal", "evaluation.agree_at on a label or JSON task, or a text task scored by exact_match", "remove it, or score the text task with chrf or rouge_l"),
     "W120": Code("few examples", "fewer than 3 task examples", "3-5 examples give the teacher a clearer task"),
     "W122": Code("budget without price", "budget.max_usd without teacher prices: nothing counts against it", "set teacher.price_per_1m_tokens"),
     "E201": Code("unknown stage", "--until or --force names no stage", "use a stage the message lists"),

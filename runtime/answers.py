@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from dataclasses import dataclass
 
 _PUNCT = re.compile(r"[^\w\s-]+")
 
@@ -47,3 +49,78 @@ def label_field(text: str) -> str | None:
         return None
     label = value.get("label") if isinstance(value, dict) else None
     return label if isinstance(label, str) else None
+
+
+# A text answer "agrees" with the teacher's when it says nearly the same, by the task's metric: exact equality
+# would send nearly every summary to the teacher. These equal sacrebleu's sentence chrF (default settings) and
+# rouge_score's ROUGE-L F-measure (no stemming), which the build's gate uses; the package carries neither.
+GRADED = ("chrf", "rouge_l")
+_CHRF_ORDER, _CHRF_BETA = 6, 2
+_ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def chrf(hypothesis: str, reference: str) -> float:
+    """Character n-gram F-score (n = 1..6, beta 2, whitespace ignored), in [0, 1]."""
+    hyp, ref = "".join(hypothesis.split()), "".join(reference.split())
+    precision = recall = 0.0
+    orders = 0
+    for n in range(1, _CHRF_ORDER + 1):
+        hyp_grams = Counter(hyp[i : i + n] for i in range(len(hyp) - n + 1))
+        ref_grams = Counter(ref[i : i + n] for i in range(len(ref) - n + 1))
+        hyp_total, ref_total = sum(hyp_grams.values()), sum(ref_grams.values())
+        if hyp_total and ref_total:  # orders longer than either text do not count (sacrebleu's effective order)
+            match = sum((hyp_grams & ref_grams).values())
+            precision += match / hyp_total
+            recall += match / ref_total
+            orders += 1
+    if not orders or not precision + recall:
+        return 0.0
+    precision, recall = precision / orders, recall / orders
+    factor = _CHRF_BETA**2
+    return (1 + factor) * precision * recall / (factor * precision + recall)
+
+
+def rouge_l(hypothesis: str, reference: str) -> float:
+    """F-measure of the longest common subsequence of lower-cased alphanumeric words, in [0, 1]."""
+    hyp, ref = _ROUGE_TOKEN.findall(hypothesis.lower()), _ROUGE_TOKEN.findall(reference.lower())
+    if not hyp or not ref:
+        return 0.0
+    previous = [0] * (len(hyp) + 1)
+    for word in ref:
+        current = [0]
+        for j, other in enumerate(hyp):
+            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
+        previous = current
+    common = previous[-1]
+    if not common:
+        return 0.0
+    precision, recall = common / len(hyp), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """When a student's answer agrees with the teacher's: the same label, equal JSON values, the same text, or,
+    for text under a graded `metric`, a score of at least `at_least` against the teacher's."""
+
+    output_type: str  # label | json | text
+    metric: str = "exact_match"  # or, for text, one of GRADED
+    at_least: float = 1.0
+
+    def __call__(self, teacher: str, student: str) -> bool:
+        if self.output_type == "label":
+            return normalize_label(teacher) == normalize_label(student)
+        if self.output_type == "json":
+            try:
+                return bool(json.loads(teacher) == json.loads(student))
+            except ValueError:
+                return False
+        if self.metric in GRADED:
+            score = chrf if self.metric == "chrf" else rouge_l
+            return score(student, teacher) >= self.at_least
+        return teacher.strip() == student.strip()
+
+    def describe(self) -> str:
+        if self.output_type == "text" and self.metric in GRADED:
+            return f"{self.metric} >= {self.at_least:g} against the teacher's answer"
+        return "equal to the teacher's answer"

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from distillc_runtime.answers import label_field, match_label, strip_fence
+from distillc_runtime.answers import Agreement, label_field, match_label, strip_fence
 from distillc_runtime.confidence import Answer
 
 logger = logging.getLogger("distillc_runtime")
@@ -75,6 +75,7 @@ class CascadeConfig:
     labels: list[str]
     expected_escalation: float
     expected_agreement: float
+    agreement: dict[str, Any] | None = None  # {"metric", "at_least"}: when a shadowed answer agrees
     breaker_failures: int = BREAKER_FAILURES
     breaker_cooldown_s: float = BREAKER_COOLDOWN_S
     shadow_share: float = 0.0
@@ -139,14 +140,10 @@ def usable(config: CascadeConfig, text: str) -> str | None:
 
 
 def same_answer(config: CascadeConfig, teacher: str, student: str) -> bool:
-    """Whether the student's answer agrees with the teacher's (already `usable`): the same label, equal JSON
-    values, or the same text."""
-    if config.output_type == "json":
-        try:
-            return bool(json.loads(teacher) == json.loads(student))
-        except ValueError:
-            return False
-    return teacher.strip() == student.strip()
+    """Whether the student's answer agrees with the teacher's (already `usable`), as the build counted it when
+    it chose the threshold: package.json's `cascade.agreement`."""
+    rule = config.agreement or {}
+    return Agreement(config.output_type, rule.get("metric", "exact_match"), rule.get("at_least", 1.0))(teacher, student)
 
 
 class PairLog:

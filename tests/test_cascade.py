@@ -103,7 +103,7 @@ def variant(name: str, points: list[tuple[float, int, int]], total: int, paramet
         "parameters": parameters,
         "p50_ms": 1.0,
         "p95_ms": 2.0,
-        "confidence": {"score": "sum", "curve": curve},
+        "confidence": {"score": "sum", "curve": curve, "agreement": {"metric": "accuracy", "at_least": 1.0}},
     }
 
 
@@ -127,6 +127,7 @@ def test_the_gate_ships_a_variant_whose_cascade_keeps_the_agreement(tmp_path: Pa
         choose_variant(spec, verified | {"variants": [small]})
     assert failed.value.code == "E509"
     assert "int8: no coverage at that bound; at 30% coverage the bound is 0.955" in str(failed.value)
+    assert "agreeing: equal to the teacher's answer" in str(failed.value)
 
 
 # -- the package runs the cascade -----------------------------------------------------------------------
@@ -347,6 +348,8 @@ def test_a_cascade_built_from_a_spec_routes_the_held_out_inputs_as_the_build_pre
         assert [p["threshold"] for p in shown["curve"] if p["chosen"]] == [point["threshold"]]
         html = render_html(built.report)
         assert "<h3>Cascade</h3>" in html and f"{point['threshold']:.4g}" in html
+        assert section["agreement"]["described"] == "equal to the teacher's answer"
+        assert "a student answer agrees when equal to the teacher&#39;s answer." in html
         # bench/cascade.py reads the same report: the chosen point, and the coverage at each agreement target.
         bench = Path(__file__).parent.parent / "bench" / "cascade.py"
         done = subprocess.run(

@@ -16,6 +16,7 @@ from distillc.quality.confidence import (
     coverage_curve,
     wilson,
 )
+from distillc_runtime.answers import Agreement
 from distillc_runtime.confidence import pick, score
 from tests.helpers import curve_of
 
@@ -92,8 +93,12 @@ def test_the_threshold_is_the_lowest_whose_lower_bound_meets_the_target() -> Non
 
 
 def test_the_summary_of_a_label_variant_keeps_its_one_score() -> None:
-    rows = [{"scores": {"sum": c, "mean": 1 - c, "min": 0.5}} for c in (0.9, 0.8, 0.3, 0.2)]
-    summary = confidence_summary(rows, [True, False, True, False], candidates=("sum",))
+    said = [("positive", "positive"), ("positive", "negative"), ("negative", "Negative"), ("negative", "neutral")]
+    rows = [
+        {"expected": e, "output": o, "scores": {"sum": c, "mean": 1 - c, "min": 0.5}}
+        for (e, o), c in zip(said, (0.9, 0.8, 0.3, 0.2), strict=True)
+    ]
+    summary = confidence_summary(rows, Agreement("label"), candidates=("sum",))
     assert summary["score"] == "sum" and summary["auroc"] == {"sum": 0.75}
     assert [p["threshold"] for p in summary["curve"]] == [0.9, 0.8, 0.3, 0.2]
     assert summary["coverage_at"]["0.95"] == 0.25  # only the first answer keeps agreement >= 0.95

@@ -2,8 +2,10 @@
 should hand over to the teacher.
 
 Everything here is measured on held-out inputs, with the confidences of the variant as shipped (the
-package's runtime, see distillc_runtime.confidence), and "agrees" is the task type's own notion of a
-student answer agreeing with the teacher's.
+package's runtime, see distillc_runtime.confidence). "Agrees" is distillc_runtime.answers.Agreement, the one
+the package's shadows count: equal labels or JSON values, and for text scored by chrf or rouge_l, a score of
+at least evaluation.agree_at against the teacher's answer (exact equality would count nearly every summary a
+disagreement, and send it to the teacher).
 
 - AUROC: the chance that a random answer that agrees has a higher confidence than a random one that does
   not (scikit-learn's roc_auc_score); 0.5 ranks no better than chance. None when every answer agrees, or
@@ -19,9 +21,13 @@ student answer agreeing with the teacher's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from distillc_runtime.answers import Agreement
 from distillc_runtime.confidence import SCORES
+
+if TYPE_CHECKING:
+    from distillc.spec.ir import SpecIR
 
 LEVEL = 0.95  # of every interval here
 PREFERRED = ("mean", "min", "sum")  # among scores that rank equally well, the first listed wins
@@ -94,16 +100,23 @@ def at_agreement(curve: Sequence[dict[str, Any]], target: float) -> dict[str, An
     return max(meets, key=lambda point: point["coverage"]) if meets else None
 
 
+def agreement(spec: SpecIR) -> Agreement:
+    """When the spec counts a student answer as agreeing with the teacher's."""
+    return Agreement(spec.task.output_type, spec.evaluation.metric, spec.evaluation.agree_at)
+
+
 def confidence_summary(
-    rows: Sequence[dict[str, Any]], agreed: Sequence[bool], candidates: Sequence[str] = SCORES
+    rows: Sequence[dict[str, Any]], agrees: Agreement, candidates: Sequence[str] = SCORES
 ) -> dict[str, Any]:
-    """For one variant's answered held-out rows (each with verify's `scores`): the chosen score among
-    `candidates` (a label task has one: its label's probability, `sum`), each one's AUROC, and the coverage
-    curve under the chosen score."""
+    """For one variant's answered held-out rows (each with verify's `scores`, the teacher's answer `expected`
+    and the student's `output`): the chosen score among `candidates` (a label task has one: its label's
+    probability, `sum`), each one's AUROC, and the coverage curve under the chosen score."""
+    agreed = [agrees(row["expected"], row["output"]) for row in rows]
     scores = {how: [row["scores"][how] for row in rows] for how in candidates}
     chosen, measured = choose_score(scores, agreed)
     curve = coverage_curve(scores[chosen], agreed)
     return {
+        "agreement": {"metric": agrees.metric, "at_least": agrees.at_least, "described": agrees.describe()},
         "score": chosen,
         "auroc": measured,
         "curve": curve,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distillc.errors import GateFailed
-from distillc.quality.confidence import choose_threshold
+from distillc.quality.confidence import agreement, choose_threshold
 from distillc.spec.ir import SpecIR
 
 GATED = {"point": "", "lower_bound": ", lower bound of its 95% interval"}  # what a message's figures are
@@ -118,7 +118,9 @@ def cascade_point(spec: SpecIR, variant: dict[str, Any]) -> dict[str, Any] | Non
     cascade = spec.deploy.cascade
     assert cascade is not None
     point = choose_threshold(variant["confidence"]["curve"], cascade.min_agreement, cascade.min_coverage)
-    return None if point is None else point | {"escalation": round(1 - point["coverage"], 6)}
+    if point is None:
+        return None
+    return point | {"escalation": round(1 - point["coverage"], 6), "counted_as": variant["confidence"]["agreement"]}
 
 
 def cascade_ready(spec: SpecIR, variants: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
@@ -141,7 +143,7 @@ def cascade_ready(spec: SpecIR, variants: list[dict[str, Any]], n: int) -> list[
     raise GateFailed(
         "E509",
         f"no confidence threshold keeps deploy.cascade.min_agreement {cascade.min_agreement} (lower bound of the 95% "
-        f"interval) with the student answering at least min_coverage {cascade.min_coverage} of {n} held-out "
-        f"inputs ({'; '.join(near)})",
+        f"interval; agreeing: {agreement(spec).describe()}) with the student answering at least "
+        f"min_coverage {cascade.min_coverage} of {n} held-out inputs ({'; '.join(near)})",
         help="lower min_agreement or min_coverage, or train a better student; more held-out inputs narrow the interval",
     )

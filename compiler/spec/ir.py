@@ -157,6 +157,7 @@ class EvaluationIR:
     reference: str = "teacher"  # teacher | gold: what min_score is measured against
     max_gap_to_teacher: float = -1.0  # < 0: no such gate; else student - teacher vs gold, lower bound, >= -gap
     max_answer_share: float = 0.5  # text and JSON tasks: the most common answer's share that warns (--strict: fails)
+    agree_at: float = 1.0  # text under chrf/rouge_l: a student answer agrees at this score or above; else equal
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from distillc.redact import key_like
 from distillc.spec import ir
 from distillc.spec.diagnostics import Diagnostic, SpecError, sort_key
 from distillc.spec.raw import (
+    DEFAULT_AGREE_AT,
     Budget,
     Deploy,
     Evaluation,
@@ -33,6 +34,7 @@ from distillc.spec.raw import (
 )
 from distillc.spec.source import SourceMap, load_yaml
 from distillc.task import TYPES, task_type
+from distillc_runtime.answers import GRADED
 from distillc_runtime.integrity import sha256 as file_sha256
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt", ".parquet": "parquet"}
@@ -211,6 +213,17 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
                 f"metric '{evaluation.metric}' needs output type {offered}, not '{task.output.type}'",
                 *smap.value_span(("evaluation", "metric")),
                 help="use " + ", ".join(f"'{name}'" for name in kind.metrics) + ", or 'auto'",
+            )
+        )
+    graded = kind is not None and kind.name == "text" and evaluation.metric in GRADED
+    if kind is not None and evaluation.agree_at is not None and not graded:
+        out.append(
+            Diagnostic(
+                "E134",
+                "evaluation.agree_at applies to text tasks scored by chrf or rouge_l; here answers agree when "
+                f"equal (output type '{task.output.type}', metric '{evaluation.metric}')",
+                *smap.key_span(("evaluation", "agree_at")),
+                help="remove agree_at, or score the text task with metric chrf or rouge_l",
             )
         )
     student = sections.get("student")
@@ -700,6 +713,7 @@ def resolve(raw: RawSpec, spec_path: Path) -> ir.SpecIR:
             reference=raw.evaluation.reference,
             max_gap_to_teacher=-1.0 if raw.evaluation.max_gap_to_teacher is None else raw.evaluation.max_gap_to_teacher,
             max_answer_share=raw.evaluation.max_answer_share,
+            agree_at=_agree_at(raw),
         ),
         export=ir.ExportIR(
             quantization=tuple(raw.export.quantization),
@@ -785,6 +799,13 @@ def _source(source: Source, spec_dir: Path) -> ir.SourceIR:
 
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def _agree_at(raw: RawSpec) -> float:
+    """The score at which a graded text answer agrees with the teacher's; 1.0 where answers must be equal."""
+    if raw.task.output.type != "text" or raw.evaluation.metric not in GRADED:
+        return 1.0
+    return DEFAULT_AGREE_AT if raw.evaluation.agree_at is None else raw.evaluation.agree_at
 
 
 def _cascade(raw: RawSpec) -> ir.CascadeIR | None:

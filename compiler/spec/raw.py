@@ -15,6 +15,10 @@ from pydantic_core import PydanticCustomError
 from distillc.targets import target_names
 from distillc.task import metric_names, type_names
 
+# A policy, not a measurement: two phrasings of one short answer commonly score 0.7-0.9 chrF against each
+# other, a changed meaning (another verb, another object) below it. Tasks with their own bar set agree_at.
+DEFAULT_AGREE_AT = 0.7
+
 
 def one_of(names: Callable[[], tuple[str, ...]]) -> Any:
     """A string that must be one of `names()`, asked when a spec is checked: the task types and their metrics
@@ -318,6 +322,15 @@ class Evaluation(Strict):
         le=1,
         description="With gold labels: the student must score within this of the teacher (an incumbent model) "
         "against gold, on the lower bound of the 95% interval of their paired difference.",
+    )
+    agree_at: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Text tasks scored by chrf or rouge_l: a student answer agrees with the teacher's when its "
+        f"score against the teacher's is at least this (default {DEFAULT_AGREE_AT:g}). Agreement is what an "
+        "answer's confidence is measured to rank (its AUROC) and what deploy.cascade.min_agreement counts; "
+        "label and JSON answers agree when equal.",
     )
     max_answer_share: float = Field(
         default=0.5,

@@ -82,6 +82,7 @@ def cascade_section(spec: SpecIR, point: dict[str, Any]) -> dict[str, Any]:
         "threshold": point["threshold"],
         "expected_escalation": point["escalation"],
         "expected_agreement": point["agreement"],
+        "agreement": point["counted_as"],  # what the shadows' rolling agreement counts, as verify counted it
         "agreement_interval": point["interval"],
         "base_url": cascade.base_url,
         "model": cascade.model,

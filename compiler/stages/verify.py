@@ -22,7 +22,7 @@ from distillc.build.artifacts import read_jsonl
 from distillc.build.events import Event
 from distillc.build.runner import Stage, StageContext
 from distillc.errors import DistillcError
-from distillc.quality.confidence import confidence_summary
+from distillc.quality.confidence import agreement, confidence_summary
 from distillc.quality.latency import percentiles, quantiles
 from distillc.quality.metrics import gated
 from distillc.quality.reference import reference_pairs
@@ -81,12 +81,10 @@ def run(ctx: StageContext, export: Path, split: Path) -> dict[str, Any]:
             spec.task, spec.evaluation.metric, reference_pairs(spec.evaluation.reference, holdout, outputs)
         )
         value = measured["value"]
-        kind = task_type(spec.task)
         answered = [row for row in rows if "scores" in row]
-        agreed = [kind.agrees(spec.task, row["expected"], row["output"]) for row in answered]
         # A label's confidence is its probability over the label set; JSON and text choose their score.
-        candidates = ("sum",) if kind.choices(spec.task) else SCORES
-        confidence = confidence_summary(answered, agreed, candidates)
+        candidates = ("sum",) if task_type(spec.task).choices(spec.task) else SCORES
+        confidence = confidence_summary(answered, agreement(spec), candidates)
         if not variants:  # the full student's fp32: what every other variant is compared with
             reference = outputs
         latency = percentiles(latencies)
@@ -207,11 +205,12 @@ def in_batches(generator: Any, texts: list[str], size: int) -> dict[str, Any]:
 
 STAGE = Stage(
     name="verify",
-    version=9,  # 9: each answer's confidence; 8: scored against evaluation.reference; 7: linear students
+    version=10,  # 10: graded text agreement; 9: each answer's confidence; 8: scored against evaluation.reference
     reads=(
         "task",
         "evaluation.metric",
         "evaluation.reference",
+        "evaluation.agree_at",
         "export.quantization",
         "export.target",
         "deploy.max_batch_size",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from distillc.task.base import Pairs, Problem, Starter, StudentTokens
 from distillc.task.contract import strip_fence
 from distillc.task.stats import mean_with_interval
+from distillc_runtime.answers import Agreement
 
 if TYPE_CHECKING:
     from distillc.spec.ir import TaskIR
@@ -143,10 +144,7 @@ class JsonValue:
         return {"json": True}
 
     def agrees(self, task: TaskIR, expected: str, predicted: str) -> bool:
-        try:
-            return bool(json.loads(expected) == json.loads(predicted))
-        except ValueError:
-            return False
+        return Agreement("json")(expected, predicted)
 
     def scores(self, task: TaskIR, pairs: Pairs) -> dict[str, Any]:
         parsed, valid, exact = [], [], []

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from distillc.errors import DistillcError
 from distillc.task.base import Pairs, Problem, Starter, StudentTokens
 from distillc.task.stats import interval, mean_with_interval
-from distillc_runtime.answers import label_field, match_label, normalize_label
+from distillc_runtime.answers import Agreement, label_field, match_label, normalize_label
 
 if TYPE_CHECKING:
     from distillc.spec.ir import TaskIR
@@ -123,7 +123,7 @@ class Label:
         return {"one_of": list(task.labels)}
 
     def agrees(self, task: TaskIR, expected: str, predicted: str) -> bool:
-        return normalize_label(expected) == normalize_label(predicted)
+        return Agreement("label")(expected, predicted)
 
     def scores(self, task: TaskIR, pairs: Pairs) -> dict[str, Any]:
         return label_metrics(task, pairs)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from distillc.task.base import Pairs, Problem, Starter, StudentTokens
 from distillc.task.stats import mean_with_interval
+from distillc_runtime.answers import Agreement
 
 if TYPE_CHECKING:
     from distillc.spec.ir import TaskIR
@@ -66,7 +67,7 @@ class Text:
         return {"nonempty": True}
 
     def agrees(self, task: TaskIR, expected: str, predicted: str) -> bool:
-        return expected.strip() == predicted.strip()
+        return Agreement("text")(expected, predicted)
 
     def scores(self, task: TaskIR, pairs: Pairs) -> dict[str, Any]:
         return {metric: self.gated(task, metric, pairs) for metric in self.metrics}
