@@ -58,7 +58,7 @@ def summary(build: Path) -> dict[str, Any]:
         "n": report["verify"]["n"],
         "variant": shipped["name"],
         "score": confidence["score"],
-        "agrees_when": confidence["agreement"]["described"],
+        "agrees_when": confidence.get("agreement", {}).get("described", "not recorded (built before agree_at)"),
         "auroc": confidence["auroc"],
         "agreement_all": confidence["curve"][-1]["agreement"] if confidence["curve"] else None,
         "student": {"p50_ms": head["student"]["p50_ms"], "usd_per_1k": student_usd},

@@ -15,8 +15,8 @@ from pydantic_core import PydanticCustomError
 from distillc.targets import target_names
 from distillc.task import metric_names, type_names
 
-# A policy, not a measurement: two phrasings of one short answer commonly score 0.7-0.9 chrF against each
-# other, a changed meaning (another verb, another object) below it. Tasks with their own bar set agree_at.
+# A policy, not a measurement: where a task's "same answer" lies on its metric is the user's to say
+# (evaluation.agree_at); 0.7 chrF keeps a reworded phrase and drops one with another verb or object.
 DEFAULT_AGREE_AT = 0.7
 
 
