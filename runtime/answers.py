@@ -98,6 +98,11 @@ def rouge_l(hypothesis: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def graded(output_type: str, metric: str) -> bool:
+    """Whether answers of this type, under this metric, agree by a score rather than by being equal."""
+    return output_type == "text" and metric in GRADED
+
+
 @dataclass(frozen=True)
 class Agreement:
     """When a student's answer agrees with the teacher's: the same label, equal JSON values, the same text, or,
@@ -115,12 +120,12 @@ class Agreement:
                 return bool(json.loads(teacher) == json.loads(student))
             except ValueError:
                 return False
-        if self.metric in GRADED:
+        if graded(self.output_type, self.metric):
             score = chrf if self.metric == "chrf" else rouge_l
             return score(student, teacher) >= self.at_least
         return teacher.strip() == student.strip()
 
     def describe(self) -> str:
-        if self.output_type == "text" and self.metric in GRADED:
+        if graded(self.output_type, self.metric):
             return f"{self.metric} >= {self.at_least:g} against the teacher's answer"
         return "equal to the teacher's answer"

@@ -26,6 +26,7 @@ their asynchronous path needs Tornado, so this one is written here.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -80,6 +81,13 @@ class CascadeConfig:
     breaker_cooldown_s: float = BREAKER_COOLDOWN_S
     shadow_share: float = 0.0
     instructions: str = ""  # the spec's, as the captured pairs' system prompt (what the inputs stage expects)
+
+    @functools.cached_property
+    def agrees(self) -> Agreement:
+        """Whether a student's answer agrees with the teacher's (already `usable`), as the build counted it when
+        it chose the threshold: package.json's `cascade.agreement`."""
+        rule = self.agreement or {}
+        return Agreement(self.output_type, rule.get("metric", "exact_match"), rule.get("at_least", 1.0))
 
     @classmethod
     def from_package(cls, info: dict[str, Any]) -> CascadeConfig | None:
@@ -137,13 +145,6 @@ def usable(config: CascadeConfig, text: str) -> str | None:
         except ValueError:
             return None
     return text or None
-
-
-def same_answer(config: CascadeConfig, teacher: str, student: str) -> bool:
-    """Whether the student's answer agrees with the teacher's (already `usable`), as the build counted it when
-    it chose the threshold: package.json's `cascade.agreement`."""
-    rule = config.agreement or {}
-    return Agreement(config.output_type, rule.get("metric", "exact_match"), rule.get("at_least", 1.0))(teacher, student)
 
 
 class PairLog:
@@ -268,7 +269,7 @@ class Cascade:
         finally:
             self.pending -= 1
         self.breaker.succeeded()
-        agreed = same_answer(self.config, said, answer.text)
+        agreed = self.config.agrees(said, answer.text)
         self.recent_agreed.append(agreed)
         self.metrics.shadows.labels("agree" if agreed else "disagree").inc()
         if self.log is not None:

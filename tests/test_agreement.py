@@ -16,7 +16,7 @@ from distillc.quality.confidence import confidence_summary
 from distillc.spec import load_spec, validate_file
 from distillc.spec.diagnostics import line_col
 from distillc_runtime.answers import Agreement, chrf, rouge_l
-from distillc_runtime.cascade import CascadeConfig, same_answer
+from distillc_runtime.cascade import CascadeConfig
 from tests.conftest import edit_spec, write_spec
 
 PAIRS = [
@@ -120,6 +120,6 @@ def test_the_packages_shadows_count_agreement_as_the_build_did() -> None:
         "agreement": {"metric": "chrf", "at_least": 0.7, "described": "chrf >= 0.7 against the teacher's answer"},
     }
     graded = CascadeConfig.from_package({"cascade": section})
-    assert graded is not None and same_answer(graded, *PAIRS[1]) and not same_answer(graded, *PAIRS[2])
+    assert graded is not None and graded.agrees(*PAIRS[1]) and not graded.agrees(*PAIRS[2])
     exact = CascadeConfig.from_package({"cascade": {k: v for k, v in section.items() if k != "agreement"}})
-    assert exact is not None and not same_answer(exact, *PAIRS[1]) and same_answer(exact, *PAIRS[0])
+    assert exact is not None and not exact.agrees(*PAIRS[1]) and exact.agrees(*PAIRS[0])

@@ -118,9 +118,7 @@ def cascade_point(spec: SpecIR, variant: dict[str, Any]) -> dict[str, Any] | Non
     cascade = spec.deploy.cascade
     assert cascade is not None
     point = choose_threshold(variant["confidence"]["curve"], cascade.min_agreement, cascade.min_coverage)
-    if point is None:
-        return None
-    return point | {"escalation": round(1 - point["coverage"], 6), "counted_as": variant["confidence"]["agreement"]}
+    return None if point is None else point | {"escalation": round(1 - point["coverage"], 6)}
 
 
 def cascade_ready(spec: SpecIR, variants: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:

@@ -87,7 +87,7 @@ def _cascade(
         "escalation": escalation,
         "agreement": point["agreement"],
         "interval": point["interval"],
-        "counted_as": point["counted_as"],
+        "counted_as": shipped["confidence"]["agreement"],
         "p50_ms": latency.get("p50"),
         "p95_ms": latency.get("p95"),
         "usd_per_1k": usd,

@@ -34,7 +34,7 @@ from distillc.spec.raw import (
 )
 from distillc.spec.source import SourceMap, load_yaml
 from distillc.task import TYPES, task_type
-from distillc_runtime.answers import GRADED
+from distillc_runtime.answers import graded
 from distillc_runtime.integrity import sha256 as file_sha256
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".txt": "txt", ".parquet": "parquet"}
@@ -215,8 +215,7 @@ def _semantic_checks(data: dict[str, Any], smap: SourceMap, spec_dir: Path) -> l
                 help="use " + ", ".join(f"'{name}'" for name in kind.metrics) + ", or 'auto'",
             )
         )
-    graded = kind is not None and kind.name == "text" and evaluation.metric in GRADED
-    if kind is not None and evaluation.agree_at is not None and not graded:
+    if kind is not None and evaluation.agree_at is not None and not graded(kind.name, evaluation.metric):
         out.append(
             Diagnostic(
                 "E134",
@@ -803,7 +802,7 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 def _agree_at(raw: RawSpec) -> float:
     """The score at which a graded text answer agrees with the teacher's; 1.0 where answers must be equal."""
-    if raw.task.output.type != "text" or raw.evaluation.metric not in GRADED:
+    if not graded(raw.task.output.type, raw.evaluation.metric):
         return 1.0
     return DEFAULT_AGREE_AT if raw.evaluation.agree_at is None else raw.evaluation.agree_at
 

@@ -72,7 +72,7 @@ def selftest(verify: Path, verified: Verified, chosen: dict[str, Any], inputs: i
     }
 
 
-def cascade_section(spec: SpecIR, point: dict[str, Any]) -> dict[str, Any]:
+def cascade_section(spec: SpecIR, point: dict[str, Any], agreement: dict[str, Any]) -> dict[str, Any]:
     """package.json's `cascade` (distillc_runtime.cascade): the threshold the gate chose, what it expects, the
     endpoint and the name of its key's variable (never the key), and the teacher's prompt as the build asked it."""
     cascade = spec.deploy.cascade
@@ -82,7 +82,7 @@ def cascade_section(spec: SpecIR, point: dict[str, Any]) -> dict[str, Any]:
         "threshold": point["threshold"],
         "expected_escalation": point["escalation"],
         "expected_agreement": point["agreement"],
-        "agreement": point["counted_as"],  # what the shadows' rolling agreement counts, as verify counted it
+        "agreement": agreement,  # what the shadows' rolling agreement counts, as verify counted it
         "agreement_interval": point["interval"],
         "base_url": cascade.base_url,
         "model": cascade.model,
@@ -151,7 +151,7 @@ def run(ctx: StageContext, export: Path, verify: Path, gate: Path) -> dict[str, 
         "latency_ms_at_build": latency,
     }
     if spec.deploy.cascade is not None and "cascade" in decision:
-        info["cascade"] = cascade_section(spec, decision["cascade"])
+        info["cascade"] = cascade_section(spec, decision["cascade"], chosen["confidence"]["agreement"])
     model_files = tree_files(out / "model")  # hashed once: for the image tag and the manifest
     lock = requirements(spec.export.target)
     unverified = check_versions(lock)

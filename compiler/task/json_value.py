@@ -12,9 +12,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from distillc.task.base import Pairs, Problem, Starter, StudentTokens
-from distillc.task.contract import strip_fence
 from distillc.task.stats import mean_with_interval
-from distillc_runtime.answers import Agreement
+from distillc_runtime.answers import Agreement, strip_fence
 
 if TYPE_CHECKING:
     from distillc.spec.ir import TaskIR

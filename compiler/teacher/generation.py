@@ -20,10 +20,10 @@ from distillc.build.events import Event, Sink
 from distillc.data.diversity import diversity_of
 from distillc.errors import DistillcError
 from distillc.spec.ir import GenerateIR, SpecIR, TeacherIR
-from distillc.task.contract import strip_fence
 from distillc.teacher import client
 from distillc.teacher.cost import usd
 from distillc.teacher.journal import Journal, request_key
+from distillc_runtime.answers import strip_fence
 
 if TYPE_CHECKING:
     from distillc.data.dedup import NearDuplicateIndex
